@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodConfig = `state_dir = "/tmp/gh"
+
+[[mirror]]
+name = "debian"
+url = "http://example.org/debian"
+suites = ["bookworm"]
+components = ["main"]
+architectures = ["amd64"]
+keyring = "/usr/share/keyrings/example.gpg"
+`
+
+func TestParseConfigAcceptsDocumentedKeys(t *testing.T) {
+	c, err := parseConfig("gh.toml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Mirror) != 1 || c.Mirror[0].Name != "debian" || c.Mirror[0].Concurrency != 8 {
+		t.Fatalf("decoded %+v", c.Mirror)
+	}
+}
+
+func TestParseConfigRejectsUnknownKeyWithLine(t *testing.T) {
+	bad := strings.Replace(goodConfig, "components =", "componets =", 1)
+	_, err := parseConfig("gh.toml", []byte(bad))
+	if err == nil {
+		t.Fatal("misspelled key accepted")
+	}
+	if !strings.Contains(err.Error(), `gh.toml:7: unknown key "mirror.componets"`) {
+		t.Fatalf("error does not name file, line and key: %v", err)
+	}
+	if exitCode(err) != exitUsage {
+		t.Fatalf("exit code %d, want %d", exitCode(err), exitUsage)
+	}
+}
+
+func TestParseConfigRejectsSyntaxErrorWithLine(t *testing.T) {
+	_, err := parseConfig("gh.toml", []byte("state_dir = \"/x\"\n[[mirror]\n"))
+	if err == nil || !strings.Contains(err.Error(), "gh.toml:") {
+		t.Fatalf("want error naming gh.toml and a line, got %v", err)
+	}
+}
+
+func TestParseConfigValidatesMirror(t *testing.T) {
+	for name, edit := range map[string][2]string{
+		"no keyring":   {`keyring = "/usr/share/keyrings/example.gpg"`, ``},
+		"bad name":     {`name = "debian"`, `name = "../etc"`},
+		"arch all":     {`architectures = ["amd64"]`, `architectures = ["all"]`},
+		"duplicate":    {`keyring = "/usr/share/keyrings/example.gpg"`, "keyring = \"/k\"\n" + goodConfig[strings.Index(goodConfig, "[[mirror]]"):]},
+		"bad duration": {`keyring = "/usr/share/keyrings/example.gpg"`, "keyring = \"/k\"\nmax_future_skew = \"ten\""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseConfig("gh.toml", []byte(strings.Replace(goodConfig, edit[0], edit[1], 1)))
+			if err == nil || exitCode(err) != exitUsage {
+				t.Fatalf("want usage error, got %v", err)
+			}
+		})
+	}
+}
+
+func TestCheckConfigCommand(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "gh.toml")
+	if err := os.WriteFile(p, []byte(goodConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", "--config", p}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "OK (1 mirrors)") {
+		t.Fatalf("output %q", out.String())
+	}
+	t.Setenv("GATEHOUSE_CONFIG", filepath.Join(dir, "missing.toml"))
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), []string{"check-config"}, &out, &errb); code != exitUsage {
+		t.Fatalf("missing config: exit %d", code)
+	}
+	if !strings.Contains(errb.String(), "missing.toml does not exist") {
+		t.Fatalf("GATEHOUSE_CONFIG not honoured: %s", errb.String())
+	}
+}
+
+func TestNotBuiltCommandsFailLoudly(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"recordings", "list"}, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "not built yet") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--log-level", "loud", "version"}, &out, &errb); code != exitUsage {
+		t.Fatalf("bad log level: exit %d", code)
+	}
+	if code := run(context.Background(), []string{"no-such-command"}, &out, &errb); code != exitUsage {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}

@@ -1,0 +1,130 @@
+// Package mirror syncs signed APT repositories from upstream into a local,
+// atomically published mirror: it orchestrates fetching (mirror/fetch),
+// verification (apt, apt/pgp), storage and publication (mirror/store).
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Config is one [[mirror]] table of the configuration file. The TOML names
+// are part of the operator interface and must not change.
+type Config struct {
+	// Name identifies the mirror; it is served at http://HOST:PORT/<Name>/.
+	Name string `toml:"name"`
+	// URL is the archive root upstream (the directory holding dists/ and pool/).
+	URL string `toml:"url"`
+	// Suites to mirror, e.g. ["bookworm", "bookworm-updates"]. A suite ending
+	// in "/" names a flat repository path below URL.
+	Suites []string `toml:"suites"`
+	// Components to mirror, e.g. ["main", "contrib"]. Empty for flat repositories.
+	Components []string `toml:"components"`
+	// Architectures to mirror; "all" is always implied.
+	Architectures []string `toml:"architectures"`
+	// Keyring is the OpenPGP keyring (binary .gpg or armored .asc, exactly
+	// what apt's Signed-By takes) that the upstream's Release must be signed
+	// by. There is no default: without a keyring there is no sync.
+	Keyring string `toml:"keyring"`
+	// Sources also mirrors source packages.
+	Sources bool `toml:"sources"`
+	// Translations lists the Translation-<lang> files to mirror (default ["en"]).
+	Translations []string `toml:"translations"`
+	// Concurrency bounds parallel downloads (default 8).
+	Concurrency int `toml:"concurrency"`
+	// RateLimit caps download bandwidth, e.g. "20MiB" per second; "" = none.
+	RateLimit string `toml:"rate_limit"`
+	// KeepSnapshots is how many published snapshots are retained (default 3),
+	// which is also how many by-hash generations clients may still hold.
+	KeepSnapshots int `toml:"keep_snapshots"`
+	// MaxDeleteFraction is GC's wipe protection: refuse to delete more than
+	// this fraction of the pool in one run (default 0.5).
+	MaxDeleteFraction float64 `toml:"max_delete_fraction"`
+	// TolerateMissing lets a sync publish even when a pool file listed in
+	// Packages is missing upstream (404). Off by default: such a sync fails.
+	TolerateMissing bool `toml:"tolerate_missing"`
+	// Schedule is when `gatehouse run` syncs this mirror ("hourly", "daily",
+	// or a Go duration like "30m"); "" = only on demand.
+	Schedule string `toml:"schedule"`
+	// MaxFutureSkew is how far in the future an upstream Date may lie (default 10m).
+	MaxFutureSkew Duration `toml:"max_future_skew"`
+
+	// Mode is "verbatim" (default) or "filtered" (re-signed, see issue 7).
+	Mode string `toml:"mode"`
+	// Include, Exclude and WithDependencies select packages in filtered mode.
+	Include          []string `toml:"include"`
+	Exclude          []string `toml:"exclude"`
+	WithDependencies bool     `toml:"with_dependencies"`
+}
+
+// Duration is a time.Duration that decodes from TOML strings like "10m".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: use a number with a unit, like \"90s\", \"10m\" or \"24h\"", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText formats the duration the way UnmarshalText reads it.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Defaults fills unset optional fields with their documented defaults.
+func (c *Config) Defaults() {
+	if c.Concurrency == 0 {
+		c.Concurrency = 8
+	}
+	if c.KeepSnapshots == 0 {
+		c.KeepSnapshots = 3
+	}
+	if c.MaxDeleteFraction == 0 {
+		c.MaxDeleteFraction = 0.5
+	}
+	if c.Translations == nil {
+		c.Translations = []string{"en"}
+	}
+	if c.MaxFutureSkew.Duration == 0 {
+		c.MaxFutureSkew.Duration = 10 * time.Minute
+	}
+	if c.Mode == "" {
+		c.Mode = "verbatim"
+	}
+}
+
+// Validate reports the first problem with c, naming the offending key so the
+// operator can fix the configuration file.
+func (c *Config) Validate() error {
+	where := fmt.Sprintf("[[mirror]] name=%q", c.Name)
+	switch {
+	case !validName.MatchString(c.Name):
+		return fmt.Errorf("%s: name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", where)
+	case c.URL == "":
+		return fmt.Errorf("%s: url is required (the archive root holding dists/ and pool/)", where)
+	case len(c.Suites) == 0:
+		return fmt.Errorf("%s: suites is required, e.g. suites = [\"bookworm\"]", where)
+	case c.Keyring == "":
+		return errors.New(where + ": keyring is required: name the upstream's OpenPGP keyring, as apt's Signed-By does")
+	case c.Concurrency < 1 || c.Concurrency > 64:
+		return fmt.Errorf("%s: concurrency must be between 1 and 64, got %d", where, c.Concurrency)
+	case c.KeepSnapshots < 1:
+		return fmt.Errorf("%s: keep_snapshots must be at least 1, got %d", where, c.KeepSnapshots)
+	case c.MaxDeleteFraction <= 0 || c.MaxDeleteFraction > 1:
+		return fmt.Errorf("%s: max_delete_fraction must be in (0, 1], got %g", where, c.MaxDeleteFraction)
+	case c.Mode != "verbatim" && c.Mode != "filtered":
+		return fmt.Errorf("%s: mode must be \"verbatim\" or \"filtered\", got %q", where, c.Mode)
+	}
+	for _, a := range c.Architectures {
+		if a == "" || a == "all" {
+			return fmt.Errorf("%s: architectures: %q is not allowed (\"all\" is implied)", where, a)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# test.sh: the whole gatehouse test suite, on a fresh Debian 12 machine with Go.
+#
+# It installs the Debian packages the tests drive for real (OpenSSH, gpgv,
+# sqv, asciinema, dpkg, apt, nginx, ...), then runs: gofmt check, go vet,
+# staticcheck, go test -race ./..., and a short fuzz run of every fuzz target.
+# README.md gives this exact command, and .ci/run runs it.
+#
+# Environment: FUZZTIME (default 5s) per fuzz target; SKIP_INSTALL=1 skips apt-get.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FUZZTIME=${FUZZTIME:-5s}
+PACKAGES=(
+  openssh-server openssh-client gnupg gpgv sqv debian-archive-keyring
+  asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4
+)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  step "installing Debian packages the tests use"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+fi
+# sshd refuses to start without its privilege-separation directory.
+[ "$(id -u)" -ne 0 ] || mkdir -p /run/sshd
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change these files (run gofmt -w):"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+step "go build"
+go build -o /dev/null ./cmd/gatehouse
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
+
+step "fuzz: every Fuzz target for $FUZZTIME"
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for target in $(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)\(' "$dir"/*_test.go 2>/dev/null | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/' | sort -u); do
+    echo "fuzz $pkg $target"
+    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/gatehouse-fuzz.log 2>&1 || {
+      cat /tmp/gatehouse-fuzz.log; echo "fuzz target $target in $pkg failed (the crasher is saved under $dir/testdata/fuzz)"; exit 1; }
+  done
+done
+
+step "all checks passed"
