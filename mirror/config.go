@@ -6,6 +6,7 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"time"
 )
@@ -128,3 +129,8 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// StoreRoot is the directory under the state directory that holds every
+// mirror's store (mirror/store.Open(StoreRoot(stateDir), name)). Sync writes
+// there and `gatehouse serve` serves from there.
+func StoreRoot(stateDir string) string { return filepath.Join(stateDir, "mirrors") }

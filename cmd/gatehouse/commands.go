@@ -40,7 +40,7 @@ func newMirrorCmd(g *globals) *cobra.Command {
 		notBuilt(g, "gc [NAME...]", "Remove pool files no retained snapshot references", "issue 4"),
 		notBuilt(g, "rollback NAME [SNAPSHOT]", "Publish an earlier snapshot again", "issue 4"),
 		notBuilt(g, "list", "List mirrors and their snapshots", "issue 4"),
-		notBuilt(g, "import-apt-sources [FILE...]", "Turn apt's deb822 .sources files into [[mirror]] entries", "issue 4"),
+		newImportAptSourcesCmd(g),
 		notBuilt(g, "export NAME... --to FILE|DIR", "Write a signed air-gap bundle", "issue 7"),
 		notBuilt(g, "import FILE|DIR", "Verify and publish an air-gap bundle", "issue 7"),
 	)
@@ -57,10 +57,6 @@ func newKeysCmd(g *globals) *cobra.Command {
 		notBuilt(g, "export-archive-key", "Print the archive public key for clients' Signed-By", "issue 7"),
 	)
 	return c
-}
-
-func newServeCmd(g *globals) *cobra.Command {
-	return notBuilt(g, "serve", "Serve published mirrors over HTTP to apt clients", "issue 4")
 }
 
 func newBastionCmd(g *globals) *cobra.Command {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"gatehouse/mirror"
+	"gatehouse/mirror/serve"
 )
 
 // fileConfig is the whole configuration file. Each package owns the struct of
@@ -21,6 +22,7 @@ type fileConfig struct {
 	// StateDir holds pool, snapshots, keys and state (default /var/lib/gatehouse).
 	StateDir string          `toml:"state_dir"`
 	Mirror   []mirror.Config `toml:"mirror"`
+	Serve    serve.Config    `toml:"serve"`
 }
 
 const defaultStateDir = "/var/lib/gatehouse"

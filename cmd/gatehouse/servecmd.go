@@ -1,0 +1,52 @@
+package main
+
+import (
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"gatehouse/mirror"
+	"gatehouse/mirror/serve"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	var listen string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve published mirrors over HTTP to apt clients",
+		Long: `Serve every configured mirror's published snapshot read-only over HTTP:
+http://LISTEN/<mirror>/dists/... and /<mirror>/pool/... for apt clients:
+
+  deb [signed-by=/usr/share/keyrings/KEYRING.gpg] http://gatehouse:8080/<mirror> <suite> <components>
+
+Stops gracefully on SIGINT/SIGTERM (requests in flight finish).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Serve.Listen = listen
+			}
+			return runServe(cmd, g, cfg)
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "", "address to listen on (overrides [serve] listen; default "+serve.DefaultListen+")")
+	return c
+}
+
+func runServe(cmd *cobra.Command, g *globals, cfg *fileConfig) error {
+	names := make([]string, len(cfg.Mirror))
+	for i, m := range cfg.Mirror {
+		names[i] = m.Name
+	}
+	addr := cfg.Serve.Addr()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return usageErrorf("serve: cannot listen on %s: %v (set [serve] listen to a free address)", addr, err)
+	}
+	g.log.Info("serving mirrors", "addr", ln.Addr().String(), "mirrors", names, "root", mirror.StoreRoot(cfg.StateDir))
+	h := serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log)
+	return serve.Serve(cmd.Context(), ln, h, 0, g.log)
+}

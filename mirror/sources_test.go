@@ -1,0 +1,111 @@
+package mirror
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestImportAptSourcesDebianDefault(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "debian.sources", `# Modernized from /etc/apt/sources.list
+Types: deb
+URIs: http://example.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb deb-src
+URIs: http://example.org/debian-security
+Suites: bookworm-security
+Components: main contrib
+Architectures: arm64 all
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://example.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Enabled: no
+Types: deb
+URIs: http://example.org/disabled
+Suites: x
+Signed-By: /k.gpg
+`)
+	res, err := ImportAptSources([]string{f}, dir, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Mirrors) != 2 {
+		t.Fatalf("want 2 mirrors, got %+v", res.Mirrors)
+	}
+	d, s := res.Mirrors[0], res.Mirrors[1]
+	if d.Name != "debian" || !slices.Equal(d.Suites, []string{"bookworm", "bookworm-updates", "bookworm-backports"}) || !slices.Equal(d.Architectures, []string{"amd64"}) || d.Sources {
+		t.Errorf("debian mirror: %+v", d)
+	}
+	if s.Name != "debian-security" || !s.Sources || !slices.Equal(s.Architectures, []string{"arm64"}) || !slices.Equal(s.Components, []string{"main", "contrib"}) {
+		t.Errorf("security mirror: %+v", s)
+	}
+	for _, m := range res.Mirrors {
+		if err := m.Validate(); err != nil {
+			t.Errorf("imported config does not validate: %v", err)
+		}
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "Enabled: no") {
+		t.Errorf("notes: %q", res.Notes)
+	}
+}
+
+func TestImportAptSourcesInlineKeyAndRefusals(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "x.sources", `Types: deb
+URIs: https://example.org/repo/
+Suites: stable
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ mDMEZZZZZZYJKwYBBAHaRw8BAQdA
+ -----END PGP PUBLIC KEY BLOCK-----
+`)
+	kd := filepath.Join(dir, "keyrings")
+	res, err := ImportAptSources([]string{f}, kd, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(kd, "repo.asc")
+	if len(res.Mirrors) != 1 || res.Mirrors[0].Keyring != want {
+		t.Fatalf("mirrors %+v", res.Mirrors)
+	}
+	got, _ := os.ReadFile(want)
+	if string(got) != "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZZZZZZYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n" {
+		t.Fatalf("inline key written as %q", got)
+	}
+
+	for name, text := range map[string]string{
+		"no signed-by":     "Types: deb\nURIs: http://example.org/a\nSuites: s\nComponents: main\n",
+		"fingerprint only": "Types: deb\nURIs: http://example.org/a\nSuites: s\nSigned-By: 0123456789ABCDEF0123456789ABCDEF01234567\n",
+		"no suites":        "Types: deb\nURIs: http://example.org/a\nSigned-By: /k.gpg\n",
+		"one-line format":  "deb http://example.org/a s main\n",
+	} {
+		p := writeFile(t, dir, "bad.sources", text)
+		if _, err := ImportAptSources([]string{p}, kd, "amd64"); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
