@@ -1,0 +1,447 @@
+package record
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxAuditLine is the largest audit line, in bytes without the newline, that
+// Log writes and VerifyAudit accepts. It bounds memory when verifying
+// untrusted files; callers keep cert-derived strings short with Sanitize.
+const MaxAuditLine = 256 << 10
+
+// auditSyncInterval bounds how long an event may sit in the page cache
+// before it is fsynced. Each line is written with its own write(2), so a
+// crash of the process loses nothing; only a power loss can lose up to this
+// much. fsync per event would cost a disk flush per auth attempt, which a
+// login storm cannot afford.
+const auditSyncInterval = time.Second
+
+// zeroHash is the "prev" of the first line of a chain.
+var zeroHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+// reserved are the keys Log sets itself; callers may not pass them.
+var reserved = map[string]bool{"time": true, "event": true, "prev": true, "seq": true}
+
+// Audit is an append-only, hash-chained JSON-lines audit log. Every line is
+// {"time":…,"event":…,<caller fields sorted by key>…,"prev":…,"seq":N}
+// where prev is the hex SHA-256 of the previous line's bytes (without its
+// newline) and seq counts lines from 1. It is safe for concurrent use.
+//
+// The bastion fails closed: once a write fails, or after Close, every Log
+// returns an error, so the caller refuses or ends the connection.
+type Audit struct {
+	mu        sync.Mutex
+	f         *os.File
+	path      string
+	now       func() time.Time
+	prev      string // hex sha256 of the last line
+	seq       int64  // seq of the last line
+	size      int64  // bytes in the file after the last complete line
+	err       error  // sticky failure
+	syncTimer *time.Timer
+	dirty     bool
+}
+
+// OpenAudit opens (or creates, 0600, with a 0700 parent directory) the audit
+// log at path for appending and continues the hash chain from its last line.
+// It refuses a file whose last line is partial or does not parse: appending
+// after it would silently fork the chain. now supplies event timestamps; nil
+// means time.Now.
+func OpenAudit(path string, now func() time.Time) (*Audit, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("audit log %s: create directory: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit log %s: open: %w", path, err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	a := &Audit{f: f, path: path, now: now, prev: zeroHash}
+	if err := a.loadTail(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// loadTail reads the last line of the file to learn prev and seq.
+func (a *Audit) loadTail() error {
+	st, err := a.f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit log %s: stat: %w", a.path, err)
+	}
+	size := st.Size()
+	a.size = size
+	if size == 0 {
+		return nil
+	}
+	n := min(size, int64(MaxAuditLine)+2)
+	buf := make([]byte, n)
+	if _, err := a.f.ReadAt(buf, size-n); err != nil {
+		return fmt.Errorf("audit log %s: read tail: %w", a.path, err)
+	}
+	if buf[len(buf)-1] != '\n' {
+		return fmt.Errorf("audit log %s: last line is incomplete (no trailing newline, file size %d); "+
+			"the previous run was interrupted mid-write or the file was truncated. Inspect it with "+
+			"`gatehouse recordings verify --audit %s`, then move it aside to start a new chain",
+			a.path, size, a.path)
+	}
+	body := buf[:len(buf)-1]
+	i := bytes.LastIndexByte(body, '\n')
+	if i < 0 && int64(len(buf)) < size {
+		return fmt.Errorf("audit log %s: last line is longer than %d bytes", a.path, MaxAuditLine)
+	}
+	line := body[i+1:]
+	h, err := parseAuditHeader(line)
+	if err != nil {
+		return fmt.Errorf("audit log %s: last line does not parse (%v); refusing to continue a chain "+
+			"from it. Move the file aside to start a new chain", a.path, err)
+	}
+	sum := sha256.Sum256(line)
+	a.prev = hex.EncodeToString(sum[:])
+	a.seq = h.Seq
+	return nil
+}
+
+// auditHeader is the chain-relevant part of an audit line.
+type auditHeader struct {
+	Time  string `json:"time"`
+	Event string `json:"event"`
+	Prev  string `json:"prev"`
+	Seq   int64  `json:"seq"`
+}
+
+func parseAuditHeader(line []byte) (auditHeader, error) {
+	var h auditHeader
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return h, fmt.Errorf("not a JSON object: %v", err)
+	}
+	for _, k := range []string{"time", "event", "prev", "seq"} {
+		if _, ok := raw[k]; !ok {
+			return h, fmt.Errorf("field %q missing", k)
+		}
+	}
+	if err := json.Unmarshal(line, &h); err != nil {
+		return h, fmt.Errorf("bad field types: %v", err)
+	}
+	if h.Seq < 1 {
+		return h, fmt.Errorf("seq %d is not positive", h.Seq)
+	}
+	if len(h.Prev) != 2*sha256.Size {
+		return h, fmt.Errorf("prev %q is not a hex SHA-256", Sanitize(h.Prev, 80))
+	}
+	if _, err := hex.DecodeString(h.Prev); err != nil {
+		return h, fmt.Errorf("prev %q is not a hex SHA-256", Sanitize(h.Prev, 80))
+	}
+	if _, err := time.Parse(time.RFC3339Nano, h.Time); err != nil {
+		return h, fmt.Errorf("time %q is not RFC 3339", Sanitize(h.Time, 80))
+	}
+	return h, nil
+}
+
+// Log appends one event. fields must not use the keys time, event, prev or
+// seq, and every value must be JSON-encodable. The line is written with a
+// single write(2) before Log returns; it is fsynced within a second and at
+// Close. After any write failure the Audit is failed and every later Log
+// returns the error.
+func (a *Audit) Log(event string, fields map[string]any) error {
+	if a == nil {
+		return errors.New("audit log: not open")
+	}
+	line, err := a.encode(event, fields)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return a.err
+	}
+	// time and the chain fields are filled in under the lock so that lines
+	// are in time and seq order.
+	seq := a.seq + 1
+	full := make([]byte, 0, len(line)+160)
+	full = append(full, `{"time":`...)
+	full = strconv.AppendQuote(full, a.now().UTC().Format(time.RFC3339Nano))
+	full = append(full, line...)
+	full = append(full, `,"prev":"`...)
+	full = append(full, a.prev...)
+	full = append(full, `","seq":`...)
+	full = strconv.AppendInt(full, seq, 10)
+	full = append(full, '}')
+	if len(full) > MaxAuditLine {
+		return fmt.Errorf("audit log %s: event %q is %d bytes, over the %d-byte line limit; shorten fields with Sanitize",
+			a.path, Sanitize(event, 60), len(full), MaxAuditLine)
+	}
+	sum := sha256.Sum256(full)
+	full = append(full, '\n')
+	if n, err := a.f.Write(full); err != nil {
+		a.err = fmt.Errorf("audit log %s: write failed, audit log is now closed (fail closed): %w", a.path, err)
+		if n > 0 {
+			// Cut the partial line so that the log reopens once the
+			// disk has room again, instead of refusing a broken tail.
+			a.f.Truncate(a.size)
+		}
+		return a.err
+	}
+	a.size += int64(len(full))
+	a.prev = hex.EncodeToString(sum[:])
+	a.seq = seq
+	a.dirty = true
+	if a.syncTimer == nil {
+		a.syncTimer = time.AfterFunc(auditSyncInterval, a.syncLater)
+	}
+	return nil
+}
+
+// encode renders `,"event":…` and the caller's fields in sorted key order,
+// so the same event always produces the same bytes.
+func (a *Audit) encode(event string, fields map[string]any) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(`,"event":`)
+	if err := writeJSON(&b, event); err != nil {
+		return nil, fmt.Errorf("audit log: event name: %w", err)
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		if reserved[k] {
+			return nil, fmt.Errorf("audit log: event %q: field name %q is reserved", Sanitize(event, 60), k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteByte(',')
+		if err := writeJSON(&b, k); err != nil {
+			return nil, fmt.Errorf("audit log: event %q: field name: %w", Sanitize(event, 60), err)
+		}
+		b.WriteByte(':')
+		if err := writeJSON(&b, fields[k]); err != nil {
+			return nil, fmt.Errorf("audit log: event %q: field %q: %w", Sanitize(event, 60), Sanitize(k, 60), err)
+		}
+	}
+	return b.Bytes(), nil
+}
+
+// writeJSON appends the compact JSON encoding of v without a newline.
+func writeJSON(b *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	b.Truncate(b.Len() - 1) // Encode's newline
+	return nil
+}
+
+func (a *Audit) syncLater() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.syncTimer = nil
+	a.syncLocked()
+}
+
+func (a *Audit) syncLocked() {
+	if !a.dirty || a.err != nil || a.f == nil {
+		return
+	}
+	if err := a.f.Sync(); err != nil {
+		a.err = fmt.Errorf("audit log %s: fsync failed, audit log is now closed (fail closed): %w", a.path, err)
+		return
+	}
+	a.dirty = false
+}
+
+// Close fsyncs and closes the log. Later Log calls return an error.
+func (a *Audit) Close() error {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return nil
+	}
+	if a.syncTimer != nil {
+		a.syncTimer.Stop()
+		a.syncTimer = nil
+	}
+	a.syncLocked()
+	syncErr := a.err
+	cerr := a.f.Close()
+	a.f = nil
+	if a.err == nil {
+		a.err = fmt.Errorf("audit log %s: closed", a.path)
+	}
+	if syncErr != nil {
+		return syncErr
+	}
+	if cerr != nil {
+		return fmt.Errorf("audit log %s: close: %w", a.path, cerr)
+	}
+	return nil
+}
+
+// AuditError is the error VerifyAudit returns; Line is 1-based.
+type AuditError struct {
+	Line   int
+	Reason string
+}
+
+func (e *AuditError) Error() string {
+	return fmt.Sprintf("audit log line %d: %s", e.Line, e.Reason)
+}
+
+// VerifyAudit checks a complete audit log from its first line: every line
+// parses, seq counts 1, 2, 3…, and each prev is the SHA-256 of the line
+// before it. It detects an edited, deleted, inserted or reordered line and a
+// partial last line, and names the first bad line in an *AuditError. A chain
+// cut off after a complete line, or an edit of the very last line's non-chain
+// fields, cannot be seen from the file alone; compare the returned line count
+// (and the last line) with a copy shipped elsewhere.
+func VerifyAudit(r io.Reader) (lines int, err error) {
+	br := newLineReader(r, MaxAuditLine)
+	prev := zeroHash
+	for {
+		line, complete, err := br.next()
+		if err == io.EOF {
+			return lines, nil
+		}
+		n := lines + 1
+		if err != nil {
+			return lines, &AuditError{Line: n, Reason: err.Error()}
+		}
+		if !complete {
+			return lines, &AuditError{Line: n, Reason: "incomplete last line (no newline): file truncated or write interrupted"}
+		}
+		h, err := parseAuditHeader(line)
+		if err != nil {
+			return lines, &AuditError{Line: n, Reason: err.Error()}
+		}
+		if h.Seq != int64(n) {
+			return lines, &AuditError{Line: n, Reason: fmt.Sprintf(
+				"seq is %d, want %d: a line before it was deleted or inserted, or lines were reordered", h.Seq, n)}
+		}
+		if h.Prev != prev {
+			if n == 1 {
+				return lines, &AuditError{Line: 1, Reason: "first line's prev is not the chain start (all zeros): the log does not start at its first event"}
+			}
+			return lines, &AuditError{Line: n - 1, Reason: fmt.Sprintf(
+				"its SHA-256 does not match the prev recorded on line %d: line %d was edited", n, n-1)}
+		}
+		sum := sha256.Sum256(line)
+		prev = hex.EncodeToString(sum[:])
+		lines = n
+	}
+}
+
+// lineReader reads newline-terminated lines of bounded length.
+type lineReader struct {
+	r     io.Reader
+	buf   []byte
+	chunk []byte
+	max   int
+	eof   bool
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: r, max: max, chunk: make([]byte, 32<<10)}
+}
+
+// next returns the next line without its newline; complete is false for a
+// final line that had no newline. The returned slice is valid until the next
+// call.
+func (l *lineReader) next() (line []byte, complete bool, err error) {
+	for {
+		if i := bytes.IndexByte(l.buf, '\n'); i >= 0 {
+			// Copy out so the caller's slice survives compaction below.
+			out := append([]byte(nil), l.buf[:i]...)
+			l.buf = append(l.buf[:0], l.buf[i+1:]...)
+			return out, true, nil
+		}
+		if len(l.buf) > l.max {
+			return nil, false, fmt.Errorf("line longer than %d bytes", l.max)
+		}
+		if l.eof {
+			if len(l.buf) == 0 {
+				return nil, false, io.EOF
+			}
+			out := l.buf
+			l.buf = nil
+			return out, false, nil
+		}
+		n, err := l.r.Read(l.chunk)
+		l.buf = append(l.buf, l.chunk[:n]...)
+		if err == io.EOF {
+			l.eof = true
+		} else if err != nil {
+			return nil, false, fmt.Errorf("read: %w", err)
+		}
+	}
+}
+
+// Sanitize makes an untrusted string (certificate key id, principal, path)
+// safe to log or echo to a terminal: invalid UTF-8 bytes become \xNN,
+// control and other non-printable runes (including bidi overrides) become
+// \uNNNN, and a backslash becomes \\ so the escapes are unambiguous. If max >
+// 0 the result is at most max bytes, ending in "..." when cut.
+func Sanitize(s string, max int) string {
+	var b []byte
+	const ell = "..."
+	cut := false
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		var piece string
+		switch {
+		case r == utf8.RuneError && size == 1:
+			piece = fmt.Sprintf(`\x%02x`, s[i])
+		case r == '\\':
+			piece = `\\`
+		case r == ' ' || unicode.IsPrint(r):
+			piece = s[i : i+size]
+		case r <= 0xFFFF:
+			piece = fmt.Sprintf(`\u%04x`, r)
+		default:
+			piece = fmt.Sprintf(`\U%08x`, r)
+		}
+		if max > 0 && len(b)+len(piece) > max {
+			cut = true
+			break
+		}
+		b = append(b, piece...)
+		i += size
+	}
+	if cut {
+		for len(b)+len(ell) > max && len(b) > 0 {
+			// Remove whole pieces' tail bytes; escapes are ASCII and printable
+			// runes are whole, so trim back to a rune start.
+			_, size := utf8.DecodeLastRune(b)
+			b = b[:len(b)-size]
+		}
+		if len(ell) <= max {
+			b = append(b, ell...)
+		}
+	}
+	return string(b)
+}
