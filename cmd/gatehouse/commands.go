@@ -16,10 +16,6 @@ func notBuilt(g *globals, use, short, issue string) *cobra.Command {
 	}
 }
 
-func newDemoCmd(g *globals) *cobra.Command {
-	return notBuilt(g, "demo", "Run both halves on a built-in sample: no config, no network", "issue 8")
-}
-
 func newInitCmd(g *globals) *cobra.Command {
 	return notBuilt(g, "init", "Write a commented config and create keys in a state directory", "issue 8")
 }
@@ -55,26 +51,6 @@ func newKeysCmd(g *globals) *cobra.Command {
 	c.AddCommand(
 		notBuilt(g, "init-archive-key", "Create the OpenPGP archive signing key if missing", "issue 7"),
 		notBuilt(g, "export-archive-key", "Print the archive public key for clients' Signed-By", "issue 7"),
-	)
-	return c
-}
-
-func newBastionCmd(g *globals) *cobra.Command {
-	c := notBuilt(g, "bastion", "Run the certificate-only SSH bastion", "issue 5")
-	c.AddCommand(notBuilt(g, "check-cert FILE", "Explain whether a certificate would be accepted, and by which rule", "issue 5"))
-	return c
-}
-
-func newRecordingsCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "recordings",
-		Short: "List, replay, verify and export session recordings",
-	}
-	c.AddCommand(
-		notBuilt(g, "list", "List recorded sessions", "issue 6"),
-		notBuilt(g, "play ID", "Replay a recorded session in the terminal", "issue 6"),
-		notBuilt(g, "verify [ID|--all]", "Check recordings' hash chains and signatures", "issue 6"),
-		notBuilt(g, "export ID", "Export a recording as asciicast v3 or text", "issue 6"),
 	)
 	return c
 }

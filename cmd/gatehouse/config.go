@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
+	"gatehouse/bastion"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -23,6 +24,8 @@ type fileConfig struct {
 	StateDir string          `toml:"state_dir"`
 	Mirror   []mirror.Config `toml:"mirror"`
 	Serve    serve.Config    `toml:"serve"`
+	// Bastion is nil when the file has no [bastion] table.
+	Bastion *bastion.Config `toml:"bastion"`
 }
 
 const defaultStateDir = "/var/lib/gatehouse"
@@ -60,6 +63,12 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir
+	}
+	if c.Bastion != nil {
+		c.Bastion.Defaults()
+		if err := c.Bastion.Validate(); err != nil {
+			return nil, usageErrorf("%s: %v", path, err)
+		}
 	}
 	seen := map[string]bool{}
 	for i := range c.Mirror {

@@ -1,0 +1,440 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"gatehouse/apt/apttest"
+	"gatehouse/apt/pgp"
+	"gatehouse/bastion"
+	"gatehouse/bastion/policy"
+	"gatehouse/mirror"
+	"gatehouse/mirror/serve"
+)
+
+func newDemoCmd(g *globals) *cobra.Command {
+	var dir string
+	var keep, check bool
+	var exitAfterCheck bool
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Run both halves on a built-in sample: no config, no network",
+		Long: `Build a signed sample upstream archive in a temporary directory, sync and
+verify it into a mirror, serve it on 127.0.0.1, start the certificate-only
+bastion with a throwaway CA in front of a sample SSH target, check both with
+the real apt-get and ssh when they are installed, and print the commands to
+try them yourself. Everything binds to 127.0.0.1; nothing leaves the machine.
+Runs until interrupted (Ctrl-C), then removes the directory unless --keep.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDemo(cmd.Context(), g, demoOptions{dir: dir, keep: keep, check: check, exitAfterCheck: exitAfterCheck})
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "", "directory for the demo's state (default: a new temporary directory)")
+	c.Flags().BoolVar(&keep, "keep", false, "keep the demo directory on exit")
+	c.Flags().BoolVar(&check, "check", true, "run the real apt-get and ssh against the demo once started")
+	c.Flags().BoolVar(&exitAfterCheck, "exit", false, "exit after the checks instead of running until interrupted (exit 1 if a check failed)")
+	return c
+}
+
+type demoOptions struct {
+	dir            string
+	keep, check    bool
+	exitAfterCheck bool
+}
+
+// demoPackages are the sample upstream's packages: a small dependency chain
+// so apt-get install --download-only shows the closure being fetched.
+func demoPackages() []apttest.Package {
+	return []apttest.Package{
+		{Name: "gatehouse-hello", Version: "1.0-1", Arch: "all", Depends: "libgatehouse-greeting (>= 1.0)", Section: "misc", Priority: "optional",
+			Description: "sample package served by the gatehouse demo\n This package was signed upstream, verified by gatehouse and served\n from its mirror.",
+			Files:       map[string]string{"usr/share/doc/gatehouse-hello/README": "Hello from the gatehouse demo mirror.\n"}},
+		{Name: "libgatehouse-greeting", Version: "1.2~rc1-1", Arch: "all", Section: "libs", Priority: "optional",
+			Description: "sample library of the gatehouse demo"},
+		{Name: "gatehouse-extras", Version: "2:0.9+dfsg-3", Arch: "all", Section: "misc", Priority: "optional",
+			Description: "another sample package"},
+	}
+}
+
+func runDemo(ctx context.Context, g *globals, o demoOptions) error {
+	now := time.Now()
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "gatehouse-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if !o.keep && o.dir == "" {
+		defer os.RemoveAll(dir)
+	}
+	out := g.stdout
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	say("gatehouse demo in %s (everything on 127.0.0.1)\n", dir)
+
+	// The components log every request and decision; keep them in a file so
+	// the terminal shows the story, not the access log.
+	logPath := filepath.Join(dir, "demo.log")
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	// Goods: a signed upstream, synced, verified and served.
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		return fmt.Errorf("the demo builds real .deb files with dpkg-deb, which is not installed: apt-get install dpkg")
+	}
+	upKey, err := pgp.GenerateSigningKey("gatehouse demo upstream", "upstream@example.org", "ed25519", now)
+	if err != nil {
+		return err
+	}
+	arch := debianArch(runtime.GOARCH)
+	repo, err := apttest.Build(filepath.Join(dir, "upstream"), upKey, apttest.Suite{
+		Name: "stable", Codename: "demo", Origin: "Gatehouse Demo", Label: "Gatehouse Demo",
+		Components: []string{"main"}, Architectures: []string{arch},
+		Packages: map[string][]apttest.Package{"main": demoPackages()},
+		ByHash:   true, Translations: true,
+	})
+	if err != nil {
+		return fmt.Errorf("building the sample upstream: %w", err)
+	}
+	upURL, stopUp, err := demoHTTP(ctx, http.FileServer(http.Dir(repo.Dir)))
+	if err != nil {
+		return err
+	}
+	defer stopUp()
+	say("1. sample upstream (signed with a fresh Ed25519 key):  %s", upURL)
+
+	stateDir := filepath.Join(dir, "state")
+	mcfg := mirror.Config{Name: "demo", URL: upURL, Suites: []string{"stable"}, Components: []string{"main"},
+		Architectures: []string{arch}, Keyring: repo.KeyringPath}
+	mcfg.Defaults()
+	rep, err := mirror.Sync(ctx, stateDir, mcfg, mirror.Options{Log: log, Now: time.Now})
+	if err != nil {
+		return fmt.Errorf("demo sync: %w", err)
+	}
+	say("2. synced and verified: %s, snapshot %s, %d files fetched (%d bytes)", rep.Result, rep.Snapshot, rep.FilesFetched, rep.BytesFetched)
+
+	mirrorURL, stopServe, err := demoHTTP(ctx, serve.NewHandler(mirror.StoreRoot(stateDir), []string{"demo"}, log))
+	if err != nil {
+		return err
+	}
+	defer stopServe()
+	sourcesLine := fmt.Sprintf("deb [signed-by=%s] %s/demo stable main", repo.KeyringPath, mirrorURL)
+	aptConf, err := writeAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
+	if err != nil {
+		return err
+	}
+	say("3. mirror served at %s/demo/", mirrorURL)
+
+	// People: a throwaway user CA, the bastion, a sample target.
+	bdir := filepath.Join(dir, "bastion")
+	if err := os.MkdirAll(bdir, 0o700); err != nil {
+		return err
+	}
+	ca, _, err := ensureSSHKey(filepath.Join(bdir, "user_ca"), "gatehouse-demo-user-ca")
+	if err != nil {
+		return err
+	}
+	hostKey, _, err := ensureSSHKey(filepath.Join(bdir, "ssh_host_ed25519_key"), "gatehouse-demo-bastion")
+	if err != nil {
+		return err
+	}
+	targetKey, _, err := ensureSSHKey(filepath.Join(bdir, "target_host_key"), "gatehouse-demo-target")
+	if err != nil {
+		return err
+	}
+	admin, _, err := ensureSSHKey(filepath.Join(bdir, "admin"), "admin@demo")
+	if err != nil {
+		return err
+	}
+	cert, err := signUserCert(ca, admin.PublicKey(), "admin@demo", []string{"admin"}, now.Add(-time.Minute), now.Add(8*time.Hour),
+		map[string]string{"permit-port-forwarding": "", "permit-pty": ""})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(bdir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		return err
+	}
+	target, err := newDemoTarget(targetKey, ca.PublicKey(), log)
+	if err != nil {
+		return err
+	}
+	tctx, stopTarget := context.WithCancel(ctx)
+	targetDone := make(chan struct{})
+	go func() { target.serve(tctx); close(targetDone) }()
+	defer func() { stopTarget(); <-targetDone }()
+
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bcfg := bastion.Config{
+		Listen:     bln.Addr().String(),
+		HostKeys:   []string{filepath.Join(bdir, "ssh_host_ed25519_key")},
+		UserCAKeys: filepath.Join(bdir, "user_ca.pub"),
+		AuditLog:   filepath.Join(bdir, "audit.jsonl"),
+		Rules:      []policy.Rule{{Principals: []string{"admin"}, Jump: []string{target.addr()}}},
+	}
+	bcfg.Defaults()
+	if err := bcfg.Validate(); err != nil {
+		return err
+	}
+	srv, err := bastion.New(bcfg, log, time.Now)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	bctx, stopBastion := context.WithCancel(ctx)
+	bdone := make(chan error, 1)
+	go func() { bdone <- srv.Serve(bctx, bln) }()
+	defer func() { stopBastion(); <-bdone }()
+
+	sshConf, err := writeDemoSSHConfig(bdir, bln.Addr().String(), target.addr(), hostKey.PublicKey(), targetKey.PublicKey())
+	if err != nil {
+		return err
+	}
+	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.addr())
+
+	failed := false
+	if o.check {
+		say("\nChecking with the real tools:")
+		failed = !demoCheck(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+		failed = !demoCheck(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
+		failed = !demoCheck(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
+		failed = !demoRefusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
+		failed = !demoCheck(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+	}
+
+	say(`
+Try it yourself (in another terminal):
+
+  # goods: apt on an "isolated host", pointed at the mirror (private apt config, nothing on this machine changes)
+  APT_CONFIG=%[1]s apt-get update
+  APT_CONFIG=%[1]s apt-get install --download-only gatehouse-hello
+  # the sources line an isolated host would use:
+  %[2]s
+
+  # people: ssh through the bastion with a certificate (ProxyJump); the config names key, cert and known hosts
+  ssh -F %[3]s demo-target
+  # (that config says: ProxyJump admin@%[4]s with certificate %[5]s, key %[6]s, to %[7]s)
+
+  # the bastion's hash-chained audit log, and its verification
+  cat %[8]s
+  go run ./cmd/gatehouse recordings verify --audit %[8]s
+
+  # what the mirror, the server and the bastion logged
+  less %[9]s
+`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.addr(), bcfg.AuditLog, logPath)
+
+	if o.exitAfterCheck {
+		if failed {
+			return errors.New("demo: a check failed (see above)")
+		}
+		return nil
+	}
+	say("Running until interrupted (Ctrl-C).")
+	<-ctx.Done()
+	say("\nstopping the demo")
+	return nil
+}
+
+// demoHTTP serves h on a fresh loopback port until stop is called.
+func demoHTTP(ctx context.Context, h http.Handler) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	return "http://" + ln.Addr().String(), func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+	}, nil
+}
+
+// writeDemoSSHConfig writes an ssh_config with which stock OpenSSH reaches
+// the demo target through the bastion, and pinned known_hosts for both.
+func writeDemoSSHConfig(dir, bastionAddr, targetAddr string, bastionKey, targetKey ssh.PublicKey) (string, error) {
+	bh, bp, _ := net.SplitHostPort(bastionAddr)
+	th, tp, _ := net.SplitHostPort(targetAddr)
+	kh := filepath.Join(dir, "known_hosts")
+	known := fmt.Sprintf("[%s]:%s %s[%s]:%s %s", bh, bp, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(bastionKey)))+"\n", th, tp, string(ssh.MarshalAuthorizedKey(targetKey)))
+	if err := os.WriteFile(kh, []byte(known), 0o644); err != nil {
+		return "", err
+	}
+	conf := fmt.Sprintf(`# ssh_config written by gatehouse demo
+Host demo-bastion
+  HostName %[1]s
+  Port %[2]s
+  User admin
+Host demo-target
+  HostName %[3]s
+  Port %[4]s
+  User admin
+  ProxyJump demo-bastion
+Host *
+  IdentityFile %[5]s
+  CertificateFile %[6]s
+  IdentitiesOnly yes
+  UserKnownHostsFile %[7]s
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+`, bh, bp, th, tp, filepath.Join(dir, "admin"), filepath.Join(dir, "admin-cert.pub"), kh)
+	p := filepath.Join(dir, "ssh_config")
+	return p, os.WriteFile(p, []byte(conf), 0o644)
+}
+
+// demoCheck runs one real client command and prints ✓ or ✗ with its output
+// on failure. A missing tool is reported, not failed.
+func demoCheck(ctx context.Context, w io.Writer, what, name string, args ...string) bool {
+	if _, err := exec.LookPath(name); err != nil {
+		fmt.Fprintf(w, "  -  %s: skipped (%s not installed)\n", what, name)
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, name, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(w, "  ✗  %s: %v\n%s\n", what, err, indent(string(b)))
+		return false
+	}
+	last := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
+		last = last[i+1:]
+	}
+	fmt.Fprintf(w, "  ✓  %s  (%s)\n", what, last)
+	return true
+}
+
+func indent(s string) string {
+	return "     " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n     ")
+}
+
+// writeAptConfig writes a private apt configuration under dir (its own
+// sources, state, cache and log; an empty dpkg status) so apt-get runs
+// against the demo mirror without reading or changing the machine's apt
+// setup. It returns the configuration file for APT_CONFIG or apt-get -c.
+func writeAptConfig(dir, arch, sourcesLine string) (string, error) {
+	for _, sub := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/trusted.gpg.d", "etc/preferences.d",
+		"state/lists/partial", "cache/archives/partial", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state/status"), nil, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/sources.list"), []byte(sourcesLine+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	sandbox := ""
+	if os.Geteuid() == 0 {
+		// As root apt drops to _apt, which cannot read a private temp dir.
+		sandbox = "APT::Sandbox::User \"root\";\n"
+	}
+	conf := fmt.Sprintf(`Dir "/";
+Dir::Etc %[1]q;
+Dir::Etc::main "apt.conf";
+Dir::Etc::parts "apt.conf.d";
+Dir::Etc::sourcelist "sources.list";
+Dir::Etc::sourceparts "sources.list.d";
+Dir::Etc::trusted "trusted.gpg";
+Dir::Etc::trustedparts "trusted.gpg.d";
+Dir::Etc::preferences "preferences";
+Dir::Etc::preferencesparts "preferences.d";
+Dir::State %[2]q;
+Dir::State::status %[3]q;
+Dir::Cache %[4]q;
+Dir::Log %[5]q;
+APT::Architecture %[6]q;
+APT::Architectures { %[6]q; };
+Acquire::Languages "none";
+Acquire::http::Proxy::127.0.0.1 "DIRECT";
+Debug::NoLocking "true";
+%[7]s`, filepath.Join(dir, "etc"), filepath.Join(dir, "state"), filepath.Join(dir, "state/status"),
+		filepath.Join(dir, "cache"), filepath.Join(dir, "log"), arch, sandbox)
+	p := filepath.Join(dir, "etc", "apt.conf")
+	return p, os.WriteFile(p, []byte(conf), 0o644)
+}
+
+// demoRefusals shows the checks working: a package injected upstream without
+// re-signing is refused and the published mirror stays as it was; a plain SSH
+// key (no certificate) is refused by the bastion.
+func demoRefusals(ctx context.Context, w io.Writer, log *slog.Logger, upstream, stateDir string, mcfg mirror.Config, bdir, bastionAddr string) bool {
+	ok := true
+	// An attacker on the path edits the upstream's signed Release (here: adds
+	// a line) without the upstream's key.
+	inrel := filepath.Join(upstream, "dists", "stable", "InRelease")
+	orig, err := os.ReadFile(inrel)
+	if err != nil {
+		fmt.Fprintf(w, "  ✗  tamper check: %v\n", err)
+		return false
+	}
+	tampered := strings.Replace(string(orig), "\nLabel: ", "\nLabel: Evil ", 1)
+	before, _ := os.Stat(inrel)
+	os.WriteFile(inrel, []byte(tampered), 0o644)
+	os.Chtimes(inrel, time.Now(), before.ModTime().Add(2*time.Second))
+	rep, err := mirror.Sync(ctx, stateDir, mcfg, mirror.Options{Log: log, Now: time.Now})
+	os.WriteFile(inrel, orig, 0o644)
+	os.Chtimes(inrel, time.Now(), before.ModTime().Add(4*time.Second))
+	switch {
+	case errors.Is(err, mirror.ErrRefused):
+		fmt.Fprintf(w, "  ✓  an upstream Release edited without the upstream's key is refused\n     (%s)\n", firstLine(err.Error()))
+	default:
+		fmt.Fprintf(w, "  ✗  tampered upstream was not refused: report %+v, err %v\n", rep, err)
+		ok = false
+	}
+	if _, err := exec.LookPath("ssh"); err == nil {
+		if _, _, err := ensureSSHKey(filepath.Join(bdir, "intruder"), "intruder@demo"); err != nil {
+			fmt.Fprintf(w, "  ✗  %v\n", err)
+			return false
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		host, port, _ := net.SplitHostPort(bastionAddr)
+		b, err := exec.CommandContext(cctx, "ssh", "-F", "/dev/null", "-i", filepath.Join(bdir, "intruder"),
+			"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile="+filepath.Join(bdir, "known_hosts"),
+			"-o", "StrictHostKeyChecking=yes", "-p", port, "admin@"+host, "true").CombinedOutput()
+		if err != nil && strings.Contains(string(b), "Permission denied") {
+			fmt.Fprintf(w, "  ✓  a plain SSH key without a certificate is refused by the bastion\n")
+		} else {
+			fmt.Fprintf(w, "  ✗  a plain key was not refused: %v\n%s\n", err, indent(string(b)))
+			ok = false
+		}
+	}
+	return ok
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
