@@ -1,0 +1,286 @@
+package bastion
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"maps"
+	"net"
+
+	gl "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"gatehouse/bastion/record"
+)
+
+// Algorithm lists: explicit, so that a library default can never bring back
+// SHA-1 key exchange or MACs, CBC, or ssh-rsa signatures. Strict KEX
+// (kex-strict-s-v00@openssh.com, the Terrapin fix) is always advertised by
+// x/crypto >= v0.17 and needs no setting.
+var (
+	kexAlgos = []string{
+		gossh.KeyExchangeMLKEM768X25519,
+		gossh.KeyExchangeCurve25519, // also offers curve25519-sha256@libssh.org
+		gossh.KeyExchangeECDHP256,
+		gossh.KeyExchangeECDHP384,
+		gossh.KeyExchangeECDHP521,
+	}
+	cipherAlgos = []string{
+		gossh.CipherAES128GCM,
+		gossh.CipherAES256GCM,
+		gossh.CipherChaCha20Poly1305,
+		gossh.CipherAES128CTR,
+		gossh.CipherAES192CTR,
+		gossh.CipherAES256CTR,
+	}
+	macAlgos = []string{
+		gossh.HMACSHA256ETM,
+		gossh.HMACSHA512ETM,
+		gossh.HMACSHA256,
+		gossh.HMACSHA512,
+	}
+	// pubKeyAuthAlgos are the client signature algorithms accepted; for
+	// certificates x/crypto maps the cert algorithm to these.
+	pubKeyAuthAlgos = []string{
+		gossh.KeyAlgoED25519,
+		gossh.KeyAlgoSKED25519,
+		gossh.KeyAlgoECDSA256,
+		gossh.KeyAlgoECDSA384,
+		gossh.KeyAlgoECDSA521,
+		gossh.KeyAlgoSKECDSA256,
+		gossh.KeyAlgoRSASHA512,
+		gossh.KeyAlgoRSASHA256,
+	}
+)
+
+// permToken is the Permissions extension that ties an authenticated
+// connection to the identity its final, verified auth attempt proved.
+const permToken = "gatehouse-auth-token@gatehouse"
+
+type ctxKey struct{}
+
+// sessionKey finds the *session in a gliderlabs context.
+var sessionKey = ctxKey{}
+
+func sessionOf(ctx gl.Context) *session {
+	sess, _ := ctx.Value(sessionKey).(*session)
+	return sess
+}
+
+// newGliderServer configures gliderlabs/ssh so that:
+//   - PublicKeyHandler is set (and password and keyboard-interactive
+//     handlers are not): gliderlabs then leaves NoClientAuth false, and
+//     publickey is the only method offered;
+//   - that handler only pre-filters (plain keys are refused at the query
+//     stage). It never decides who the user is: gliderlabs hands it a
+//     context whose User() is frozen at the first attempt, and returns one
+//     shared Permissions for all attempts;
+//   - the real decision is x/crypto's VerifiedPublicKeyCallback, called only
+//     for a key whose signature verified, with that attempt's conn.User(). It
+//     returns a fresh Permissions carrying the certificate's critical options
+//     (x/crypto enforces source-address on it as well) and a token for the
+//     identity; channel handlers read identity only via the final
+//     ServerConn.Permissions.
+func (s *Server) newGliderServer() *gl.Server {
+	var hostSigners []gl.Signer
+	for _, sg := range s.signers {
+		hostSigners = append(hostSigners, sg)
+	}
+	return &gl.Server{
+		HostSigners:      hostSigners,
+		Version:          "gatehouse",
+		PublicKeyHandler: s.prefilter,
+		ConnCallback: func(ctx gl.Context, c net.Conn) net.Conn {
+			tc, ok := c.(*trackedConn)
+			if !ok {
+				return nil // not ours: refuse
+			}
+			ctx.SetValue(sessionKey, tc.sess)
+			return c
+		},
+		ServerConfigCallback: s.serverConfig,
+		ConnectionFailedCallback: func(c net.Conn, err error) {
+			s.mu.Lock()
+			sess := s.byRemote[c.RemoteAddr().String()]
+			s.mu.Unlock()
+			if sess != nil {
+				sess.mu.Lock()
+				sess.hsErr = record.Sanitize(err.Error(), 200)
+				sess.mu.Unlock()
+			}
+		},
+		ChannelHandlers: map[string]gl.ChannelHandler{
+			"direct-tcpip": s.directTCPIP,
+			"session":      s.rejectSession,
+			"default":      s.rejectChannel,
+		},
+		RequestHandlers: map[string]gl.RequestHandler{
+			"default": s.globalRequest,
+		},
+	}
+}
+
+// serverConfig builds the x/crypto configuration for one connection.
+func (s *Server) serverConfig(ctx gl.Context) *gossh.ServerConfig {
+	sess := sessionOf(ctx)
+	return &gossh.ServerConfig{
+		Config: gossh.Config{
+			KeyExchanges: kexAlgos,
+			Ciphers:      cipherAlgos,
+			MACs:         macAlgos,
+		},
+		MaxAuthTries:            6,
+		PublicKeyAuthAlgorithms: pubKeyAuthAlgos,
+		VerifiedPublicKeyCallback: func(conn gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+			return s.verified(sess, conn, key)
+		},
+		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
+			s.authLog(sess, conn, method, err)
+		},
+	}
+}
+
+// prefilter is gliderlabs' PublicKeyHandler. It runs for key queries and
+// signed attempts alike, before any signature is checked, so it only refuses
+// what can never pass (plain keys and host certificates) and has no side
+// effects besides noting the refusal for authLog.
+func (s *Server) prefilter(ctx gl.Context, key gl.PublicKey) bool {
+	sess := sessionOf(ctx)
+	if sess == nil {
+		return false
+	}
+	cert, ok := key.(*gossh.Certificate)
+	if ok && cert.CertType == gossh.UserCert {
+		return true
+	}
+	n := &note{reason: "not-a-certificate", detail: "plain public keys are never accepted: log in with an OpenSSH user certificate", fields: keyFields(key)}
+	if ok {
+		n.reason, n.detail = "host-certificate", "host certificates cannot log in"
+	}
+	sess.mu.Lock()
+	sess.plain = n
+	sess.mu.Unlock()
+	return false
+}
+
+// authRefused is the error VerifiedPublicKeyCallback returns; authLog
+// writes it to the audit log.
+type authRefused struct {
+	reason, detail string
+	fields         map[string]any
+}
+
+func (e *authRefused) Error() string { return "certificate refused: " + e.reason }
+
+// verified decides a signed, verified attempt with the login of this very
+// attempt. Only here do side effects happen.
+func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	id, err := s.checker.Check(conn.User(), conn.RemoteAddr(), key)
+	if err != nil {
+		reason, detail := refusalOf(err)
+		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
+	}
+	cert := id.Cert
+	if cert == nil {
+		cert, _ = key.(*gossh.Certificate)
+	}
+	if cert == nil || sanitize(id.Login) != id.Login {
+		return nil, &authRefused{reason: "internal", detail: "identity without certificate or with an unprintable login", fields: keyFields(key)}
+	}
+	var tb [16]byte
+	_, _ = rand.Read(tb[:])
+	token := hex.EncodeToString(tb[:])
+	fields := map[string]any{
+		"conn":     sess.id,
+		"source":   sess.src.String(),
+		"result":   "accepted",
+		"method":   "publickey",
+		"key_type": key.Type(),
+	}
+	addIdentity(fields, id)
+	fields["valid_before"] = id.ValidBefore.UTC()
+	if err := s.auditLog("auth", fields); err != nil {
+		// Fail closed: no login that the audit log cannot show.
+		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
+	}
+	sess.authenticated(token, id)
+	return &gossh.Permissions{
+		CriticalOptions: maps.Clone(cert.CriticalOptions),
+		Extensions:      map[string]string{permToken: token},
+	}, nil
+}
+
+// authLog writes one audit event per refused attempt, with the login name of
+// that attempt. Accepted attempts were logged by verified. The customary
+// first "none" probe of every client is not an event.
+func (s *Server) authLog(sess *session, conn gossh.ConnMetadata, method string, err error) {
+	if err == nil {
+		return
+	}
+	sess.mu.Lock()
+	if method == "none" && !sess.noneSeen {
+		sess.noneSeen = true
+		sess.mu.Unlock()
+		return
+	}
+	sess.failures++
+	plain := sess.plain
+	sess.mu.Unlock()
+
+	fields := map[string]any{
+		"conn":   sess.id,
+		"source": sess.src.String(),
+		"result": "refused",
+		"method": record.Sanitize(method, 40),
+		"login":  sanitize(conn.User()),
+	}
+	var ar *authRefused
+	switch {
+	case errors.As(err, &ar):
+		maps.Copy(fields, ar.fields)
+		fields["reason"], fields["detail"] = ar.reason, ar.detail
+	case method == "publickey" && plain != nil && err.Error() == "permission denied":
+		// gliderlabs' wording for a false PublicKeyHandler.
+		maps.Copy(fields, plain.fields)
+		fields["reason"], fields["detail"] = plain.reason, plain.detail
+	case method == "publickey":
+		fields["reason"], fields["detail"] = "protocol", record.Sanitize(err.Error(), 200)
+	default:
+		fields["reason"], fields["detail"] = "method-not-offered", "only publickey with an OpenSSH user certificate is accepted"
+	}
+	s.auditLog("auth", fields)
+}
+
+// keyFields describes an offered key for the audit log, from the key
+// itself only (it may be unverified, so nothing here is trusted).
+func keyFields(key gossh.PublicKey) map[string]any {
+	f := map[string]any{"key_type": key.Type()}
+	if cert, ok := key.(*gossh.Certificate); ok {
+		f["key_fp"] = gossh.FingerprintSHA256(cert.Key)
+		f["key_id"] = sanitize(cert.KeyId)
+		f["serial"] = cert.Serial
+		f["principals"] = sanitizeList(cert.ValidPrincipals)
+		if cert.SignatureKey != nil {
+			f["ca_fp"] = gossh.FingerprintSHA256(cert.SignatureKey)
+		}
+	} else {
+		f["key_fp"] = gossh.FingerprintSHA256(key)
+	}
+	return f
+}
+
+// sanitize makes certificate strings safe for logs and terminals.
+func sanitize(v string) string { return record.Sanitize(v, 200) }
+
+func sanitizeList(v []string) []string {
+	const maxItems = 32
+	out := make([]string, 0, min(len(v), maxItems))
+	for i, p := range v {
+		if i == maxItems {
+			out = append(out, "…")
+			break
+		}
+		out = append(out, record.Sanitize(p, 100))
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package bastion
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"gatehouse/bastion/policy"
+)
+
+// Duration is a time.Duration that decodes from TOML strings such as "24h"
+// or "90s", so operators never write nanoseconds.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string ("24h", "2m", "30s").
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: write it like \"24h\", \"2m\" or \"30s\"", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText renders the duration as UnmarshalText accepts it.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Defaults for the [bastion] table. Limits are generous enough that 1,000
+// simultaneous logins from one load generator succeed (the issue's
+// performance target); they exist to bound an unauthenticated flood, not to
+// throttle admins.
+const (
+	DefaultListen                      = "0.0.0.0:2222"
+	DefaultMaxCertLifetime             = 24 * time.Hour
+	DefaultClockSkew                   = 2 * time.Minute
+	DefaultHandshakeTimeout            = 30 * time.Second
+	DefaultMaxUnauthenticated          = 2000
+	DefaultMaxUnauthenticatedPerSource = 500
+	DefaultPenaltyFailures             = 20
+	DefaultPenaltyWindow               = time.Minute
+	DefaultPenalty                     = time.Minute
+	DefaultDialTimeout                 = 10 * time.Second
+)
+
+// Config is the [bastion] table of the configuration file. Zero values mean
+// "use the default" (see Defaults); the TOML key names are part of the
+// operator interface and must not change.
+type Config struct {
+	// Listen is the TCP address the bastion listens on (default 0.0.0.0:2222).
+	Listen string `toml:"listen"`
+	// HostKeys are OpenSSH private host key files (mode 0600).
+	HostKeys []string `toml:"host_keys"`
+	// HostCertificates are optional OpenSSH host certificates (*-cert.pub)
+	// for the keys in HostKeys; clients that trust the host CA via
+	// @cert-authority then need no known_hosts entry per bastion.
+	HostCertificates []string `toml:"host_certificates"`
+	// UserCAKeys is an authorized_keys-style file listing the user CA keys.
+	UserCAKeys string `toml:"user_ca_keys"`
+	// RevokedKeys is an OpenSSH KRL or a plain key/serial list; optional.
+	// It is re-read when it changes.
+	RevokedKeys string `toml:"revoked_keys"`
+	// MaxCertLifetime bounds ValidBefore-ValidAfter (default 24h).
+	MaxCertLifetime Duration `toml:"max_cert_lifetime"`
+	// ClockSkew is tolerated on ValidAfter only (default 2m).
+	ClockSkew Duration `toml:"clock_skew"`
+	// AuditLog is the hash-chained JSON-lines audit log.
+	AuditLog string `toml:"audit_log"`
+	// Rules say which principals may reach which destinations.
+	Rules []policy.Rule `toml:"rule"`
+
+	// HandshakeTimeout bounds the time from TCP accept to successful
+	// authentication, like OpenSSH's LoginGraceTime (default 30s).
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// MaxUnauthenticated caps connections that have not authenticated yet,
+	// over all sources, like OpenSSH's MaxStartups (default 2000). Further
+	// connections are closed at once.
+	MaxUnauthenticated int `toml:"max_unauthenticated"`
+	// MaxUnauthenticatedPerSource caps unauthenticated connections from one
+	// source IP, like PerSourceMaxStartups (default 500).
+	MaxUnauthenticatedPerSource int `toml:"max_unauthenticated_per_source"`
+	// PenaltyFailures is how many failed connections (authentication failed
+	// or handshake timed out) one source IP may have within PenaltyWindow
+	// before it is refused for Penalty, like PerSourcePenalties (default 20;
+	// a negative value disables penalties).
+	PenaltyFailures int `toml:"penalty_failures"`
+	// PenaltyWindow is the window in which failures are counted (default 1m).
+	PenaltyWindow Duration `toml:"penalty_window"`
+	// Penalty is how long a penalised source is refused (default 1m).
+	Penalty Duration `toml:"penalty"`
+	// DialTimeout bounds connecting to a jump destination (default 10s).
+	DialTimeout Duration `toml:"dial_timeout"`
+	// IdleTimeout closes recorded sessions without user input for this long
+	// (0: never). Jump channels are end-to-end encrypted, so the bastion
+	// cannot tell keystrokes from keepalives there: it applies only to the
+	// recording proxy.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxSession closes any connection this long after authentication
+	// (0: no limit besides the certificate's own expiry).
+	MaxSession Duration `toml:"max_session"`
+}
+
+// Defaults fills in zero values with the documented defaults.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxCertLifetime.Duration == 0 {
+		c.MaxCertLifetime.Duration = DefaultMaxCertLifetime
+	}
+	if c.ClockSkew.Duration == 0 {
+		c.ClockSkew.Duration = DefaultClockSkew
+	}
+	if c.HandshakeTimeout.Duration == 0 {
+		c.HandshakeTimeout.Duration = DefaultHandshakeTimeout
+	}
+	if c.MaxUnauthenticated == 0 {
+		c.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
+	if c.MaxUnauthenticatedPerSource == 0 {
+		c.MaxUnauthenticatedPerSource = DefaultMaxUnauthenticatedPerSource
+	}
+	if c.PenaltyFailures == 0 {
+		c.PenaltyFailures = DefaultPenaltyFailures
+	}
+	if c.PenaltyWindow.Duration == 0 {
+		c.PenaltyWindow.Duration = DefaultPenaltyWindow
+	}
+	if c.Penalty.Duration == 0 {
+		c.Penalty.Duration = DefaultPenalty
+	}
+	if c.DialTimeout.Duration == 0 {
+		c.DialTimeout.Duration = DefaultDialTimeout
+	}
+}
+
+// Validate reports the first invalid setting, naming its key in the
+// [bastion] table. Call Defaults first.
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("[bastion] %s: %s", key, fmt.Sprintf(format, args...))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen", "%q is not host:port (example: \"0.0.0.0:2222\")", c.Listen)
+	}
+	if len(c.HostKeys) == 0 {
+		return bad("host_keys", "at least one host key file is required ('gatehouse init' creates one)")
+	}
+	if len(c.HostCertificates) > len(c.HostKeys) {
+		return bad("host_certificates", "%d certificates for %d host keys", len(c.HostCertificates), len(c.HostKeys))
+	}
+	if c.UserCAKeys == "" {
+		return bad("user_ca_keys", "required: the file with the user CA public key(s)")
+	}
+	if c.AuditLog == "" {
+		return bad("audit_log", "required: where the hash-chained audit log is written")
+	}
+	if c.MaxCertLifetime.Duration < 0 {
+		return bad("max_cert_lifetime", "must be positive")
+	}
+	if c.ClockSkew.Duration < 0 || c.ClockSkew.Duration > time.Hour {
+		return bad("clock_skew", "%v is outside 0..1h", c.ClockSkew.Duration)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"handshake_timeout", c.HandshakeTimeout.Duration},
+		{"penalty_window", c.PenaltyWindow.Duration},
+		{"penalty", c.Penalty.Duration},
+		{"dial_timeout", c.DialTimeout.Duration},
+	} {
+		if d.v <= 0 {
+			return bad(d.key, "must be positive, got %v", d.v)
+		}
+	}
+	if c.IdleTimeout.Duration < 0 {
+		return bad("idle_timeout", "must not be negative")
+	}
+	if c.MaxSession.Duration < 0 {
+		return bad("max_session", "must not be negative")
+	}
+	if c.MaxUnauthenticated < 0 {
+		return bad("max_unauthenticated", "must not be negative")
+	}
+	if c.MaxUnauthenticatedPerSource < 0 {
+		return bad("max_unauthenticated_per_source", "must not be negative")
+	}
+	if _, err := policy.New(c.Rules); err != nil {
+		return fmt.Errorf("[[bastion.rule]]: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,364 @@
+// Package bastion is the certificate-only SSH bastion: it wires
+// gliderlabs/ssh and x/crypto/ssh to certificate checks (certauth),
+// destination policy (policy) and the audit log (record), and relays
+// ProxyJump (direct-tcpip) channels to allowed destinations.
+package bastion
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gl "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/time/rate"
+
+	"gatehouse/bastion/certauth"
+	"gatehouse/bastion/policy"
+	"gatehouse/bastion/record"
+)
+
+// reloadPoll is how often Serve checks the CA and revocation files for
+// changes, so a KRL update takes effect without a SIGHUP.
+const reloadPoll = 2 * time.Second
+
+// Logging budget for connections refused before the handshake.
+const (
+	refusalRate  = 10 // per second
+	refusalBurst = 50
+)
+
+// Server is a running bastion. Create it with New, run it with Serve.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	checker *certauth.Checker
+	audit   *record.Audit
+	signers []gossh.Signer
+	gl      *gl.Server
+	lim     *limiter
+
+	policy   atomic.Pointer[policy.Policy]
+	rules    atomic.Pointer[[]policy.Rule]
+	localIPs atomic.Pointer[map[netip.Addr]bool]
+
+	refusals        *rate.Limiter
+	refusalsDropped atomic.Int64
+
+	mu       sync.Mutex
+	live     map[*session]struct{}
+	byRemote map[string]*session
+	wg       sync.WaitGroup // one per connection goroutine
+}
+
+// New checks cfg (after filling defaults), loads the host keys (refusing
+// group- or world-readable ones), the user CA keys and revocation list, the
+// rules, and opens the audit log. The caller owns the Server and must Close
+// it after Serve returns.
+func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	signers, err := loadHostSigners(cfg.HostKeys, cfg.HostCertificates)
+	if err != nil {
+		return nil, fmt.Errorf("[bastion] host_keys: %w", err)
+	}
+	checker, err := certauth.New(certauth.Config{
+		UserCAKeys:      cfg.UserCAKeys,
+		RevokedKeys:     cfg.RevokedKeys,
+		MaxCertLifetime: cfg.MaxCertLifetime.Duration,
+		ClockSkew:       cfg.ClockSkew.Duration,
+	}, now, log)
+	if err != nil {
+		return nil, fmt.Errorf("[bastion] user_ca_keys/revoked_keys: %w", err)
+	}
+	pol, err := policy.New(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("[[bastion.rule]]: %w", err)
+	}
+	if len(cfg.Rules) == 0 {
+		log.Warn("no [[bastion.rule]] configured: every forward will be refused")
+	}
+	audit, err := record.OpenAudit(cfg.AuditLog, now)
+	if err != nil {
+		return nil, fmt.Errorf("[bastion] audit_log: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		now:      now,
+		checker:  checker,
+		audit:    audit,
+		signers:  signers,
+		lim:      newLimiter(&cfg, now),
+		refusals: rate.NewLimiter(refusalRate, refusalBurst),
+		live:     make(map[*session]struct{}),
+		byRemote: make(map[string]*session),
+	}
+	s.policy.Store(pol)
+	rules := append([]policy.Rule(nil), cfg.Rules...)
+	s.rules.Store(&rules)
+	s.refreshLocalIPs()
+	s.gl = s.newGliderServer()
+	return s, nil
+}
+
+// Close closes the audit log. Call it after Serve has returned.
+func (s *Server) Close() error { return s.audit.Close() }
+
+// SetRules replaces the destination rules (after a configuration reload).
+// Live forwards keep running; new channels use the new rules.
+func (s *Server) SetRules(rules []policy.Rule) error {
+	pol, err := policy.New(rules)
+	if err != nil {
+		return fmt.Errorf("[[bastion.rule]]: %w", err)
+	}
+	rules = append([]policy.Rule(nil), rules...)
+	s.policy.Store(pol)
+	s.rules.Store(&rules)
+	s.auditLog("reload", map[string]any{"what": "rules", "rules": len(rules)})
+	return nil
+}
+
+// Reload re-reads the user CA keys and the revocation list (SIGHUP), then
+// closes every live connection whose certificate is no longer valid. Other
+// connections keep running. On error the previous trust material stays in
+// force.
+func (s *Server) Reload() error {
+	if err := s.checker.Reload(); err != nil {
+		s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "failed", "error": record.Sanitize(err.Error(), 300)})
+		return fmt.Errorf("bastion reload: %w", err)
+	}
+	s.refreshLocalIPs()
+	s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "ok"})
+	s.revalidate()
+	return nil
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln and
+// every connection it accepted (their audit "conn.end" says why) and
+// returns nil once they are all gone. Any other accept error is returned.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	pollDone := make(chan struct{})
+	pollCtx, cancelPoll := context.WithCancel(ctx)
+	go func() {
+		defer close(pollDone)
+		s.pollReload(pollCtx)
+	}()
+
+	var err error
+	var delay time.Duration
+	for {
+		var nc net.Conn
+		nc, err = ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) ||
+				errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("bastion accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			err = fmt.Errorf("bastion: accept on %s: %w", ln.Addr(), err)
+			break
+		}
+		delay = 0
+		s.accept(nc)
+	}
+
+	cancelPoll()
+	<-pollDone
+	s.closeAll("server shutting down")
+	s.wg.Wait()
+	return err
+}
+
+// pollReload picks up changed CA and KRL files.
+func (s *Server) pollReload(ctx context.Context) {
+	t := time.NewTicker(reloadPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := s.checker.ReloadIfChanged()
+		if err != nil {
+			s.log.Error("bastion: reloading CA keys or revocation list failed; keeping the previous ones", "err", err)
+			continue
+		}
+		if changed {
+			s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "ok", "trigger": "file changed"})
+			s.revalidate()
+		}
+	}
+}
+
+// accept applies the unauthenticated-connection limits and starts the
+// connection goroutine.
+func (s *Server) accept(nc net.Conn) {
+	src := addrPortOf(nc.RemoteAddr())
+	if ok, why := s.lim.admit(src.Addr()); !ok {
+		// A line before the version string is allowed by RFC 4253 4.2; it is
+		// the only way to tell a client why before closing.
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = nc.Write([]byte("gatehouse: " + why + "; try again later\r\n"))
+		nc.Close()
+		// A flood must not turn into a flood of log lines: report at most
+		// refusalBurst at once and refusalRate per second, with a count of
+		// what was left out.
+		if s.refusals.Allow() {
+			fields := map[string]any{"source": src.String(), "reason": why}
+			if n := s.refusalsDropped.Swap(0); n > 0 {
+				fields["unlogged_before"] = n
+			}
+			s.log.Warn("bastion: connection refused before handshake", "source", src.String(), "reason", why)
+			s.auditLog("conn.refused", fields)
+		} else {
+			s.refusalsDropped.Add(1)
+		}
+		return
+	}
+	sess := s.newSession(nc, src)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sess.run()
+	}()
+}
+
+func (s *Server) newSession(nc net.Conn, src netip.AddrPort) *session {
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	sess := &session{
+		s:       s,
+		id:      hex.EncodeToString(idb[:]),
+		nc:      nc,
+		src:     src,
+		start:   s.now(),
+		tokens:  make(map[string]*certauth.Identity),
+		drained: make(chan struct{}),
+		slot:    true,
+	}
+	s.mu.Lock()
+	s.live[sess] = struct{}{}
+	s.byRemote[nc.RemoteAddr().String()] = sess
+	s.mu.Unlock()
+	return sess
+}
+
+func (s *Server) forget(sess *session) {
+	s.mu.Lock()
+	delete(s.live, sess)
+	if s.byRemote[sess.nc.RemoteAddr().String()] == sess {
+		delete(s.byRemote, sess.nc.RemoteAddr().String())
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) sessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.live))
+	for sess := range s.live {
+		out = append(out, sess)
+	}
+	return out
+}
+
+func (s *Server) closeAll(reason string) {
+	for _, sess := range s.sessions() {
+		sess.closeWith(reason)
+	}
+}
+
+// revalidate closes authenticated connections whose certificate the
+// current CA set and revocation list no longer accept.
+func (s *Server) revalidate() {
+	for _, sess := range s.sessions() {
+		id := sess.identity()
+		if id == nil {
+			continue
+		}
+		if err := s.checker.StillValid(id); err != nil {
+			reason, detail := refusalOf(err)
+			sess.closeWith("certificate no longer valid: " + reason + ": " + detail)
+		}
+	}
+}
+
+func (s *Server) refreshLocalIPs() {
+	set := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				set[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	s.localIPs.Store(&set)
+}
+
+// protected reports destinations a rule must name literally: loopback,
+// link-local (cloud metadata lives there), unspecified and multicast
+// addresses, and every address of this machine (its own services).
+func (s *Server) protected(ap netip.AddrPort) bool {
+	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return true
+	}
+	return (*s.localIPs.Load())[ip]
+}
+
+// auditLog writes one audit event; a failure is logged loudly and returned
+// so that callers on an allow path can fail closed.
+func (s *Server) auditLog(event string, fields map[string]any) error {
+	if err := s.audit.Log(event, fields); err != nil {
+		s.log.Error("bastion: audit log write failed", "event", event, "err", err)
+		return err
+	}
+	return nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func refusalOf(err error) (reason, detail string) {
+	var r *certauth.Refusal
+	if errors.As(err, &r) {
+		return r.Reason, record.Sanitize(r.Detail, 300)
+	}
+	return "error", record.Sanitize(err.Error(), 300)
+}

@@ -1,0 +1,202 @@
+package bastion
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gatehouse/bastion/certauth"
+)
+
+// session is the bastion's state for one TCP connection, from accept to
+// close. Authentication callbacks and channel handlers find it through the
+// gliderlabs context (see newGliderServer).
+type session struct {
+	s     *Server
+	id    string // random, correlates this connection's audit events
+	nc    net.Conn
+	src   netip.AddrPort
+	start time.Time
+
+	mu            sync.Mutex
+	tokens        map[string]*certauth.Identity // auth token (in Permissions) → identity
+	ident         *certauth.Identity            // the accepted identity, once authenticated
+	slot          bool                          // still holds an unauthenticated slot in the limiter
+	failures      int                           // refused authentication attempts
+	noneSeen      bool                          // the customary first "none" probe was seen
+	graceExceeded bool                          // closed for exceeding handshake_timeout
+	forwards      int                           // open direct-tcpip channels
+	plain         *note                         // last refusal decided by the public key pre-filter
+	reason        string                        // why the bastion closed the connection
+	hsErr         string                        // handshake error reported by gliderlabs
+	expiry        *time.Timer
+	active        int           // channel and request handlers running
+	ended         bool          // HandleConn returned: no new handlers
+	drained       chan struct{} // closed when active drops to 0 after ended
+}
+
+// note is a refusal recorded by the pre-filter for AuthLogCallback, which
+// is the first place that knows the (fresh) login name of the attempt.
+type note struct {
+	reason, detail string
+	fields         map[string]any
+}
+
+// run serves the connection and writes its audit trail.
+func (sess *session) run() {
+	s := sess.s
+	s.auditLog("conn.start", map[string]any{"conn": sess.id, "source": sess.src.String()})
+	// gliderlabs resets socket deadlines on every read and write, so a
+	// deadline set on the socket would be cleared by the first packet: the
+	// handshake deadline is a timer that closes the socket instead.
+	grace := time.AfterFunc(s.cfg.HandshakeTimeout.Duration, func() {
+		sess.mu.Lock()
+		exceeded := sess.ident == nil
+		sess.graceExceeded = exceeded
+		sess.mu.Unlock()
+		if exceeded {
+			sess.closeWith("handshake timeout: not authenticated within handshake_timeout")
+		}
+	})
+	s.gl.HandleConn(&trackedConn{Conn: sess.nc, sess: sess})
+	grace.Stop()
+	sess.nc.Close()
+	// gliderlabs runs channel and request handlers in goroutines it does
+	// not wait for; wait here so that their audit events precede
+	// conn.end and Serve does not return while they still write.
+	sess.mu.Lock()
+	sess.ended = true
+	busy := sess.active > 0
+	sess.mu.Unlock()
+	if busy {
+		<-sess.drained
+	}
+
+	sess.mu.Lock()
+	if sess.expiry != nil {
+		sess.expiry.Stop()
+	}
+	reason := sess.reason
+	id := sess.ident
+	// Penalty strikes, as OpenSSH's PerSourcePenalties: failed
+	// authentication and an exceeded handshake deadline.
+	failed := id == nil && (sess.failures > 0 || sess.graceExceeded)
+	if reason == "" {
+		switch {
+		case id != nil:
+			reason = "closed by client"
+		case sess.failures > 0:
+			reason = "authentication failed"
+		case sess.hsErr != "":
+			reason = "handshake failed: " + sess.hsErr
+		default:
+			reason = "closed before authentication"
+		}
+	}
+	releaseSlot := sess.slot
+	sess.slot = false
+	sess.mu.Unlock()
+	if releaseSlot {
+		s.lim.release(sess.src.Addr(), failed)
+	}
+
+	fields := map[string]any{
+		"conn":     sess.id,
+		"source":   sess.src.String(),
+		"duration": seconds(s.now().Sub(sess.start)),
+		"reason":   reason,
+	}
+	if id != nil {
+		addIdentity(fields, id)
+	}
+	s.auditLog("conn.end", fields)
+	s.forget(sess)
+}
+
+// enter registers a running handler; it returns false once the connection
+// is over, and the handler must then do nothing. Pair with exit.
+func (sess *session) enter() bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.ended {
+		return false
+	}
+	sess.active++
+	return true
+}
+
+func (sess *session) exit() {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	sess.active--
+	if sess.ended && sess.active == 0 {
+		close(sess.drained)
+	}
+}
+
+// closeWith closes the connection, remembering the first reason given.
+func (sess *session) closeWith(reason string) {
+	sess.mu.Lock()
+	if sess.reason == "" {
+		sess.reason = reason
+	}
+	sess.mu.Unlock()
+	sess.nc.Close()
+}
+
+func (sess *session) identity() *certauth.Identity {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.ident
+}
+
+// authenticated records the identity of the final, verified attempt,
+// gives back the unauthenticated slot and arms the expiry timer.
+func (sess *session) authenticated(token string, id *certauth.Identity) {
+	s := sess.s
+	now := s.now()
+	sess.mu.Lock()
+	sess.tokens[token] = id
+	sess.ident = id
+	releaseSlot := sess.slot
+	sess.slot = false
+	until := id.ValidBefore.Sub(now)
+	why := "certificate expired at " + id.ValidBefore.UTC().Format(time.RFC3339)
+	if m := s.cfg.MaxSession.Duration; m > 0 && m < until {
+		until, why = m, "max_session reached"
+	}
+	if sess.expiry == nil {
+		sess.expiry = time.AfterFunc(until, func() { sess.closeWith(why) })
+	}
+	sess.mu.Unlock()
+	if releaseSlot {
+		s.lim.release(sess.src.Addr(), false)
+	}
+}
+
+// identityFor maps the token in the connection's final Permissions to the
+// identity proven by that attempt.
+func (sess *session) identityFor(token string) *certauth.Identity {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.tokens[token]
+}
+
+// trackedConn carries the session through gliderlabs' ConnCallback.
+type trackedConn struct {
+	net.Conn
+	sess *session
+}
+
+func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+// addIdentity adds the audit fields that say who a connection is.
+func addIdentity(f map[string]any, id *certauth.Identity) {
+	f["login"] = id.Login
+	f["principals"] = sanitizeList(id.Principals)
+	f["key_id"] = sanitize(id.KeyID)
+	f["serial"] = id.Serial
+	f["ca_fp"] = id.CAFingerprint
+	f["key_fp"] = id.KeyFingerprint
+}
