@@ -74,6 +74,13 @@ func runBastion(ctx context.Context, g *globals, cfg *bastion.Config) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				// Rules come from the config file; CA keys and the
+				// revocation list from their own files.
+				if nc, err := loadBastionConfig(g); err != nil {
+					g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
+				} else if err := srv.SetRules(nc.Rules); err != nil {
+					g.log.Error("reload: rules not applied; keeping the previous rules", "err", err)
+				}
 				if err := srv.Reload(); err != nil {
 					g.log.Error("reload failed; keeping the previous CA keys, revocations and rules", "err", err)
 				} else {

@@ -30,12 +30,12 @@ func newMirrorCmd(g *globals) *cobra.Command {
 		Short: "Sync, inspect and maintain verified APT mirrors",
 	}
 	c.AddCommand(
-		notBuilt(g, "sync [NAME...]", "Fetch, verify and publish mirrors (cron/timer entry point)", "issue 4"),
-		notBuilt(g, "status [NAME...]", "Show each mirror's published snapshot, freshness and last result", "issue 4"),
-		notBuilt(g, "verify [NAME]", "Re-hash the published tree against its signed Release", "issue 4"),
-		notBuilt(g, "gc [NAME...]", "Remove pool files no retained snapshot references", "issue 4"),
-		notBuilt(g, "rollback NAME [SNAPSHOT]", "Publish an earlier snapshot again", "issue 4"),
-		notBuilt(g, "list", "List mirrors and their snapshots", "issue 4"),
+		newMirrorSyncCmd(g),
+		newMirrorStatusCmd(g),
+		newMirrorVerifyCmd(g),
+		newMirrorGCCmd(g),
+		newMirrorRollbackCmd(g),
+		newMirrorListCmd(g),
 		newImportAptSourcesCmd(g),
 		notBuilt(g, "export NAME... --to FILE|DIR", "Write a signed air-gap bundle", "issue 7"),
 		notBuilt(g, "import FILE|DIR", "Verify and publish an air-gap bundle", "issue 7"),

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+
+	"gatehouse/mirror"
 )
 
 // Exit codes are part of the operator interface (cron, systemd, scripts rely
@@ -36,7 +38,7 @@ func (e *refusedError) Unwrap() error { return e.err }
 
 // refusedSentinels are errors (matched with errors.Is) that mean "refused by
 // verification". Filled in by the files wiring each subsystem.
-var refusedSentinels []error
+var refusedSentinels = []error{mirror.ErrRefused}
 
 // exitCode maps an error returned by a command to the process exit code.
 func exitCode(err error) int {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -82,4 +84,320 @@ func writeMirrorTOML(w io.Writer, ms []mirror.Config, from []string) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// selectMirrors returns the configured mirrors named in args (all when args
+// is empty); an unknown name is a usage error listing the known ones.
+func selectMirrors(cfg *fileConfig, args []string) ([]mirror.Config, error) {
+	if len(cfg.Mirror) == 0 {
+		return nil, usageErrorf("the configuration has no [[mirror]] tables: add one (see configs/gatehouse.toml or 'gatehouse mirror import-apt-sources')")
+	}
+	if len(args) == 0 {
+		return cfg.Mirror, nil
+	}
+	var out []mirror.Config
+	for _, a := range args {
+		found := false
+		for _, m := range cfg.Mirror {
+			if m.Name == a {
+				out = append(out, m)
+				found = true
+			}
+		}
+		if !found {
+			var names []string
+			for _, m := range cfg.Mirror {
+				names = append(names, m.Name)
+			}
+			return nil, usageErrorf("no mirror named %q (configured: %s)", a, strings.Join(names, ", "))
+		}
+	}
+	return out, nil
+}
+
+func newMirrorSyncCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "sync [NAME...]",
+		Short: "Fetch, verify and publish mirrors (cron/timer entry point)",
+		Long: `Sync all configured mirrors, or the named ones: fetch the upstream's
+InRelease, verify it against the mirror's keyring with APT's rule, refuse
+rollback, expired or future-dated metadata, fetch and verify every index and
+pool file, and publish a new snapshot atomically. A failed or interrupted sync
+leaves the published mirror exactly as it was; the next run resumes.
+
+Exit 0 when every mirror was published or already current, 3 when a mirror
+was refused by verification, 1 on other failures.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args)
+			if err != nil {
+				return err
+			}
+			var reports []*mirror.Report
+			var firstErr, refused error
+			for _, m := range ms {
+				prog := newProgress(g, m.Name)
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event})
+				prog.done()
+				if rep != nil {
+					reports = append(reports, rep)
+					if !g.json {
+						printSyncReport(g.stdout, rep)
+					}
+				}
+				if err != nil {
+					g.log.Error("sync failed", "mirror", m.Name, "err", err)
+					if errors.Is(err, mirror.ErrRefused) && refused == nil {
+						refused = err
+					} else if firstErr == nil {
+						firstErr = err
+					}
+				}
+				if cmd.Context().Err() != nil {
+					break
+				}
+			}
+			if g.json {
+				if err := writeJSON(g.stdout, reports); err != nil {
+					return err
+				}
+			}
+			if refused != nil {
+				return refused
+			}
+			return firstErr
+		},
+	}
+}
+
+func printSyncReport(w io.Writer, r *mirror.Report) {
+	fmt.Fprintf(w, "%s: %s", r.Mirror, r.Result)
+	if r.Snapshot != "" {
+		fmt.Fprintf(w, ", snapshot %s", r.Snapshot)
+	}
+	fmt.Fprintf(w, ", %d files fetched (%s), %d reused, %s\n", r.FilesFetched, humanBytes(r.BytesFetched), r.FilesReused, r.Duration.Round(time.Millisecond))
+	for _, s := range r.Suites {
+		vu := ""
+		if !s.ValidUntil.IsZero() {
+			vu = ", valid until " + s.ValidUntil.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %s: dated %s%s%s\n", s.Suite, s.Date.UTC().Format(time.RFC3339), vu, map[bool]string{true: "", false: " (unchanged)"}[s.Changed])
+	}
+	for _, x := range r.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", x)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "  error: %s\n", r.Error)
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func newMirrorStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status [NAME...]",
+		Short: "Show each mirror's published snapshot, freshness and last result",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args)
+			if err != nil {
+				return err
+			}
+			var all []*mirror.MirrorStatus
+			for _, m := range ms {
+				st, err := mirror.Status(cfg.StateDir, m, time.Now())
+				if err != nil {
+					return err
+				}
+				all = append(all, st)
+			}
+			if g.json {
+				return writeJSON(g.stdout, all)
+			}
+			for _, st := range all {
+				pub := st.Published
+				if pub == "" {
+					pub = "nothing published yet"
+				}
+				fmt.Fprintf(g.stdout, "%s: %s; pool %d files, %s\n", st.Mirror, pub, st.PoolFiles, humanBytes(st.PoolBytes))
+				if st.LastSync != nil {
+					fmt.Fprintf(g.stdout, "  last sync: %+v\n", *st.LastSync)
+				}
+				for _, s := range st.Suites {
+					fmt.Fprintf(g.stdout, "  %s: dated %s", s.Suite, s.Date.UTC().Format(time.RFC3339))
+					if !s.ValidUntil.IsZero() {
+						fmt.Fprintf(g.stdout, ", valid until %s", s.ValidUntil.UTC().Format(time.RFC3339))
+					}
+					if s.Warn != "" {
+						fmt.Fprintf(g.stdout, "  WARNING: %s", s.Warn)
+					}
+					fmt.Fprintln(g.stdout)
+				}
+				for _, w := range st.Warnings {
+					fmt.Fprintf(g.stdout, "  warning: %s\n", w)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func newMirrorVerifyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify [NAME...]",
+		Short: "Re-hash the published tree against its signed Release (fsck)",
+		Long: `Re-verify each published mirror: the InRelease signature against the
+mirror's keyring, every index against the Release, and every pool file's size
+and SHA-256 against the indexes. Each problem is listed; exit 3 if any.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args)
+			if err != nil {
+				return err
+			}
+			bad := 0
+			results := map[string][]string{}
+			for _, m := range ms {
+				problems, err := mirror.Verify(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+				if err != nil {
+					return err
+				}
+				results[m.Name] = problems
+				bad += len(problems)
+				if !g.json {
+					if len(problems) == 0 {
+						fmt.Fprintf(g.stdout, "%s: OK\n", m.Name)
+					}
+					for _, p := range problems {
+						fmt.Fprintf(g.stdout, "%s: %s\n", m.Name, p)
+					}
+				}
+			}
+			if g.json {
+				if err := writeJSON(g.stdout, results); err != nil {
+					return err
+				}
+			}
+			if bad > 0 {
+				return &refusedError{fmt.Errorf("verify found %d problems", bad)}
+			}
+			return nil
+		},
+	}
+}
+
+func newMirrorGCCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc [NAME...]",
+		Short: "Prune old snapshots and remove pool files no retained snapshot references",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				n, b, err := mirror.GC(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "%s: removed %d files (%s)\n", m.Name, n, humanBytes(b))
+			}
+			return nil
+		},
+	}
+}
+
+func newMirrorRollbackCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollback NAME [SNAPSHOT]",
+		Short: "Publish an earlier snapshot again (default: the one before the current)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args[:1])
+			if err != nil {
+				return err
+			}
+			snap := ""
+			if len(args) == 2 {
+				snap = args[1]
+			}
+			if err := mirror.Rollback(cfg.StateDir, ms[0], snap); err != nil {
+				return err
+			}
+			st, err := mirror.Status(cfg.StateDir, ms[0], time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: now publishing snapshot %s\n", ms[0].Name, st.Published)
+			return nil
+		},
+	}
+}
+
+func newMirrorListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list [NAME...]",
+		Short: "List mirrors and their snapshots",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			ms, err := selectMirrors(cfg, args)
+			if err != nil {
+				return err
+			}
+			all := map[string]any{}
+			for _, m := range ms {
+				snaps, err := mirror.List(cfg.StateDir, m)
+				if err != nil {
+					return err
+				}
+				all[m.Name] = snaps
+				if g.json {
+					continue
+				}
+				fmt.Fprintf(g.stdout, "%s  %s  suites %s\n", m.Name, m.URL, strings.Join(m.Suites, " "))
+				for _, s := range snaps {
+					mark := " "
+					if s.Current {
+						mark = "*"
+					}
+					fmt.Fprintf(g.stdout, "  %s %s  %s\n", mark, s.ID, s.Created.UTC().Format(time.RFC3339))
+				}
+			}
+			if g.json {
+				return writeJSON(g.stdout, all)
+			}
+			return nil
+		},
+	}
 }
