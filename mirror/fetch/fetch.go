@@ -1,0 +1,463 @@
+// Package fetch downloads files over HTTP and refuses to hand over any byte
+// that does not match the size and hash the caller expects.
+//
+// One Client holds one keep-alive connection pool for a whole sync. Get
+// streams a body into a temporary file beside its destination, hashing on the
+// way, and renames it into place only when size and every given hash match, so
+// a destination path either does not exist or holds verified content. Open
+// gives the same guarantee to a streaming consumer: its Read returns a
+// *MismatchError instead of io.EOF when the content is wrong. GetBytes is the
+// conditional GET used for InRelease, where an unchanged upstream costs one
+// 304 round trip.
+//
+// Transient failures (connection errors, stalls, 5xx, 408, 429, truncated
+// bodies) are retried with exponential backoff and jitter; permanent ones
+// (404/403/410, other 4xx, oversized bodies, hash mismatches, local file
+// system errors) are returned at once. The Client never fsyncs: the store makes
+// a whole sync durable with one syncfs(2) before publishing. A killed Get
+// leaves a ".tmp-*" file behind, which mirror/store's GC removes once it is
+// an hour old.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Config tunes a Client. The zero value is usable: every zero field means the
+// documented default.
+type Config struct {
+	// Concurrency is how many requests the caller runs in parallel; it sizes
+	// the idle keep-alive pool so that no parallel request has to open a new
+	// connection after warm-up. The Client does not limit concurrency itself:
+	// callers bound it (errgroup.SetLimit). Zero means 8.
+	Concurrency int
+	// RateLimit caps the total body bytes per second over all requests of
+	// this Client. Zero means unlimited; negative is treated as zero.
+	RateLimit int64
+	// Retries is how many times a transient failure is retried after the
+	// first attempt. Zero means 4; negative means never retry.
+	Retries int
+	// RetryWait is the backoff before the first retry; it doubles per retry
+	// (with jitter) up to 30s. Zero means 500ms.
+	RetryWait time.Duration
+	// Timeout bounds connecting, waiting for response headers, and any
+	// single stall while reading a body (no byte for this long). It is not a
+	// limit on a whole transfer, so large files on slow links still finish.
+	// Zero means 60s.
+	Timeout time.Duration
+	// UserAgent is sent with every request. Empty means "gatehouse".
+	UserAgent string
+	// Proxy, if non-empty, is the URL of an HTTP proxy for every request.
+	// The Client never reads proxy settings from the environment.
+	Proxy string
+}
+
+// ErrNotFound is wrapped by errors for HTTP 404, 403 and 410: the upstream
+// says the file is not there, so retrying will not help.
+var ErrNotFound = errors.New("not found upstream")
+
+// StatusError is an HTTP status the Client does not treat as success.
+type StatusError struct {
+	URL    string
+	Status int
+}
+
+// Error names the URL and the status.
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("GET %s: HTTP %d %s", e.URL, e.Status, http.StatusText(e.Status))
+}
+
+// Unwrap makes errors.Is(err, ErrNotFound) true for 404, 403 and 410.
+func (e *StatusError) Unwrap() error {
+	switch e.Status {
+	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
+		return ErrNotFound
+	}
+	return nil
+}
+
+// MismatchError says that a body did not have the expected size or hash.
+// Field is "size", "sha256" or "sha512"; Want and Got are decimal sizes or
+// lower-case hex digests.
+type MismatchError struct {
+	URL   string
+	Field string
+	Want  string
+	Got   string
+}
+
+// Error names the URL, the field, and expected versus received values.
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("GET %s: %s mismatch: expected %s, got %s (upstream file corrupt, changed, or tampered with; nothing was kept)", e.URL, e.Field, e.Want, e.Got)
+}
+
+// Stats are running totals for one Client.
+type Stats struct {
+	Files       int64 // bodies fully received and verified (Get, GetBytes, Open at EOF)
+	Bytes       int64 // body bytes received, including failed attempts
+	Requests    int64 // HTTP requests sent
+	Retries     int64 // attempts repeated after a transient failure
+	NotModified int64 // conditional requests answered 304
+	Resumed     int64 // broken transfers continued with a Range request
+}
+
+// Client fetches files. It is safe for concurrent use.
+type Client struct {
+	cfg     Config
+	log     *slog.Logger
+	hc      *http.Client
+	limiter *rate.Limiter // nil when unlimited
+
+	files, bytes, requests, retries, notModified, resumed atomic.Int64
+}
+
+// New returns a Client. A nil log discards log output. An unparsable
+// cfg.Proxy is reported on the first request.
+func New(cfg Config, log *slog.Logger) *Client {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = 4
+	} else if cfg.Retries < 0 {
+		cfg.Retries = 0
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = 500 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "gatehouse"
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          cfg.Concurrency * 2,
+		MaxIdleConnsPerHost:   cfg.Concurrency,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.Timeout,
+		ResponseHeaderTimeout: cfg.Timeout,
+		ExpectContinueTimeout: time.Second,
+		// Transparent gzip would change the bytes we hash: the hashes in
+		// Release are of the files as stored, so ask for exactly those.
+		DisableCompression: true,
+		ForceAttemptHTTP2:  false,
+	}
+	if cfg.Proxy != "" {
+		pu, err := url.Parse(cfg.Proxy)
+		tr.Proxy = func(*http.Request) (*url.URL, error) {
+			if err != nil {
+				return nil, fmt.Errorf("fetch: config proxy %q: %w", cfg.Proxy, err)
+			}
+			return pu, nil
+		}
+	}
+	c := &Client{cfg: cfg, log: log, hc: &http.Client{Transport: tr}}
+	if cfg.RateLimit > 0 {
+		burst := cfg.RateLimit
+		if burst > 1<<20 {
+			burst = 1 << 20
+		}
+		c.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), int(burst))
+	}
+	return c
+}
+
+// Stats returns a snapshot of the running totals.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Files:       c.files.Load(),
+		Bytes:       c.bytes.Load(),
+		Requests:    c.requests.Load(),
+		Retries:     c.retries.Load(),
+		NotModified: c.notModified.Load(),
+		Resumed:     c.resumed.Load(),
+	}
+}
+
+// CloseIdleConnections closes idle keep-alive connections; call it when a
+// sync is over so no sockets linger.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// Validators identify one version of a remote file for conditional requests.
+type Validators struct {
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
+}
+
+// GetBytes fetches a small file (such as InRelease) into memory. When prev
+// holds validators from an earlier response they are sent as If-None-Match
+// and If-Modified-Since; a 304 answer returns notModified=true, a nil body
+// and prev. Otherwise it returns the body and the response's validators.
+// A body longer than max bytes is an error, not a truncation. No hash is
+// checked here: the caller verifies the signature.
+func (c *Client) GetBytes(ctx context.Context, url string, max int64, prev Validators) (body []byte, v Validators, notModified bool, err error) {
+	if max <= 0 {
+		return nil, Validators{}, false, fmt.Errorf("GET %s: max must be positive, got %d", url, max)
+	}
+	hdr := http.Header{}
+	if prev.ETag != "" {
+		hdr.Set("If-None-Match", prev.ETag)
+	}
+	if prev.LastModified != "" {
+		hdr.Set("If-Modified-Since", prev.LastModified)
+	}
+	err = c.retry(ctx, url, func(ctx context.Context) error {
+		ctx, stop := context.WithCancelCause(ctx)
+		defer stop(nil)
+		resp, err := c.do(ctx, stop, url, hdr)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotModified {
+			if prev == (Validators{}) {
+				return permanent(fmt.Errorf("GET %s: HTTP 304 to an unconditional request", url))
+			}
+			notModified, v, body = true, prev, nil
+			return nil
+		}
+		if err := statusErr(url, resp); err != nil {
+			return err
+		}
+		if resp.ContentLength > max {
+			return permanent(fmt.Errorf("GET %s: Content-Length %d exceeds the limit of %d bytes", url, resp.ContentLength, max))
+		}
+		mr := c.body(ctx, stop, resp.Body)
+		defer mr.stop()
+		b, err := io.ReadAll(io.LimitReader(mr, max+1))
+		if err != nil {
+			return c.readErr(ctx, url, err)
+		}
+		if int64(len(b)) > max {
+			return permanent(fmt.Errorf("GET %s: body exceeds the limit of %d bytes", url, max))
+		}
+		if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+			return fmt.Errorf("GET %s: body has %d bytes, Content-Length said %d", url, len(b), resp.ContentLength)
+		}
+		notModified, body = false, b
+		v = Validators{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
+		return nil
+	})
+	if err != nil {
+		return nil, Validators{}, false, err
+	}
+	if notModified {
+		c.notModified.Add(1)
+	} else {
+		c.files.Add(1)
+	}
+	return body, v, notModified, nil
+}
+
+// do sends one GET. stop cancels the attempt; the idle watchdog uses it.
+func (c *Client) do(ctx context.Context, stop context.CancelCauseFunc, url string, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("GET %s: %w", url, err))
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
+	c.requests.Add(1)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errStalled) {
+			return nil, fmt.Errorf("GET %s: %w", url, cause)
+		}
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return resp, nil
+}
+
+// statusErr maps a non-200 response to an error; the body is drained a
+// little so the connection can be reused.
+func statusErr(url string, resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	se := &StatusError{URL: url, Status: resp.StatusCode}
+	switch {
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
+		if d := retryAfter(resp.Header.Get("Retry-After")); d > 0 {
+			return &retryAfterError{err: se, after: d}
+		}
+		return se
+	default:
+		return permanent(se)
+	}
+}
+
+// readErr classifies an error that happened while reading a body.
+func (c *Client) readErr(ctx context.Context, url string, err error) error {
+	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errStalled) {
+		return fmt.Errorf("GET %s: reading body: %w", url, cause)
+	}
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return err
+	}
+	var me *MismatchError
+	if errors.As(err, &me) {
+		return permanent(err)
+	}
+	return fmt.Errorf("GET %s: reading body: %w", url, err)
+}
+
+// tempPattern names temporary files; mirror/store's GC recognizes the
+// ".tmp-" prefix (store.TempPrefix) and removes stale ones.
+const tempPattern = ".tmp-*"
+
+var errStalled = errors.New("no data received within the timeout")
+
+// copyBufs holds buffers larger than io.Copy's 32 KiB: fewer read and
+// write system calls per file on fast links.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// body wraps a response body with the rate limit and the stall watchdog.
+// The caller must call stop when done with it.
+func (c *Client) body(ctx context.Context, stop context.CancelCauseFunc, r io.Reader) *meteredReader {
+	return &meteredReader{c: c, ctx: ctx, r: r, watchdog: time.AfterFunc(c.cfg.Timeout, func() { stop(errStalled) })}
+}
+
+// stop disarms the watchdog so no timer outlives the request.
+func (m *meteredReader) stop() { m.watchdog.Stop() }
+
+type meteredReader struct {
+	c        *Client
+	ctx      context.Context
+	r        io.Reader
+	watchdog *time.Timer
+}
+
+func (m *meteredReader) Read(p []byte) (int, error) {
+	if m.c.limiter != nil && len(p) > m.c.limiter.Burst() {
+		p = p[:m.c.limiter.Burst()]
+	}
+	m.watchdog.Reset(m.c.cfg.Timeout)
+	n, err := m.r.Read(p)
+	if err != nil {
+		m.watchdog.Stop()
+	}
+	m.c.bytes.Add(int64(n))
+	if n > 0 && m.c.limiter != nil {
+		if werr := m.c.limiter.WaitN(m.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
+}
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err: err} }
+
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return min(time.Duration(s)*time.Second, 2*time.Minute)
+	}
+	return 0
+}
+
+// retry runs op until it succeeds, fails permanently, the context ends, or
+// the retries are used up. Returned errors carry no internal wrapper types
+// other than the public ones.
+func (c *Client) retry(ctx context.Context, url string, op func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("GET %s: %w", url, err)
+		}
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("GET %s: %w (%v)", url, ctx.Err(), unwrapInternal(err))
+		}
+		var pe *permanentError
+		if errors.As(err, &pe) {
+			return unwrapInternal(err)
+		}
+		if attempt >= c.cfg.Retries {
+			if attempt > 0 {
+				return fmt.Errorf("%w (gave up after %d attempts)", unwrapInternal(err), attempt+1)
+			}
+			return unwrapInternal(err)
+		}
+		wait := backoff(c.cfg.RetryWait, attempt)
+		var ra *retryAfterError
+		if errors.As(err, &ra) && ra.after > wait {
+			wait = ra.after
+		}
+		c.retries.Add(1)
+		c.log.Warn("fetch: retrying", "url", url, "attempt", attempt+1, "wait", wait, "err", unwrapInternal(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("GET %s: %w (last error: %v)", url, ctx.Err(), unwrapInternal(err))
+		case <-t.C:
+		}
+	}
+}
+
+// unwrapInternal strips the retry-classification wrappers so callers see
+// only documented error types in the chain.
+func unwrapInternal(err error) error {
+	for {
+		switch e := err.(type) {
+		case *permanentError:
+			err = e.err
+		case *retryAfterError:
+			err = e.err
+		default:
+			return err
+		}
+	}
+}
+
+func backoff(base time.Duration, attempt int) time.Duration {
+	d := base << min(attempt, 16)
+	if d > 30*time.Second || d <= 0 {
+		d = 30 * time.Second
+	}
+	// Jitter in [d/2, d): parallel workers that failed together must not
+	// retry in lockstep.
+	return d/2 + rand.N(d/2+1)
+}

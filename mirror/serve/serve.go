@@ -1,0 +1,334 @@
+// Package serve is the HTTP face of published mirrors: an http.Handler that
+// gives apt clients the current snapshot's dists tree and the shared pool,
+// and nothing else from the state directory.
+//
+// URL layout (see mirror/store for the disk layout):
+//
+//	/                     text/plain list of mirror names
+//	/NAME/dists/REL       ROOT/NAME/snapshots/<current>/dists/REL
+//	/NAME/pool/REL        ROOT/NAME/pool/REL
+//
+// Each dists request resolves "current" exactly once and then opens the file
+// inside that snapshot directory, so a publish during the request cannot mix
+// two snapshots, and an open file keeps being served even if its snapshot is
+// pruned meanwhile. Files are opened through os.Root, which refuses any path
+// or symlink leading outside the snapshot or pool directory; in addition,
+// request paths with ".", ".." or empty elements, backslashes or NUL bytes
+// (also when percent-encoded) are rejected before any file system access.
+// Only regular files are served; directories are 404 (no listings).
+//
+// Responses go through http.ServeContent: Range (single, suffix, multiple;
+// 416 when unsatisfiable), HEAD with Content-Length and no body,
+// If-Modified-Since, If-None-Match and If-Range against a strong ETag made
+// of inode, size and modification time.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"gatehouse/mirror/store"
+)
+
+// Config is the [serve] table of the configuration file.
+type Config struct {
+	// Listen is the TCP address to serve on, host:port. Empty means
+	// DefaultListen.
+	Listen string `toml:"listen"`
+}
+
+// DefaultListen is the address used when Config.Listen is empty: loopback
+// only, so nothing is exposed until the operator chooses an interface.
+const DefaultListen = "127.0.0.1:8080"
+
+// Addr is the address to listen on, with the default applied.
+func (c Config) Addr() string {
+	if c.Listen == "" {
+		return DefaultListen
+	}
+	return c.Listen
+}
+
+type handler struct {
+	root    string
+	mirrors map[string]bool
+	names   []string
+	log     *slog.Logger
+}
+
+// NewHandler serves the published snapshots of the named mirrors under the
+// state directory root (ROOT/NAME as laid out by mirror/store). A name that
+// is not a valid mirror name is logged and never served. Every request is
+// logged at Info level (method, path, status, bytes, duration, remote);
+// a nil log discards these.
+func NewHandler(root string, mirrors []string, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{root: root, mirrors: map[string]bool{}, log: log}
+	for _, m := range mirrors {
+		if err := store.ValidName(m); err != nil {
+			log.Error("serve: mirror not served", "mirror", m, "err", err)
+			continue
+		}
+		if !h.mirrors[m] {
+			h.mirrors[m] = true
+			h.names = append(h.names, m)
+		}
+	}
+	slices.Sort(h.names)
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w}
+	h.serve(rw, r)
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	h.log.Info("http", "method", r.Method, "path", r.URL.EscapedPath(), "status", rw.status,
+		"bytes", rw.n, "duration", time.Since(start), "remote", r.RemoteAddr)
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p := r.URL.Path
+	if p == "/" {
+		h.index(w)
+		return
+	}
+	if !strings.HasPrefix(p, "/") {
+		http.Error(w, "400 bad request", http.StatusBadRequest)
+		return
+	}
+	// The path is already percent-decoded, so "%2e%2e" and "%2f" arrive
+	// here as ".." and "/" and are checked like their literal forms.
+	if err := store.CheckRel(p[1:]); err != nil {
+		http.Error(w, "400 bad request", http.StatusBadRequest)
+		return
+	}
+	name, rest, _ := strings.Cut(p[1:], "/")
+	if !h.mirrors[name] {
+		http.NotFound(w, r)
+		return
+	}
+	top, rel, ok := strings.Cut(rest, "/")
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	var dir string
+	switch top {
+	case "dists":
+		id, snap, err := store.ResolveCurrent(h.root, name)
+		if errors.Is(err, store.ErrNoCurrent) {
+			http.Error(w, "503 mirror "+name+" has not been published yet", http.StatusServiceUnavailable)
+			return
+		}
+		if err != nil {
+			h.log.Error("serve: resolve current snapshot", "mirror", name, "err", err)
+			http.Error(w, "500 internal server error", http.StatusInternalServerError)
+			return
+		}
+		dir, rel = snap, rest // the snapshot holds "dists/..."
+		// Which generation answered: lets an operator correlate a client's
+		// view with "mirror list" when debugging.
+		w.Header().Set("X-Gatehouse-Snapshot", id)
+	case "pool":
+		dir = filepath.Join(h.root, name, store.PoolDir)
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	h.serveFile(w, r, dir, rel, top == "pool")
+}
+
+func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, dir, rel string, pool bool) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		h.fileError(w, r, dir, err)
+		return
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		h.fileError(w, r, rel, err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		h.fileError(w, r, rel, err)
+		return
+	}
+	if !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("ETag", etag(fi))
+	hdr.Set("Content-Type", contentType(rel))
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	// Pool files and by-hash files never change under their name; other
+	// index files change with every publish and must be revalidated.
+	if pool || strings.Contains(rel, "/by-hash/") {
+		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		hdr.Set("Cache-Control", "no-cache")
+	}
+	http.ServeContent(w, r, path.Base(rel), fi.ModTime(), f)
+}
+
+// fileError maps open errors to statuses. A path os.Root refuses (a symlink
+// leading out of the tree) looks like any missing file to the client.
+func (h *handler) fileError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ELOOP), isEscape(err):
+		http.NotFound(w, r)
+	default:
+		h.log.Error("serve: open", "path", what, "err", err)
+		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+	}
+}
+
+func isEscape(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "escapes")
+}
+
+func etag(fi fs.FileInfo) string {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf(`"%x-%x-%x"`, ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+func contentType(rel string) string {
+	// by-hash names are digests without a suffix; the content may be
+	// compressed, so never call it text (a proxy might recompress text).
+	if strings.Contains(rel, "/by-hash/") {
+		return "application/octet-stream"
+	}
+	base := path.Base(rel)
+	switch path.Ext(base) {
+	case ".deb", ".udeb", ".ddeb", ".dsc", ".bz2", ".lzma", ".zst", ".tar":
+		return "application/octet-stream"
+	case ".gz":
+		return "application/gzip"
+	case ".xz":
+		return "application/x-xz"
+	case ".gpg", ".sig":
+		return "application/pgp-signature"
+	case "", ".txt", ".diff", ".changes", ".buildinfo":
+		return "text/plain; charset=utf-8"
+	}
+	return "application/octet-stream"
+}
+
+func (h *handler) index(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	var b strings.Builder
+	for _, n := range h.names {
+		b.WriteString(n)
+		b.WriteByte('\n')
+	}
+	io.WriteString(w, b.String())
+}
+
+// recorder captures status and body size for the access log. It forwards
+// ReadFrom so http.ServeContent can still use sendfile(2).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
+	}
+	r.n += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Serve runs h on ln until ctx is done, then shuts down gracefully: it
+// stops accepting, lets requests in flight finish for up to grace (zero
+// means 30s), and closes the rest. It returns nil after a shutdown caused by
+// ctx, or the server's error.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		srv.Close()
+		err = fmt.Errorf("serve %s: shutdown: %w", ln.Addr(), err)
+	}
+	<-errc // http.ErrServerClosed
+	return err
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Snapshot is a generation of the dists tree being built. Write files at the
+// paths Path returns, then Commit to publish it or Abort to drop it. Nothing
+// under a Snapshot is visible to clients before Commit. Build one Snapshot
+// at a time per mirror: NewSnapshot removes unfinished ones.
+type Snapshot struct {
+	s   *Store
+	id  string
+	tmp string // ROOT/NAME/snapshots/ID.tmp
+
+	mu   sync.Mutex
+	done bool
+}
+
+// NewSnapshot creates an empty snapshot directory snapshots/ID.tmp, where ID
+// is the current UTC time (see Snapshots for ordering). It first removes
+// what interrupted runs left behind: earlier ".tmp" snapshots and stray
+// temporary "current" links. Requires the lock.
+func (s *Store) NewSnapshot() (*Snapshot, error) {
+	if err := s.requireLock("new snapshot"); err != nil {
+		return nil, err
+	}
+	if err := s.cleanInterrupted(); err != nil {
+		return nil, err
+	}
+	sdir := filepath.Join(s.dir, SnapshotsDir)
+	base := s.now().UTC().Format(idLayout)
+	for seq := 1; seq < 1000; seq++ {
+		id := base
+		if seq > 1 {
+			id += "-" + strconv.Itoa(seq)
+		}
+		if _, err := os.Lstat(filepath.Join(sdir, id)); err == nil {
+			continue
+		}
+		tmp := filepath.Join(sdir, id+tmpSuffix)
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				continue
+			}
+			return nil, fmt.Errorf("store: new snapshot of mirror %s: %w", s.name, err)
+		}
+		return &Snapshot{s: s, id: id, tmp: tmp}, nil
+	}
+	return nil, fmt.Errorf("store: new snapshot of mirror %s: too many snapshots named %s-*", s.name, base)
+}
+
+func (s *Store) cleanInterrupted() error {
+	sdir := filepath.Join(s.dir, SnapshotsDir)
+	es, err := os.ReadDir(sdir)
+	if err != nil {
+		return fmt.Errorf("store: list %s: %w", sdir, err)
+	}
+	for _, e := range es {
+		if id, ok := strings.CutSuffix(e.Name(), tmpSuffix); ok && validID(id) == nil {
+			if err := os.RemoveAll(filepath.Join(sdir, e.Name())); err != nil {
+				return fmt.Errorf("store: remove interrupted snapshot: %w", err)
+			}
+		}
+	}
+	es, err = os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("store: list %s: %w", s.dir, err)
+	}
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), CurrentLink+TempPrefix) {
+			os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// ID is the name the snapshot gets on Commit.
+func (sn *Snapshot) ID() string { return sn.id }
+
+// Dir is the absolute directory being built (it ends in ".tmp" until Commit).
+func (sn *Snapshot) Dir() string { return sn.tmp }
+
+// Path returns where to write rel (slash-separated, relative to the archive
+// root, e.g. "dists/stable/InRelease") in this snapshot. rel is validated
+// with CheckRel and must not pass through a symlink. Parent directories are
+// not created; mirror/fetch.Client.Get creates them.
+func (sn *Snapshot) Path(rel string) (string, error) {
+	if err := CheckRel(rel); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	if err := noSymlinks(sn.tmp, rel); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return filepath.Join(sn.tmp, filepath.FromSlash(rel)), nil
+}
+
+// Link hard-links rel from the finished snapshot fromID into this one (same
+// relative path), creating parent directories. This carries unchanged index
+// files and earlier by-hash generations forward without copying; both
+// snapshots then share one immutable inode, which is safe because nothing
+// rewrites a file in place.
+func (sn *Snapshot) Link(fromID, rel string) error {
+	src, err := sn.s.SnapshotPath(fromID, rel)
+	if err != nil {
+		return err
+	}
+	dst, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("store: link from snapshot %s: %w", fromID, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("store: link from snapshot %s: %s is not a regular file", fromID, src)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	if err := os.Link(src, dst); err != nil {
+		return fmt.Errorf("store: snapshot %s: link %s: %w", sn.id, rel, err)
+	}
+	return nil
+}
+
+// Commit publishes the snapshot: rename ID.tmp to ID, syncfs(2) the state
+// file system (making this snapshot and every pool file written since the
+// last sync durable at once), then atomically repoint "current" and fsync
+// the mirror directory. If Commit fails or the process dies before the
+// symlink rename, "current" still names the previous snapshot. Requires the
+// lock. The Snapshot cannot be used afterwards.
+func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.done {
+		return "", fmt.Errorf("store: snapshot %s already committed or aborted", sn.id)
+	}
+	if err := sn.s.requireLock("commit"); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	final := filepath.Join(sn.s.dir, SnapshotsDir, sn.id)
+	if err := os.Rename(sn.tmp, final); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	sn.done = true
+	if err := syncFS(sn.s.dir); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: not published: %w", sn.id, err)
+	}
+	if err := sn.s.publish(sn.id); err != nil {
+		return "", err
+	}
+	return sn.id, nil
+}
+
+// Abort removes the unfinished snapshot. It is a no-op after Commit or an
+// earlier Abort, so it is safe to defer.
+func (sn *Snapshot) Abort() error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.done {
+		return nil
+	}
+	sn.done = true
+	if err := os.RemoveAll(sn.tmp); err != nil {
+		return fmt.Errorf("store: abort snapshot %s: %w", sn.id, err)
+	}
+	return nil
+}

@@ -1,0 +1,532 @@
+// Package store owns the on-disk layout of mirrors under one state directory:
+// the shared pool, immutable snapshots, the atomically swapped "current"
+// pointer, the per-mirror lock, mirror state, and garbage collection.
+//
+// Layout, for a state directory ROOT and a mirror NAME:
+//
+//	ROOT/NAME/.lock                 flock held by a running sync; holds "pid N since T"
+//	ROOT/NAME/state.json            State: last accepted Release per suite, last sync
+//	ROOT/NAME/pool/...              package files, shared by all snapshots; a path's
+//	                                content never changes once renamed into place
+//	ROOT/NAME/snapshots/ID/dists/.. one published generation of the dists tree
+//	ROOT/NAME/snapshots/ID.tmp/     a generation being built (never served)
+//	ROOT/NAME/current -> snapshots/ID   relative symlink: the published generation
+//
+// Serving maps URL /NAME/dists/... into the snapshot "current" resolves to
+// (resolve once per request, see ResolveCurrent) and /NAME/pool/... into the
+// shared pool. Snapshots hold no pool symlink: a snapshot directory is
+// self-contained for its dists, and a server confined to it (os.Root) cannot
+// be led out of it by a link.
+//
+// Writers put pool files in place by rename (mirror/fetch does that) without
+// fsync; Commit makes everything durable with one syncfs(2) of the state
+// file system before the atomic rename of the "current" symlink, then fsyncs
+// the mirror directory. So after a crash or kill at any point "current"
+// names a complete snapshot whose pool files exist. This relies on
+// ROOT/NAME being one file system: do not mount the pool separately.
+//
+// Methods that change the tree (NewSnapshot, Commit, Rollback, Prune, GC,
+// WriteState) require the Store to hold the lock (Lock); reading methods
+// do not.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names inside ROOT/NAME. They are part of the on-disk format.
+const (
+	PoolDir      = "pool"
+	SnapshotsDir = "snapshots"
+	CurrentLink  = "current"
+	StateFile    = "state.json"
+	LockFile     = ".lock"
+	// TempPrefix starts the name of every temporary file a writer leaves
+	// beside its destination (mirror/fetch uses ".tmp-*"). GC removes those
+	// older than an hour.
+	TempPrefix = ".tmp-"
+)
+
+const tmpSuffix = ".tmp"
+
+// ErrNoCurrent is wrapped when a mirror has not been published yet.
+var ErrNoCurrent = errors.New("no published snapshot")
+
+// ErrNotLocked is wrapped when a method that changes the tree is called
+// without holding the lock.
+var ErrNotLocked = errors.New("store is not locked; call Lock first")
+
+// ErrLocked is wrapped by *LockedError.
+var ErrLocked = errors.New("mirror is locked by another sync")
+
+// LockedError says who holds a mirror's lock.
+type LockedError struct {
+	Mirror string
+	PID    int       // 0 when the lock file did not say
+	Since  time.Time // zero when the lock file did not say
+}
+
+// Error reads "sync of mirror NAME already running (pid N since T)".
+func (e *LockedError) Error() string {
+	who := "another process"
+	if e.PID > 0 {
+		who = "pid " + strconv.Itoa(e.PID)
+	}
+	if !e.Since.IsZero() {
+		who += " since " + e.Since.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("sync of mirror %s already running (%s); wait for it to finish", e.Mirror, who)
+}
+
+// Unwrap makes errors.Is(err, ErrLocked) true.
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
+// Store is one mirror's directory. It is safe for concurrent use by the
+// goroutines of one sync; separate processes are kept apart by Lock.
+type Store struct {
+	// Now is the clock for snapshot IDs, lock records and temp-file ages.
+	// Nil means time.Now.
+	Now func() time.Time
+
+	name string
+	dir  string // ROOT/NAME
+
+	mu   sync.Mutex
+	lock *os.File // non-nil while this Store holds the lock
+}
+
+// Open returns the Store for mirror name under root, creating ROOT/NAME,
+// its pool and snapshots directories (0755) if needed. name must be a
+// single path element of letters, digits, '.', '_' or '-', not starting
+// with '.'.
+func Open(root, name string) (*Store, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("store: state directory %q: %w", root, err)
+	}
+	s := &Store{name: name, dir: filepath.Join(abs, name)}
+	for _, d := range []string{s.dir, filepath.Join(s.dir, PoolDir), filepath.Join(s.dir, SnapshotsDir)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: create %s: %w", d, err)
+		}
+	}
+	return s, nil
+}
+
+// ValidName reports whether name can be a mirror name (a URL path element
+// and a directory name).
+func ValidName(name string) error {
+	if name == "" || len(name) > 128 || name[0] == '.' {
+		return fmt.Errorf("store: invalid mirror name %q: must be 1-128 characters, not starting with '.'", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("store: invalid mirror name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// Name is the mirror name.
+func (s *Store) Name() string { return s.name }
+
+// Dir is ROOT/NAME, absolute.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Lock takes the mirror's exclusive lock without waiting, records this
+// process's pid and the start time in the lock file, and returns the
+// function that releases it. If another process (or another Store) holds it,
+// the error is a *LockedError naming that holder. The lock dies with the
+// process, so a killed sync never leaves a stale lock.
+func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lock != nil {
+		return nil, fmt.Errorf("store: mirror %s: lock already held by this Store", s.name)
+	}
+	p := filepath.Join(s.dir, LockFile)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: open lock file %s: %w", p, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, parseLockInfo(s.name, f)
+		}
+		return nil, fmt.Errorf("store: lock %s: %w", p, err)
+	}
+	info := fmt.Sprintf("pid %d since %s\n", os.Getpid(), s.now().UTC().Format(time.RFC3339))
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(info), 0)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("store: write lock file %s: %w", p, err)
+		}
+	}
+	s.lock = f
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			_ = f.Truncate(0)
+			f.Close() // releases the flock
+			s.lock = nil
+		})
+	}, nil
+}
+
+func parseLockInfo(name string, f *os.File) error {
+	le := &LockedError{Mirror: name}
+	b := make([]byte, 256)
+	n, _ := f.ReadAt(b, 0)
+	fields := strings.Fields(string(b[:n]))
+	if len(fields) >= 2 && fields[0] == "pid" {
+		le.PID, _ = strconv.Atoi(fields[1])
+	}
+	if len(fields) >= 4 && fields[2] == "since" {
+		le.Since, _ = time.Parse(time.RFC3339, fields[3])
+	}
+	return le
+}
+
+func (s *Store) requireLock(op string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lock == nil {
+		return fmt.Errorf("store: %s of mirror %s: %w", op, s.name, ErrNotLocked)
+	}
+	return nil
+}
+
+// CheckRel validates a slash-separated relative path from untrusted input
+// (a Packages Filename, a Release entry): not empty, not absolute, no ".",
+// ".." or empty elements, no backslash or NUL. It never rewrites the path,
+// so a non-canonical name is refused rather than reinterpreted.
+func CheckRel(rel string) error {
+	if rel == "" {
+		return errors.New("empty path")
+	}
+	if strings.ContainsAny(rel, "\x00\\") {
+		return fmt.Errorf("path %q contains a NUL or backslash", rel)
+	}
+	if rel[0] == '/' {
+		return fmt.Errorf("path %q is absolute", rel)
+	}
+	for el := range strings.SplitSeq(rel, "/") {
+		if el == "" || el == "." || el == ".." {
+			return fmt.Errorf("path %q has an empty, '.' or '..' element", rel)
+		}
+	}
+	return nil
+}
+
+// noSymlinks fails if any existing element of rel below base is a symlink
+// (or an intermediate element is not a directory). The store itself never
+// creates symlinks in the pool or in dists, so any one found is foreign.
+func noSymlinks(base, rel string) error {
+	p := base
+	els := strings.Split(rel, "/")
+	for i, el := range els {
+		p = filepath.Join(p, el)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("path %q: %s is a symlink", rel, p)
+		}
+		if i < len(els)-1 && !fi.IsDir() {
+			return fmt.Errorf("path %q: %s is not a directory", rel, p)
+		}
+	}
+	return nil
+}
+
+// PoolPath returns the absolute path for rel inside the pool, where rel is
+// relative to the pool directory (a Filename with its leading "pool/"
+// removed). rel is validated with CheckRel, and no existing element may be
+// a symlink, so the result is inside the pool.
+func (s *Store) PoolPath(rel string) (string, error) {
+	if err := CheckRel(rel); err != nil {
+		return "", fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
+	}
+	base := filepath.Join(s.dir, PoolDir)
+	if err := noSymlinks(base, rel); err != nil {
+		return "", fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
+	}
+	return filepath.Join(base, filepath.FromSlash(rel)), nil
+}
+
+// HasPoolFile reports whether rel is a regular file in the pool with the
+// given size. Pool content is immutable and was verified before it was
+// renamed into place, so size is the cheap check for "already fetched";
+// CheckPoolFile re-hashes.
+func (s *Store) HasPoolFile(rel string, size int64) bool {
+	p, err := s.PoolPath(rel)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Lstat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
+}
+
+// CheckPoolFile re-reads rel and returns an error unless it is a regular
+// file of the given size whose SHA-256 is sha256hex.
+func (s *Store) CheckPoolFile(rel string, size int64, sha256hex string) error {
+	p, err := s.PoolPath(rel)
+	if err != nil {
+		return err
+	}
+	return checkFile(p, size, sha256hex)
+}
+
+func checkFile(p string, size int64, sha256hex string) error {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != size {
+		return fmt.Errorf("store: %s: size %d, expected %d", p, fi.Size(), size)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("store: read %s: %w", p, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, sha256hex) {
+		return fmt.Errorf("store: %s: sha256 %s, expected %s", p, got, sha256hex)
+	}
+	return nil
+}
+
+// ResolveCurrent reads ROOT/NAME/current once and returns the snapshot ID
+// and its absolute directory, without opening a Store (it creates nothing).
+// A server calls it once per request and then reads only inside dir, so a
+// swap during the request cannot mix two snapshots. The error wraps
+// ErrNoCurrent when nothing is published.
+func ResolveCurrent(root, name string) (id, dir string, err error) {
+	if err := ValidName(name); err != nil {
+		return "", "", err
+	}
+	mdir := filepath.Join(root, name)
+	target, err := os.Readlink(filepath.Join(mdir, CurrentLink))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", fmt.Errorf("store: mirror %s: %w", name, ErrNoCurrent)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("store: mirror %s: read %s link: %w", name, CurrentLink, err)
+	}
+	id, ok := strings.CutPrefix(target, SnapshotsDir+"/")
+	if !ok || validID(id) != nil {
+		return "", "", fmt.Errorf("store: mirror %s: %s points to %q, not %s/<id>; repair with rollback", name, CurrentLink, target, SnapshotsDir)
+	}
+	return id, filepath.Join(mdir, SnapshotsDir, id), nil
+}
+
+// Current returns the ID of the published snapshot; the error wraps
+// ErrNoCurrent when there is none.
+func (s *Store) Current() (string, error) {
+	id, _, err := ResolveCurrent(filepath.Dir(s.dir), s.name)
+	return id, err
+}
+
+// SnapshotPath returns the absolute path of rel inside snapshot id, for
+// reading an earlier generation (to reuse unchanged index files).
+func (s *Store) SnapshotPath(id, rel string) (string, error) {
+	if err := validID(id); err != nil {
+		return "", err
+	}
+	if err := CheckRel(rel); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", id, err)
+	}
+	base := filepath.Join(s.dir, SnapshotsDir, id)
+	if err := noSymlinks(base, rel); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", id, err)
+	}
+	return filepath.Join(base, filepath.FromSlash(rel)), nil
+}
+
+// SnapshotInfo describes one finished snapshot.
+type SnapshotInfo struct {
+	ID      string
+	Dir     string    // absolute
+	Created time.Time // directory modification time
+	Current bool      // "current" points here
+}
+
+// Snapshots lists finished snapshots, oldest first (by ID, which is the
+// creation time). Snapshots being built (".tmp") are not listed.
+func (s *Store) Snapshots() ([]SnapshotInfo, error) {
+	sdir := filepath.Join(s.dir, SnapshotsDir)
+	es, err := os.ReadDir(sdir)
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", sdir, err)
+	}
+	cur, err := s.Current()
+	if err != nil && !errors.Is(err, ErrNoCurrent) {
+		return nil, err
+	}
+	var out []SnapshotInfo
+	for _, e := range es {
+		if !e.IsDir() || validID(e.Name()) != nil {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed while listing
+		}
+		out = append(out, SnapshotInfo{ID: e.Name(), Dir: filepath.Join(sdir, e.Name()), Created: fi.ModTime(), Current: e.Name() == cur})
+	}
+	slices.SortFunc(out, func(a, b SnapshotInfo) int { return compareIDs(a.ID, b.ID) })
+	return out, nil
+}
+
+// Rollback makes the existing snapshot id the published one, atomically.
+func (s *Store) Rollback(id string) error {
+	if err := s.requireLock("rollback"); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(filepath.Join(s.dir, SnapshotsDir, id))
+	if err != nil || !fi.IsDir() {
+		return fmt.Errorf("store: rollback mirror %s: no snapshot %q (see mirror list)", s.name, id)
+	}
+	return s.publish(id)
+}
+
+// Prune deletes finished snapshots beyond the newest keep, never the
+// published one, and returns the IDs it removed.
+func (s *Store) Prune(keep int) ([]string, error) {
+	if err := s.requireLock("prune"); err != nil {
+		return nil, err
+	}
+	if keep < 0 {
+		return nil, fmt.Errorf("store: prune mirror %s: keep must be ≥ 0, got %d", s.name, keep)
+	}
+	snaps, err := s.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for i, sn := range snaps {
+		if sn.Current || i >= len(snaps)-keep {
+			continue
+		}
+		if err := os.RemoveAll(sn.Dir); err != nil {
+			return removed, fmt.Errorf("store: prune snapshot %s: %w", sn.Dir, err)
+		}
+		removed = append(removed, sn.ID)
+	}
+	return removed, nil
+}
+
+// publish points "current" at snapshots/id: a new symlink under a temporary
+// name is renamed over the old one (rename(2) is atomic, so readers see the
+// old or the new target, never none), then the directory is fsynced so the
+// swap survives a crash.
+func (s *Store) publish(id string) error {
+	tmp := filepath.Join(s.dir, CurrentLink+TempPrefix+rand.Text())
+	if err := os.Symlink(SnapshotsDir+"/"+id, tmp); err != nil {
+		return fmt.Errorf("store: publish %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, CurrentLink)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("store: publish %s: %w", id, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("store: publish %s: %w", id, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// syncFS flushes every dirty page of the file system holding dir.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+// IDs are UTC timestamps "20060102T150405Z", with "-N" appended when two
+// snapshots start within one second.
+const idLayout = "20060102T150405Z"
+
+func validID(id string) error {
+	base, seq, hasSeq := strings.Cut(id, "-")
+	if _, err := time.Parse(idLayout, base); err != nil || len(base) != len(idLayout) {
+		return fmt.Errorf("store: invalid snapshot id %q", id)
+	}
+	if hasSeq {
+		if n, err := strconv.Atoi(seq); err != nil || n < 2 || strconv.Itoa(n) != seq {
+			return fmt.Errorf("store: invalid snapshot id %q", id)
+		}
+	}
+	return nil
+}
+
+func compareIDs(a, b string) int {
+	ab, as, _ := strings.Cut(a, "-")
+	bb, bs, _ := strings.Cut(b, "-")
+	if c := strings.Compare(ab, bb); c != 0 {
+		return c
+	}
+	an, _ := strconv.Atoi(as)
+	bn, _ := strconv.Atoi(bs)
+	return an - bn
+}
