@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -63,14 +65,39 @@ type Config struct {
 // Duration is a time.Duration that decodes from TOML strings like "10m".
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string.
+// UnmarshalText parses a Go duration string, plus whole days ("30d"),
+// which Valid-Until periods are naturally written in.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	s := string(b)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days < 100000 {
+			d.Duration = time.Duration(days) * 24 * time.Hour
+			return nil
+		}
+	}
+	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: use a number with a unit, like \"90s\", \"10m\" or \"24h\"", b)
+		return fmt.Errorf("invalid duration %q: use a number with a unit, like \"90s\", \"10m\", \"24h\" or \"30d\"", b)
 	}
 	d.Duration = v
 	return nil
+}
+
+// SigningConfig is the [signing] table: the appliance's own OpenPGP archive
+// key, used to re-sign filtered mirrors and to sign export bundles.
+type SigningConfig struct {
+	// Key is the armored OpenPGP secret key (0600), created by
+	// `gatehouse keys init-archive-key` or `gatehouse init`.
+	Key string `toml:"key"`
+	// ValidFor is the Valid-Until period written into re-signed Releases
+	// (default 30d).
+	ValidFor Duration `toml:"valid_for"`
+}
+
+// ImportConfig is the [import] table of an inner (receiving) appliance.
+type ImportConfig struct {
+	// TrustedKeys are OpenPGP public keys (files) whose bundles are accepted.
+	TrustedKeys []string `toml:"trusted_keys"`
 }
 
 // MarshalText formats the duration the way UnmarshalText reads it.

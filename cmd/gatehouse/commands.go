@@ -16,10 +16,6 @@ func notBuilt(g *globals, use, short, issue string) *cobra.Command {
 	}
 }
 
-func newInitCmd(g *globals) *cobra.Command {
-	return notBuilt(g, "init", "Write a commented config and create keys in a state directory", "issue 8")
-}
-
 func newRunCmd(g *globals) *cobra.Command {
 	return notBuilt(g, "run", "Run serve, bastion and scheduled syncs in one process", "issue 8")
 }
@@ -39,18 +35,6 @@ func newMirrorCmd(g *globals) *cobra.Command {
 		newImportAptSourcesCmd(g),
 		notBuilt(g, "export NAME... --to FILE|DIR", "Write a signed air-gap bundle", "issue 7"),
 		notBuilt(g, "import FILE|DIR", "Verify and publish an air-gap bundle", "issue 7"),
-	)
-	return c
-}
-
-func newKeysCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "keys",
-		Short: "Manage the appliance's archive signing key",
-	}
-	c.AddCommand(
-		notBuilt(g, "init-archive-key", "Create the OpenPGP archive signing key if missing", "issue 7"),
-		notBuilt(g, "export-archive-key", "Print the archive public key for clients' Signed-By", "issue 7"),
 	)
 	return c
 }

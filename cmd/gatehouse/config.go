@@ -21,9 +21,11 @@ import (
 // its own table; this type only assembles them.
 type fileConfig struct {
 	// StateDir holds pool, snapshots, keys and state (default /var/lib/gatehouse).
-	StateDir string          `toml:"state_dir"`
-	Mirror   []mirror.Config `toml:"mirror"`
-	Serve    serve.Config    `toml:"serve"`
+	StateDir string               `toml:"state_dir"`
+	Mirror   []mirror.Config      `toml:"mirror"`
+	Serve    serve.Config         `toml:"serve"`
+	Signing  mirror.SigningConfig `toml:"signing"`
+	Import   mirror.ImportConfig  `toml:"import"`
 	// Bastion is nil when the file has no [bastion] table.
 	Bastion *bastion.Config `toml:"bastion"`
 }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExampleConfigIsTheTemplate keeps configs/gatehouse.toml identical to
+// what 'gatehouse init' writes for the default paths, and valid.
+func TestExampleConfigIsTheTemplate(t *testing.T) {
+	want, err := renderConfig(defaultConfigPath, defaultStateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("../../configs/gatehouse.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatalf("configs/gatehouse.toml differs from the init template; regenerate it with:\n  go run ./cmd/gatehouse --config /etc/gatehouse/gatehouse.toml init ... or copy renderConfig's output")
+	}
+	if _, err := parseConfig("configs/gatehouse.toml", got); err != nil {
+		t.Fatalf("example config does not parse: %v", err)
+	}
+}
+
+func TestInitIsIdempotentAndPrivate(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc", "gatehouse.toml")
+	state := filepath.Join(dir, "state")
+	code, out, errs := ghRun(t, "--config", conf, "init", "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errs)
+	}
+	keys := []string{"ssh_host_ed25519_key", "upstream_ca", "host_ca", "recording_key", "archive_signing_key"}
+	before := map[string][]byte{}
+	for _, k := range keys {
+		p := filepath.Join(state, k)
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s not created: %v", k, err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", k, st.Mode().Perm())
+		}
+		before[k], _ = os.ReadFile(p)
+	}
+	if st, _ := os.Stat(state); st.Mode().Perm() != 0o700 {
+		t.Errorf("state dir mode %04o, want 0700", st.Mode().Perm())
+	}
+	for _, want := range []string{"TrustedUserCAKeys", "@cert-authority * ssh-ed25519 ", "signed-by=", "namespaces=\"gatehouse-recording\""} {
+		if !strings.Contains(out, want) {
+			t.Errorf("init output lacks %q", want)
+		}
+	}
+	if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
+		t.Fatalf("the config init wrote does not check: %s", errs)
+	}
+	// A second run keeps every key.
+	if code, out, errs := ghRun(t, "--config", conf, "init", "--state-dir", state); code != 0 || strings.Contains(out, "(created)") {
+		t.Fatalf("second init: exit %d, %s %s", code, out, errs)
+	}
+	for _, k := range keys {
+		if after, _ := os.ReadFile(filepath.Join(state, k)); string(after) != string(before[k]) {
+			t.Errorf("%s was overwritten", k)
+		}
+	}
+	// A group-readable private key is refused, naming the fix.
+	os.Chmod(filepath.Join(state, "upstream_ca"), 0o640)
+	code, _, errs = ghRun(t, "--config", conf, "init", "--state-dir", state)
+	if code == 0 || !strings.Contains(errs, "chmod 600") {
+		t.Fatalf("group-readable key accepted: exit %d, %s", code, errs)
+	}
+}
+
+func TestArchiveKeyCommands(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "gh.toml")
+	os.WriteFile(conf, []byte("state_dir = \""+dir+"\"\n[signing]\nkey = \""+filepath.Join(dir, "ak")+"\"\n"), 0o644)
+	if code, out, errs := ghRun(t, "--config", conf, "keys", "init-archive-key", "--type", "rsa4096"); code != 0 || !strings.Contains(out, "created") {
+		t.Fatalf("init-archive-key: %d %s %s", code, out, errs)
+	}
+	code, out, _ := ghRun(t, "--config", conf, "keys", "export-archive-key", "--armor")
+	if code != 0 || !strings.HasPrefix(out, "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+		t.Fatalf("export --armor: %d %q", code, out)
+	}
+	code, out, _ = ghRun(t, "--config", conf, "keys", "export-archive-key")
+	if code != 0 || len(out) == 0 || out[0]&0x80 == 0 {
+		t.Fatalf("binary export does not look like an OpenPGP packet: %d %q", code, out[:min(len(out), 20)])
+	}
+	if code, _, _ := ghRun(t, "--config", conf, "keys", "init-archive-key", "--type", "dsa"); code != exitUsage {
+		t.Fatalf("bad --type: exit %d", code)
+	}
+}
