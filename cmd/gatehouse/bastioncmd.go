@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,30 +62,7 @@ func runBastion(ctx context.Context, g *globals, cfg *bastion.Config) error {
 	if err != nil {
 		return usageErrorf("bastion: cannot listen on %s: %v (set [bastion] listen to a free address)", cfg.Listen, err)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				// Rules come from the config file; CA keys and the
-				// revocation list from their own files.
-				if nc, err := loadBastionConfig(g); err != nil {
-					g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
-				} else if err := srv.SetRules(nc.Rules); err != nil {
-					g.log.Error("reload: rules not applied; keeping the previous rules", "err", err)
-				}
-				if err := srv.Reload(); err != nil {
-					g.log.Error("reload failed; keeping the previous CA keys, revocations and rules", "err", err)
-				} else {
-					g.log.Info("reloaded CA keys, revocations and rules")
-				}
-			}
-		}
-	}()
+	go reloadOnHUP(ctx, g, srv)
 	g.log.Info("bastion listening", "addr", ln.Addr().String())
 	return srv.Serve(ctx, ln)
 }

@@ -16,10 +16,6 @@ func notBuilt(g *globals, use, short, issue string) *cobra.Command {
 	}
 }
 
-func newRunCmd(g *globals) *cobra.Command {
-	return notBuilt(g, "run", "Run serve, bastion and scheduled syncs in one process", "issue 8")
-}
-
 func newMirrorCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "mirror",

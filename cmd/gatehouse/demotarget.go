@@ -30,6 +30,9 @@ func newDemoTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (
 			return bytes.Equal(auth.Marshal(), userCA.Marshal())
 		},
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	cfg := &ssh.ServerConfig{PublicKeyCallback: checker.Authenticate}
 	cfg.AddHostKey(hostKey)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

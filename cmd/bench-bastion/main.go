@@ -1,0 +1,146 @@
+//go:build linux
+
+// Command bench-bastion measures the gatehouse bastion against a
+// certificate-only OpenSSH jump host configured equivalently, in one run on
+// one machine, so the ratios it prints are comparable: `ssh -J … true` setup
+// time, bulk throughput through the jump per cipher with the jump process's
+// CPU per GiB, and many concurrent jump sessions with the bastion's peak RSS.
+//
+//	go run ./cmd/bench-bastion [-runs 20] [-mib 1024] [-reps 3] [-sessions 1000] [-json]
+//
+// Everything it starts (a real sshd target, a real sshd jump host, the
+// bastion in a child process, a banner server) listens on 127.0.0.1 only,
+// lives in a temporary directory and stops when the command ends. It needs
+// ssh, sshd and ssh-keygen (Debian: openssh-client, openssh-server); as root
+// it logs in to the sshd instances as root.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	runs     int
+	mib      int
+	reps     int
+	sessions int
+	inflight int
+	jumpKex  string
+	timeout  time.Duration
+	json     bool
+	keep     bool
+}
+
+func main() {
+	serve := flag.String("serve-bastion", "", "internal: run the bastion from this JSON config (used by the benchmark's own child process)")
+	var o options
+	flag.IntVar(&o.runs, "runs", 20, "ssh -J … true runs per jump host")
+	flag.IntVar(&o.mib, "mib", 1024, "MiB sent through the jump per throughput run")
+	flag.IntVar(&o.reps, "reps", 3, "throughput runs per jump host and cipher (median reported)")
+	flag.IntVar(&o.sessions, "sessions", 1000, "concurrent jump sessions held open at once")
+	flag.IntVar(&o.inflight, "inflight", 200, "logins in flight at once while opening the concurrent sessions")
+	flag.StringVar(&o.jumpKex, "jump-kex", "", "pin KexAlgorithms on the jump hop for both jump hosts (default: each negotiates its own best)")
+	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the whole benchmark after this long")
+	flag.BoolVar(&o.json, "json", false, "print machine-readable results (JSON) instead of a table")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, audit log) for inspection")
+	flag.Parse()
+
+	if *serve != "" {
+		if err := serveBastion(*serve); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-bastion child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.runs < 1 || o.mib < 2 || o.reps < 1 || o.sessions < 1 || o.inflight < 1 {
+		fmt.Fprintln(os.Stderr, "bench-bastion: -runs, -reps, -sessions and -inflight must be at least 1, -mib at least 2")
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	res, err := run(ctx, o, log)
+	cancel()
+	if res != nil {
+		if o.json {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(res); err != nil {
+				fmt.Fprintln(os.Stderr, "bench-bastion: writing JSON:", err)
+			}
+		} else {
+			printTable(os.Stdout, res)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-bastion:", err)
+		os.Exit(1)
+	}
+}
+
+// run sets up both jump hosts and runs the three measurements in the order
+// setup time, concurrency, throughput: the bastion's peak RSS is read right
+// after the concurrency phase, before bulk transfers could raise it.
+func run(ctx context.Context, o options, log *slog.Logger) (*Results, error) {
+	env, err := newEnv(ctx, o, log)
+	if err != nil {
+		return nil, err
+	}
+	defer env.close()
+	res := &Results{Options: o.export(), Started: time.Now().UTC()}
+
+	log.Info("measuring ssh -J … true setup time", "runs", o.runs)
+	if res.Setup, err = env.measureSetup(ctx, o.runs); err != nil {
+		return res, err
+	}
+	log.Info("measuring concurrent jump sessions", "sessions", o.sessions, "inflight", o.inflight)
+	if res.Concurrency, err = env.measureConcurrency(ctx, o.sessions, o.inflight); err != nil {
+		return res, err
+	}
+	for _, c := range []string{"aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"} {
+		log.Info("measuring throughput", "cipher", c, "mib", o.mib, "reps", o.reps)
+		t, err := env.measureThroughput(ctx, c, o.mib, o.reps)
+		if err != nil {
+			return res, err
+		}
+		res.Throughput = append(res.Throughput, t)
+	}
+	res.GatehouseFinalPeakRSSMiB = float64(env.gate.peakRSSKiB()) / 1024
+	res.Elapsed = time.Since(res.Started).Round(time.Millisecond).String()
+	if o.keep {
+		res.TempDir = env.dir
+	}
+	return res, nil
+}
+
+// serveBastion is the child-process mode: it runs the bastion from a JSON
+// configuration on 127.0.0.1, prints the port, and stops when its standard
+// input closes (the parent exited or is done), so the parent can read this
+// process's CPU time and peak RSS in isolation.
+func serveBastion(path string) error {
+	gate, err := loadBastion(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- gate.serve(ctx) }()
+	fmt.Printf("listening %d\n", gate.port)
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	err = <-done
+	if cerr := gate.srv.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"gatehouse/bastion"
+	"gatehouse/mirror"
+	"gatehouse/mirror/serve"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run serve, the bastion and scheduled mirror syncs in one process",
+		Long: `Run the HTTP mirror server, the SSH bastion (when [bastion] is configured)
+and each mirror's sync schedule (schedule = "hourly", "daily" or a duration
+like "30m") in one process, as gatehouse.service does.
+
+Readiness is reported to systemd (sd_notify READY=1) once both listeners are
+up. SIGHUP reloads the bastion's rules, CA keys and revocation list. SIGTERM
+or SIGINT stop new work, let in-flight syncs stop cleanly (the published
+mirror stays as it was), and close SSH sessions.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(g.configPath)
+			if err != nil {
+				return err
+			}
+			return runAll(cmd.Context(), g, cfg)
+		},
+	}
+}
+
+// scheduleInterval parses a mirror's schedule; 0 means "on demand only".
+func scheduleInterval(s string) (time.Duration, error) {
+	switch strings.TrimSpace(s) {
+	case "":
+		return 0, nil
+	case "hourly":
+		return time.Hour, nil
+	case "daily":
+		return 24 * time.Hour, nil
+	case "weekly":
+		return 7 * 24 * time.Hour, nil
+	}
+	var d mirror.Duration
+	if err := d.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("schedule %q: use \"hourly\", \"daily\", \"weekly\" or a duration like \"30m\"", s)
+	}
+	if d.Duration < time.Minute {
+		return 0, fmt.Errorf("schedule %q: syncing more often than once a minute only burdens the upstream", s)
+	}
+	return d.Duration, nil
+}
+
+func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
+	intervals := map[string]time.Duration{}
+	for _, m := range cfg.Mirror {
+		iv, err := scheduleInterval(m.Schedule)
+		if err != nil {
+			return usageErrorf("[[mirror]] %s: %v", m.Name, err)
+		}
+		intervals[m.Name] = iv
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+
+	// serve
+	names := make([]string, len(cfg.Mirror))
+	for i, m := range cfg.Mirror {
+		names[i] = m.Name
+	}
+	sln, err := net.Listen("tcp", cfg.Serve.Addr())
+	if err != nil {
+		return usageErrorf("serve: cannot listen on %s: %v", cfg.Serve.Addr(), err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h := serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log)
+		if err := serve.Serve(ctx, sln, h, 0, g.log); err != nil {
+			errc <- err
+		}
+	}()
+	g.log.Info("serving mirrors", "addr", sln.Addr().String())
+
+	// bastion
+	if cfg.Bastion != nil {
+		srv, err := bastion.New(*cfg.Bastion, g.log, time.Now)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return usageErrorf("bastion: %v", err)
+		}
+		defer srv.Close()
+		bln, err := net.Listen("tcp", cfg.Bastion.Listen)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return usageErrorf("bastion: cannot listen on %s: %v", cfg.Bastion.Listen, err)
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, bln); err != nil {
+				errc <- err
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			reloadOnHUP(ctx, g, srv)
+		}()
+		g.log.Info("bastion listening", "addr", bln.Addr().String())
+	}
+
+	// schedules
+	for _, m := range cfg.Mirror {
+		if intervals[m.Name] == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			syncLoop(ctx, g, cfg.StateDir, m, intervals[m.Name])
+		}()
+	}
+
+	if err := sdNotify("READY=1\nSTATUS=serving"); err != nil {
+		g.log.Warn("sd_notify failed", "err", err)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	sdNotify("STOPPING=1")
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// syncLoop syncs one mirror every interval, starting after a random part of
+// the first interval (at most 5 minutes) so appliances and mirrors don't
+// all hit upstreams at once.
+func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config, every time.Duration) {
+	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
+	t := time.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := mirror.Sync(ctx, stateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+		switch {
+		case errors.Is(err, context.Canceled):
+			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)
+			return
+		case err != nil:
+			g.log.Error("scheduled sync failed", "mirror", m.Name, "err", err)
+		default:
+			g.log.Info("scheduled sync done", "mirror", m.Name, "result", rep.Result, "snapshot", rep.Snapshot)
+		}
+		t.Reset(every)
+	}
+}
+
+// reloadOnHUP reloads the bastion's rules and trust material on SIGHUP.
+func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		sdNotify("RELOADING=1")
+		if nc, err := loadBastionConfig(g); err != nil {
+			g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
+		} else if err := srv.SetRules(nc.Rules); err != nil {
+			g.log.Error("reload: rules not applied; keeping the previous rules", "err", err)
+		}
+		if err := srv.Reload(); err != nil {
+			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err)
+		} else {
+			g.log.Info("reloaded bastion rules, CA keys and revocations")
+		}
+		sdNotify("READY=1")
+	}
+}
+
+// sdNotify sends a state to systemd's notification socket, if there is one
+// (Type=notify units); without NOTIFY_SOCKET it does nothing.
+func sdNotify(state string) error {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return nil
+	}
+	if strings.HasPrefix(sock, "@") {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(state))
+	return err
+}
