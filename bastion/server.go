@@ -55,6 +55,8 @@ type Server struct {
 	refusals        *rate.Limiter
 	refusalsDropped atomic.Int64
 
+	observe atomic.Pointer[func(event string, fields map[string]any)]
+
 	mu       sync.Mutex
 	live     map[*session]struct{}
 	byRemote map[string]*session
@@ -340,11 +342,28 @@ func (s *Server) protected(ap netip.AddrPort) bool {
 // auditLog writes one audit event; a failure is logged loudly and returned
 // so that callers on an allow path can fail closed.
 func (s *Server) auditLog(event string, fields map[string]any) error {
-	if err := s.audit.Log(event, fields); err != nil {
+	err := s.audit.Log(event, fields)
+	if f := s.observe.Load(); f != nil {
+		o := fields
+		if err != nil {
+			o = map[string]any{"event": event, "error": err.Error()}
+			event = "audit.failed"
+		}
+		(*f)(event, o)
+	}
+	if err != nil {
 		s.log.Error("bastion: audit log write failed", "event", event, "err", err)
 		return err
 	}
 	return nil
+}
+
+// SetObserver registers f to be called with every audit event after it is
+// written (event names and fields as in the audit log; "audit.failed" when
+// writing failed), e.g. to derive metrics. f runs on the connection's
+// goroutine, must return quickly and must not modify or keep fields.
+func (s *Server) SetObserver(f func(event string, fields map[string]any)) {
+	s.observe.Store(&f)
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

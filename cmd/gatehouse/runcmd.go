@@ -79,6 +79,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
+	m := newMetrics(cfg.StateDir, cfg.Mirror, g.log)
 
 	// serve
 	names := make([]string, len(cfg.Mirror))
@@ -92,7 +93,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		h := serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log)
+		h := m.handler(serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log))
 		if err := serve.Serve(ctx, sln, h, 0, g.log); err != nil {
 			errc <- err
 		}
@@ -108,6 +109,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 			return usageErrorf("bastion: %v", err)
 		}
 		defer srv.Close()
+		srv.SetObserver(m.observeBastion)
 		bln, err := net.Listen("tcp", cfg.Bastion.Listen)
 		if err != nil {
 			cancel()
@@ -129,14 +131,14 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	}
 
 	// schedules
-	for _, m := range cfg.Mirror {
-		if intervals[m.Name] == 0 {
+	for _, mc := range cfg.Mirror {
+		if intervals[mc.Name] == 0 {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			syncLoop(ctx, g, cfg.StateDir, m, intervals[m.Name])
+			syncLoop(ctx, g, cfg.StateDir, mc, intervals[mc.Name], m)
 		}()
 	}
 
@@ -157,7 +159,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 // syncLoop syncs one mirror every interval, starting after a random part of
 // the first interval (at most 5 minutes) so appliances and mirrors don't
 // all hit upstreams at once.
-func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config, every time.Duration) {
+func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config, every time.Duration, met *metrics) {
 	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
 	t := time.NewTimer(first)
 	defer t.Stop()
@@ -168,6 +170,7 @@ func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config,
 		case <-t.C:
 		}
 		rep, err := mirror.Sync(ctx, stateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+		met.observeSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):
 			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/ssh"
 
 	"gatehouse/apt/apttest"
@@ -78,29 +82,39 @@ func TestInitThenRun(t *testing.T) {
 	cfgText += fmt.Sprintf("\n[[bastion.rule]]\nprincipals = [\"admin\"]\njump = [%q]\n", target.addr())
 	cfgText += fmt.Sprintf("\n[[mirror]]\nname = \"up\"\nurl = %q\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = %q\n", up.URL, repo.KeyringPath)
 	os.WriteFile(conf, []byte(cfgText), 0o640)
-	if code, out, errs := ghRun(t, "--config", conf, "mirror", "sync"); code != 0 {
-		t.Fatalf("sync: %s %s", out, errs)
-	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	var runErr bytes.Buffer
 	go func() { done <- run(ctx, []string{"--config", conf, "run"}, &bytes.Buffer{}, &runErr) }()
-	// Wait for the HTTP listener.
+	// Wait for the HTTP listener; nothing is published yet.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + serveAddr + "/up/dists/stable/InRelease")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if _, err := scrape(serveAddr); err == nil {
+			break
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("run did not serve: %v\n%s", err, runErr.String())
+			t.Fatalf("run did not serve: %s", runErr.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if v := metricValue(t, serveAddr, "gatehouse_mirror_published", `mirror="up"`); v != 0 {
+		t.Fatalf("published before any sync: %v", v)
+	}
+	// A sync by another process (as from the timer) shows in run's metrics.
+	if code, out, errs := ghRun(t, "--config", conf, "mirror", "sync"); code != 0 {
+		t.Fatalf("sync: %s %s", out, errs)
+	}
+	time.Sleep(2100 * time.Millisecond) // the mirror collector's cache
+	if v := metricValue(t, serveAddr, "gatehouse_mirror_published", `mirror="up"`); v != 1 {
+		t.Fatalf("published after sync: %v", v)
+	}
+	if v := metricValue(t, serveAddr, "gatehouse_mirror_last_success_timestamp_seconds", `mirror="up"`); v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Fatalf("last success not recent: %v", v)
+	}
+	page, err := httpGet("http://" + serveAddr + "/")
+	if err != nil || !strings.Contains(page, `id="m-up"`) || !strings.Contains(page, "published snapshot") {
+		t.Fatalf("status page: %v\n%s", err, page)
 	}
 	apt := apttest.AptClient(t, fmt.Sprintf("deb [signed-by=%s] http://%s/up stable main", repo.KeyringPath, serveAddr))
 	if out, err := apt.Update(); err != nil {
@@ -116,6 +130,15 @@ func TestInitThenRun(t *testing.T) {
 	out, err := exec.Command("ssh", "-F", sshConf, "demo-target", "whoami").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "hello admin") {
 		t.Fatalf("ssh -J through run: %v\n%s\n%s", err, out, runErr.String())
+	}
+	if v := metricValue(t, serveAddr, "gatehouse_bastion_auth_attempts_total", `result="accepted"`); v < 1 {
+		t.Fatalf("accepted auth not counted: %v", v)
+	}
+	if v := metricValue(t, serveAddr, "gatehouse_bastion_forwards_total", `result="opened"`); v < 1 {
+		t.Fatalf("forward not counted: %v", v)
+	}
+	if v := metricValue(t, serveAddr, "gatehouse_http_requests_total", `code="200"`); v < 3 {
+		t.Fatalf("http requests not counted: %v", v)
 	}
 	cancel()
 	select {
@@ -139,4 +162,63 @@ func mustPub(t *testing.T, path string) ssh.PublicKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
+
+// scrape fetches /metrics and parses it with Prometheus's own text parser.
+func scrape(addr string) (map[string]*dto.MetricFamily, error) {
+	text, err := httpGet("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	return p.TextToMetricFamilies(strings.NewReader(text))
+}
+
+// metricValue returns the value of the series of family name whose labels
+// contain every label="value" in want; 0 when absent.
+func metricValue(t *testing.T, addr, name string, want ...string) float64 {
+	t.Helper()
+	fams, err := scrape(addr)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	f := fams[name]
+	if f == nil {
+		return 0
+	}
+	sum := 0.0
+	for _, m := range f.GetMetric() {
+		var labels []string
+		for _, l := range m.GetLabel() {
+			labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+		}
+		all := strings.Join(labels, ",")
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(all, w)
+		}
+		if !ok {
+			continue
+		}
+		switch {
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		}
+	}
+	return sum
 }

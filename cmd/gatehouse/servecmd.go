@@ -19,6 +19,7 @@ http://LISTEN/<mirror>/dists/... and /<mirror>/pool/... for apt clients:
 
   deb [signed-by=/usr/share/keyrings/KEYRING.gpg] http://gatehouse:8080/<mirror> <suite> <components>
 
+Also serves a read-only status page at / and Prometheus metrics at /metrics.
 Stops gracefully on SIGINT/SIGTERM (requests in flight finish).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -47,6 +48,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg *fileConfig) error {
 		return usageErrorf("serve: cannot listen on %s: %v (set [serve] listen to a free address)", addr, err)
 	}
 	g.log.Info("serving mirrors", "addr", ln.Addr().String(), "mirrors", names, "root", mirror.StoreRoot(cfg.StateDir))
-	h := serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log)
+	m := newMetrics(cfg.StateDir, cfg.Mirror, g.log)
+	h := m.handler(serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log))
 	return serve.Serve(cmd.Context(), ln, h, 0, g.log)
 }
