@@ -49,7 +49,7 @@ func main() {
 	flag.IntVar(&o.inflight, "inflight", 200, "logins in flight at once while opening the concurrent sessions")
 	flag.StringVar(&o.jumpKex, "jump-kex", "", "pin KexAlgorithms on the jump hop for both jump hosts (default: each negotiates its own best)")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the whole benchmark after this long")
-	flag.BoolVar(&o.json, "json", false, "print machine-readable results (JSON) instead of a table")
+	flag.BoolVar(&o.json, "json", false, "print machine-readable results (JSON) on stdout; the table then goes to stderr")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, audit log) for inspection")
 	flag.Parse()
 
@@ -75,6 +75,8 @@ func main() {
 			if err := enc.Encode(res); err != nil {
 				fmt.Fprintln(os.Stderr, "bench-bastion: writing JSON:", err)
 			}
+			// The table goes with the progress lines, for whoever watches.
+			printTable(os.Stderr, res)
 		} else {
 			printTable(os.Stdout, res)
 		}

@@ -42,7 +42,7 @@ SIGINT/SIGTERM close connections with a message and exit.`,
 }
 
 func loadBastionConfig(g *globals) (*bastion.Config, error) {
-	fc, err := loadConfig(g.configPath)
+	fc, err := loadServiceConfig(g)
 	if err != nil {
 		return nil, err
 	}

@@ -115,7 +115,7 @@ func newCheckConfigCmd(g *globals) *cobra.Command {
 		Short: "Validate the configuration file and exit (changes nothing)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadConfig(g.configPath)
+			c, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}

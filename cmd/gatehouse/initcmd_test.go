@@ -94,3 +94,44 @@ func TestArchiveKeyCommands(t *testing.T) {
 		t.Fatalf("bad --type: exit %d", code)
 	}
 }
+
+// TestStartupChecks: each unsafe installation is refused with a message
+// naming the file and the fix.
+func TestStartupChecks(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc", "gatehouse.toml")
+	state := filepath.Join(dir, "state")
+	if code, _, errs := ghRun(t, "--config", conf, "init", "--state-dir", state); code != 0 {
+		t.Fatal(errs)
+	}
+	ok := func() {
+		t.Helper()
+		if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
+			t.Fatalf("safe install refused: %s", errs)
+		}
+	}
+	refused := func(want string) {
+		t.Helper()
+		code, _, errs := ghRun(t, "--config", conf, "check-config")
+		if code != exitUsage || !strings.Contains(errs, want) {
+			t.Fatalf("want refusal containing %q, got exit %d: %s", want, code, errs)
+		}
+	}
+	ok()
+	os.Chmod(conf, 0o666)
+	refused("chmod go-w " + conf)
+	os.Chmod(conf, 0o640)
+	key := filepath.Join(state, "ssh_host_ed25519_key")
+	os.Chmod(key, 0o644)
+	refused("chmod 600 " + key)
+	os.Chmod(key, 0o600)
+	os.Chmod(state, 0o777)
+	refused("chmod go-w " + state)
+	os.Chmod(state, 0o700)
+	if os.Geteuid() == 0 {
+		os.Chown(state, 12345, 12345)
+		refused("owned by uid 12345")
+		os.Chown(state, 0, 0)
+	}
+	ok()
+}

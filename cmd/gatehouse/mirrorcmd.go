@@ -128,7 +128,7 @@ leaves the published mirror exactly as it was; the next run resumes.
 Exit 0 when every mirror was published or already current, 3 when a mirror
 was refused by verification, 1 on other failures.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
+			cfg, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}
@@ -311,7 +311,7 @@ func newMirrorGCCmd(g *globals) *cobra.Command {
 		Use:   "gc [NAME...]",
 		Short: "Prune old snapshots and remove pool files no retained snapshot references",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
+			cfg, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}
@@ -337,7 +337,7 @@ func newMirrorRollbackCmd(g *globals) *cobra.Command {
 		Short: "Publish an earlier snapshot again (default: the one before the current)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
+			cfg, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}

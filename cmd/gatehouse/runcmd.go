@@ -34,7 +34,7 @@ or SIGINT stop new work, let in-flight syncs stop cleanly (the published
 mirror stays as it was), and close SSH sessions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
+			cfg, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}

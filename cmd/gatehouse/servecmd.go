@@ -23,7 +23,7 @@ Also serves a read-only status page at / and Prometheus metrics at /metrics.
 Stops gracefully on SIGINT/SIGTERM (requests in flight finish).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
+			cfg, err := loadServiceConfig(g)
 			if err != nil {
 				return err
 			}
