@@ -3,6 +3,8 @@ package bastion
 import (
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"gatehouse/bastion/policy"
@@ -40,6 +42,7 @@ const (
 	DefaultPenaltyWindow               = time.Minute
 	DefaultPenalty                     = time.Minute
 	DefaultDialTimeout                 = 10 * time.Second
+	DefaultMinFreeSpace                = ByteSize(1 << 30)
 )
 
 // Config is the [bastion] table of the configuration file. Zero values mean
@@ -97,7 +100,61 @@ type Config struct {
 	// MaxSession closes any connection this long after authentication
 	// (0: no limit besides the certificate's own expiry).
 	MaxSession Duration `toml:"max_session"`
+
+	// Recording proxy (rules' proxy destinations). All optional until a
+	// rule names a proxy destination.
+
+	// UpstreamCAKey is the private key (0600) of the upstream CA that mints
+	// one certificate per proxied session; targets trust only its .pub
+	// (TrustedUserCAKeys), never the user CA, so nobody skips the bastion.
+	UpstreamCAKey string `toml:"upstream_ca_key"`
+	// UpstreamKnownHosts pins the targets' host keys (known_hosts format,
+	// @cert-authority lines allowed).
+	UpstreamKnownHosts string `toml:"upstream_known_hosts"`
+	// HostCAKey signs the host certificates the bastion presents when it
+	// terminates SSH for a proxied destination.
+	HostCAKey string `toml:"host_ca_key"`
+	// RecordingsDir holds one directory per recorded connection.
+	RecordingsDir string `toml:"recordings_dir"`
+	// RecordingKey signs recording manifests (SSHSIG, namespace
+	// "gatehouse-recording"); its .pub verifies them.
+	RecordingKey string `toml:"recording_key"`
+	// RecordInput also records what the admin typed.
+	RecordInput bool `toml:"record_input"`
+	// MinFreeSpace refuses new recorded sessions below this much free disk
+	// space in RecordingsDir, e.g. "1GiB" (default 1GiB).
+	MinFreeSpace ByteSize `toml:"min_free_space"`
 }
+
+// ByteSize is a size that decodes from TOML strings like "512MiB", "1GiB"
+// or a plain number of bytes.
+type ByteSize int64
+
+// UnmarshalText parses sizes with optional KiB/MiB/GiB/TiB (or KB/MB/GB/TB,
+// decimal) suffixes.
+func (b *ByteSize) UnmarshalText(t []byte) error {
+	s := strings.TrimSpace(string(t))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("invalid size %q: write it like \"1GiB\", \"512MiB\" or a number of bytes", t)
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// MarshalText renders the size in bytes.
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(b), 10)), nil }
 
 // Defaults fills in zero values with the documented defaults.
 func (c *Config) Defaults() {
@@ -130,6 +187,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DialTimeout.Duration == 0 {
 		c.DialTimeout.Duration = DefaultDialTimeout
+	}
+	if c.MinFreeSpace == 0 {
+		c.MinFreeSpace = DefaultMinFreeSpace
 	}
 }
 

@@ -36,6 +36,7 @@ type env struct {
 	keep    bool
 	log     *slog.Logger
 	jumpKex string
+	cpuprof string
 
 	user     string // login on the sshd instances (principal in the cert)
 	userKey  string
@@ -105,7 +106,7 @@ func newEnv(ctx context.Context, o options, log *slog.Logger) (_ *env, err error
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, keep: o.keep, log: log, jumpKex: o.jumpKex}
+	e := &env{dir: dir, keep: o.keep, log: log, jumpKex: o.jumpKex, cpuprof: o.cpuprof}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -225,6 +226,17 @@ func (p *proc) terminate() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// stopAndCPU stops the process and returns the user+system CPU seconds
+// wait4 reported for it, which include its reaped descendants.
+func (p *proc) stopAndCPU() float64 {
+	p.terminate()
+	st := p.cmd.ProcessState
+	if st == nil {
+		return 0
+	}
+	return (st.UserTime() + st.SystemTime()).Seconds()
 }
 
 // clientConfig writes an ssh_config with the two jump hosts (jg: gatehouse,
@@ -353,7 +365,15 @@ func (e *env) startGatehouse(ctx context.Context, caPub string, dests []string) 
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "-serve-bastion", cfgPath)
+	args := []string{"-serve-bastion", cfgPath}
+	if e.cpuprof != "" {
+		prof, err := filepath.Abs(e.cpuprof)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-cpuprofile", prof)
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdin, err := cmd.StdinPipe()

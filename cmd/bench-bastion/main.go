@@ -8,6 +8,17 @@
 //
 //	go run ./cmd/bench-bastion [-runs 20] [-mib 1024] [-reps 3] [-sessions 1000] [-json]
 //
+// The jump hop and the target hop use the same cipher, set per Host block
+// in a generated ssh_config (command-line options would reach only the
+// target). Throughput is timed from the moment data flows (after the
+// logins) to the exit of ssh, MB = 10^6 bytes; CPU is the jump host's
+// user+system time, for sshd including its reaped per-connection processes.
+// The concurrency phase uses an in-process x/crypto/ssh client (a thousand
+// ssh processes would swamp the machine), keeps at most -inflight logins
+// in progress at once, never retries, and tunnels to an in-process banner
+// server rather than the sshd target, so that a thousand forked target
+// sshds do not compete with the jump host for the cores.
+//
 // Everything it starts (a real sshd target, a real sshd jump host, the
 // bastion in a child process, a banner server) listens on 127.0.0.1 only,
 // lives in a temporary directory and stops when the command ends. It needs
@@ -23,6 +34,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
+	"strings"
 	"time"
 )
 
@@ -37,6 +50,21 @@ type options struct {
 	timeout  time.Duration
 	json     bool
 	keep     bool
+	only     string
+	cpuprof  string
+}
+
+// phase reports whether the -only flag selects the named measurement.
+func (o options) phase(name string) bool {
+	if o.only == "" {
+		return true
+	}
+	for _, p := range strings.Split(o.only, ",") {
+		if strings.TrimSpace(p) == name {
+			return true
+		}
+	}
+	return false
 }
 
 func main() {
@@ -50,11 +78,13 @@ func main() {
 	flag.StringVar(&o.jumpKex, "jump-kex", "", "pin KexAlgorithms on the jump hop for both jump hosts (default: each negotiates its own best)")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the whole benchmark after this long")
 	flag.BoolVar(&o.json, "json", false, "print machine-readable results (JSON) on stdout; the table then goes to stderr")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset of measurements to run: setup, concurrency, throughput (default: all)")
+	flag.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the bastion child process to this file (go tool pprof)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, audit log) for inspection")
 	flag.Parse()
 
 	if *serve != "" {
-		if err := serveBastion(*serve); err != nil {
+		if err := serveBastion(*serve, o.cpuprof); err != nil {
 			fmt.Fprintln(os.Stderr, "bench-bastion child:", err)
 			os.Exit(1)
 		}
@@ -63,6 +93,14 @@ func main() {
 	if o.runs < 1 || o.mib < 2 || o.reps < 1 || o.sessions < 1 || o.inflight < 1 {
 		fmt.Fprintln(os.Stderr, "bench-bastion: -runs, -reps, -sessions and -inflight must be at least 1, -mib at least 2")
 		os.Exit(2)
+	}
+	for _, p := range strings.Split(o.only, ",") {
+		switch strings.TrimSpace(p) {
+		case "", "setup", "concurrency", "throughput":
+		default:
+			fmt.Fprintf(os.Stderr, "bench-bastion: -only %q: unknown measurement %q (use setup, concurrency, throughput)\n", o.only, p)
+			os.Exit(2)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
@@ -98,23 +136,33 @@ func run(ctx context.Context, o options, log *slog.Logger) (*Results, error) {
 	defer env.close()
 	res := &Results{Options: o.export(), Started: time.Now().UTC()}
 
-	log.Info("measuring ssh -J … true setup time", "runs", o.runs)
-	if res.Setup, err = env.measureSetup(ctx, o.runs); err != nil {
-		return res, err
-	}
-	log.Info("measuring concurrent jump sessions", "sessions", o.sessions, "inflight", o.inflight)
-	if res.Concurrency, err = env.measureConcurrency(ctx, o.sessions, o.inflight); err != nil {
-		return res, err
-	}
-	for _, c := range []string{"aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"} {
-		log.Info("measuring throughput", "cipher", c, "mib", o.mib, "reps", o.reps)
-		t, err := env.measureThroughput(ctx, c, o.mib, o.reps)
-		if err != nil {
+	if o.phase("setup") {
+		log.Info("measuring ssh -J … true setup time", "runs", o.runs)
+		if res.Setup, err = env.measureSetup(ctx, o.runs); err != nil {
 			return res, err
 		}
-		res.Throughput = append(res.Throughput, t)
 	}
-	res.GatehouseFinalPeakRSSMiB = float64(env.gate.peakRSSKiB()) / 1024
+	if o.phase("concurrency") {
+		log.Info("measuring concurrent jump sessions", "sessions", o.sessions, "inflight", o.inflight)
+		if res.Concurrency, err = env.measureConcurrency(ctx, o.sessions, o.inflight); err != nil {
+			return res, err
+		}
+	}
+	if o.phase("throughput") {
+		for _, c := range []string{"aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"} {
+			log.Info("measuring throughput", "cipher", c, "mib", o.mib, "reps", o.reps)
+			t, err := env.measureThroughput(ctx, c, o.mib, o.reps)
+			if err != nil {
+				return res, err
+			}
+			res.Throughput = append(res.Throughput, t)
+		}
+	}
+	res.GatehouseFinalPeakRSSMiB = round(float64(env.gate.peakRSSKiB())/1024, 1)
+	// Cross-check of the per-phase CPU figures: what wait4 reports for each
+	// jump host's whole life, reaped descendants included.
+	res.GatehouseTotalCPUSeconds = round(env.gate.stopAndCPU(), 2)
+	res.OpenSSHTotalCPUSeconds = round(env.ossh.stopAndCPU(), 2)
 	res.Elapsed = time.Since(res.Started).Round(time.Millisecond).String()
 	if o.keep {
 		res.TempDir = env.dir
@@ -126,10 +174,21 @@ func run(ctx context.Context, o options, log *slog.Logger) (*Results, error) {
 // configuration on 127.0.0.1, prints the port, and stops when its standard
 // input closes (the parent exited or is done), so the parent can read this
 // process's CPU time and peak RSS in isolation.
-func serveBastion(path string) error {
+func serveBastion(path, cpuprof string) error {
 	gate, err := loadBastion(path)
 	if err != nil {
 		return err
+	}
+	if cpuprof != "" {
+		f, err := os.Create(cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

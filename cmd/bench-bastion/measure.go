@@ -22,17 +22,17 @@ import (
 
 // side is one jump host under test, as seen by the measurements.
 type side struct {
-	name   string // "gatehouse" or "openssh"
-	target string // ssh_config alias of the target behind this jump host
-	p      *proc
-	login  string
-	hostKy gossh.PublicKey
+	name    string // "gatehouse" or "openssh"
+	target  string // ssh_config alias of the target behind this jump host
+	p       *proc
+	login   string
+	hostKey gossh.PublicKey
 }
 
 func (e *env) sides() [2]side {
 	return [2]side{
-		{name: "gatehouse", target: "tg", p: e.gate, login: "admin", hostKy: e.gateHostKey},
-		{name: "openssh", target: "to", p: e.ossh, login: e.user, hostKy: e.osshHostKey},
+		{name: "gatehouse", target: "tg", p: e.gate, login: "admin", hostKey: e.gateHostKey},
+		{name: "openssh", target: "to", p: e.ossh, login: e.user, hostKey: e.osshHostKey},
 	}
 }
 
@@ -49,7 +49,7 @@ func (e *env) measureSetup(ctx context.Context, runs int) (*SetupResult, error) 
 	var cpu [2]float64
 	// One untimed run each warms the page cache for ssh and sshd.
 	for _, s := range sides {
-		if _, err := sshRun(ctx, cfg, s.target, "true", nil); err != nil {
+		if _, err := sshRun(ctx, cfg, s.target, "true"); err != nil {
 			return nil, fmt.Errorf("%s warm-up: %w", s.name, err)
 		}
 	}
@@ -62,7 +62,7 @@ func (e *env) measureSetup(ctx context.Context, runs int) (*SetupResult, error) 
 			if err != nil {
 				return nil, err
 			}
-			d, err := sshRun(ctx, cfg, s.target, "true", nil)
+			d, err := sshRun(ctx, cfg, s.target, "true")
 			if err != nil {
 				return nil, fmt.Errorf("%s run %d: %w", s.name, i+1, err)
 			}
@@ -177,15 +177,12 @@ func (e *env) transfer(ctx context.Context, cfg, host string, mib int) (int64, t
 }
 
 // sshRun runs one ssh command and returns its wall time.
-func sshRun(ctx context.Context, cfg, host, command string, stdin []byte) (time.Duration, error) {
+func sshRun(ctx context.Context, cfg, host, command string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ssh", "-F", cfg, host, command)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
@@ -232,7 +229,7 @@ func (e *env) load(ctx context.Context, s side, dest string, n, inflight int) Co
 	cc := &gossh.ClientConfig{
 		User:            s.login,
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
-		HostKeyCallback: gossh.FixedHostKey(s.hostKy),
+		HostKeyCallback: gossh.FixedHostKey(s.hostKey),
 		Timeout:         30 * time.Second,
 	}
 	var (

@@ -23,7 +23,9 @@ type Results struct {
 	Concurrency              *ConcurrencyResult
 	Throughput               []*ThroughputResult
 	GatehouseFinalPeakRSSMiB float64
-	TempDir                  string `json:",omitempty"`
+	GatehouseTotalCPUSeconds float64 // whole run, from wait4
+	OpenSSHTotalCPUSeconds   float64 // whole run, sshd and its reaped children, from wait4
+	TempDir                  string  `json:",omitempty"`
 }
 
 // SetupResult compares `ssh -J jump target true` wall times.
@@ -119,7 +121,8 @@ func printTable(w io.Writer, r *Results) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "bastion peak RSS over the whole run: %.1f MiB; elapsed %s\n", r.GatehouseFinalPeakRSSMiB, r.Elapsed)
+	fmt.Fprintf(w, "bastion peak RSS over the whole run: %.1f MiB\n", r.GatehouseFinalPeakRSSMiB)
+	fmt.Fprintf(w, "jump host CPU over the whole run (wait4): gatehouse %.2f s, openssh %.2f s; elapsed %s\n", r.GatehouseTotalCPUSeconds, r.OpenSSHTotalCPUSeconds, r.Elapsed)
 	if r.TempDir != "" {
 		fmt.Fprintf(w, "kept: %s\n", r.TempDir)
 	}

@@ -94,7 +94,7 @@ func TestCheckConfigCommand(t *testing.T) {
 
 func TestNotBuiltCommandsFailLoudly(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"recordings", "list"}, &out, &errb)
+	code := run(context.Background(), []string{"mirror", "export", "x"}, &out, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), "not built yet") {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}

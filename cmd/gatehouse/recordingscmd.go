@@ -4,66 +4,268 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"gatehouse/bastion/record"
 )
+
+// recordingPaths are where recordings live and the key that verifies them:
+// flags first, then [bastion] recordings_dir and recording_key.pub.
+type recordingPaths struct{ dir, key string }
+
+func (rp *recordingPaths) flags(c *cobra.Command) {
+	c.Flags().StringVar(&rp.dir, "dir", "", "recordings directory (default [bastion] recordings_dir)")
+	c.Flags().StringVar(&rp.key, "key", "", "recording public key (default [bastion] recording_key + \".pub\")")
+}
+
+func (rp *recordingPaths) resolve(g *globals, needKey bool) (dir string, pub ssh.PublicKey, err error) {
+	dir, keyPath := rp.dir, rp.key
+	if dir == "" || (needKey && keyPath == "") {
+		cfg, err := loadConfig(g.configPath)
+		if err != nil {
+			return "", nil, err
+		}
+		if cfg.Bastion == nil {
+			return "", nil, usageErrorf("%s has no [bastion] table: pass --dir and --key", g.configPath)
+		}
+		if dir == "" {
+			dir = cfg.Bastion.RecordingsDir
+		}
+		if keyPath == "" && cfg.Bastion.RecordingKey != "" {
+			keyPath = cfg.Bastion.RecordingKey + ".pub"
+		}
+	}
+	if dir == "" {
+		return "", nil, usageErrorf("no recordings directory: set [bastion] recordings_dir or pass --dir")
+	}
+	if !needKey {
+		return dir, nil, nil
+	}
+	if keyPath == "" {
+		return "", nil, usageErrorf("no recording key: set [bastion] recording_key or pass --key FILE.pub")
+	}
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		return "", nil, usageErrorf("recording public key: %v", err)
+	}
+	pub, _, _, _, err = ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return "", nil, usageErrorf("recording public key %s: %v", keyPath, err)
+	}
+	return dir, pub, nil
+}
 
 func newRecordingsCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "recordings",
 		Short: "List, replay, verify and export session recordings; verify the audit log",
 	}
-	c.AddCommand(
-		notBuilt(g, "list", "List recorded sessions", "issue 6"),
-		notBuilt(g, "play ID", "Replay a recorded session in the terminal", "issue 6"),
-		newRecordingsVerifyCmd(g),
-		notBuilt(g, "export ID", "Export a recording as asciicast v3 or text", "issue 6"),
-	)
+	c.AddCommand(newRecordingsListCmd(g), newRecordingsPlayCmd(g), newRecordingsVerifyCmd(g), newRecordingsExportCmd(g))
 	return c
 }
 
-func newRecordingsVerifyCmd(g *globals) *cobra.Command {
-	var audit string
+func newRecordingsListCmd(g *globals) *cobra.Command {
+	var rp recordingPaths
 	c := &cobra.Command{
-		Use:   "verify --audit FILE",
-		Short: "Check the audit log's hash chain (recordings: issue 6)",
-		Long: `Verify the hash chain of the bastion's JSON-lines audit log: an edited,
-deleted, inserted or reordered line is reported with its line number and the
-command exits 3. (Verifying session recordings arrives with issue 6.)`,
-		Args: cobra.ArbitraryArgs,
+		Use:   "list",
+		Short: "List recorded sessions, newest first",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if audit == "" {
-				return errNotBuilt("gatehouse recordings verify (of recordings; use --audit FILE for the audit log)", "issue 6")
-			}
-			f, err := os.Open(audit)
+			dir, _, err := rp.resolve(g, false)
 			if err != nil {
-				return usageErrorf("audit log: %v", err)
+				return err
 			}
-			defer f.Close()
-			n, err := record.VerifyAudit(f)
+			metas, err := record.List(dir)
+			if err != nil {
+				return err
+			}
+			sort.Slice(metas, func(i, j int) bool { return metas[i].Start.After(metas[j].Start) })
 			if g.json {
-				out := map[string]any{"audit_log": audit, "lines": n, "ok": err == nil}
-				if err != nil {
-					out["error"] = err.Error()
-				}
-				if jerr := writeJSON(g.stdout, out); jerr != nil {
-					return jerr
-				}
-			} else if err == nil {
-				fmt.Fprintf(g.stdout, "%s: OK, %d lines, hash chain intact\n", audit, n)
+				return writeJSON(g.stdout, metas)
 			}
-			var ae *record.AuditError
-			if errors.As(err, &ae) {
-				return &refusedError{fmt.Errorf("%s: %w", audit, err)}
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", audit, err)
+			for _, m := range metas {
+				fmt.Fprintf(g.stdout, "%s  %s  %s (key %q) from %s -> %s@%s\n", m.ID, m.Start.UTC().Format(time.RFC3339),
+					m.Principal, record.Sanitize(m.KeyID, 80), m.Source, m.TargetLogin, m.Target)
 			}
 			return nil
 		},
 	}
-	c.Flags().StringVar(&audit, "audit", "", "verify this hash-chained audit log file")
+	rp.flags(c)
 	return c
+}
+
+// castFile returns the asciicast of channel ch of recording id (the first
+// channel when ch < 0).
+func castFile(dir, id string, ch int) (string, error) {
+	if strings.ContainsAny(id, "/\\") || id == "" || id == "." || id == ".." {
+		return "", usageErrorf("invalid recording id %q", id)
+	}
+	if ch >= 0 {
+		return filepath.Join(dir, id, fmt.Sprintf("ch%02d.cast", ch)), nil
+	}
+	casts, _ := filepath.Glob(filepath.Join(dir, id, "ch*.cast"))
+	if len(casts) == 0 {
+		return "", usageErrorf("recording %s has no terminal channel (see 'gatehouse recordings list'; sftp is logged in events.jsonl)", id)
+	}
+	sort.Strings(casts)
+	return casts[0], nil
+}
+
+func newRecordingsPlayCmd(g *globals) *cobra.Command {
+	var rp recordingPaths
+	var speed float64
+	var idle time.Duration
+	var ch int
+	c := &cobra.Command{
+		Use:   "play ID",
+		Short: "Replay a recorded session in this terminal",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, _, err := rp.resolve(g, false)
+			if err != nil {
+				return err
+			}
+			p, err := castFile(dir, args[0], ch)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return record.Play(cmd.Context(), g.stdout, f, record.PlayOptions{Speed: speed, IdleLimit: idle})
+		},
+	}
+	rp.flags(c)
+	c.Flags().Float64Var(&speed, "speed", 1, "playback speed factor")
+	c.Flags().DurationVar(&idle, "idle-limit", 2*time.Second, "cap on any pause (0: none)")
+	c.Flags().IntVar(&ch, "channel", -1, "channel number (default: the first)")
+	return c
+}
+
+func newRecordingsExportCmd(g *globals) *cobra.Command {
+	var rp recordingPaths
+	var format string
+	var ch int
+	c := &cobra.Command{
+		Use:   "export ID",
+		Short: "Export a recording as asciicast-v3 (asciinema 3) or plain text",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "asciicast-v3" && format != "text" {
+				return usageErrorf("--format %q: use asciicast-v3 or text", format)
+			}
+			dir, _, err := rp.resolve(g, false)
+			if err != nil {
+				return err
+			}
+			p, err := castFile(dir, args[0], ch)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return record.ExportCast(g.stdout, f, format)
+		},
+	}
+	rp.flags(c)
+	c.Flags().StringVar(&format, "format", "text", "asciicast-v3 or text")
+	c.Flags().IntVar(&ch, "channel", -1, "channel number (default: the first)")
+	return c
+}
+
+func newRecordingsVerifyCmd(g *globals) *cobra.Command {
+	var rp recordingPaths
+	var audit string
+	var all bool
+	c := &cobra.Command{
+		Use:   "verify [ID...|--all] [--audit FILE]",
+		Short: "Check recordings' hash chains and signatures, and the audit log's chain",
+		Long: `Verify recordings: every chunk hash and the chain over them, that no file was
+added, removed or truncated, and the manifest's SSHSIG signature with the
+recording key (the same check as: ssh-keygen -Y verify -n gatehouse-recording).
+--all also finds recordings deleted as a whole (via the recordings index).
+--audit FILE verifies the bastion's hash-chained audit log: an edited,
+deleted, inserted or reordered line is reported with its line number.
+Exit 3 if anything does not verify.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var problems []string
+			if audit != "" {
+				n, err := verifyAuditFile(audit)
+				if err != nil {
+					problems = append(problems, err.Error())
+				} else if !g.json {
+					fmt.Fprintf(g.stdout, "%s: OK, %d lines, hash chain intact\n", audit, n)
+				}
+			}
+			if len(args) > 0 || all {
+				dir, pub, err := rp.resolve(g, true)
+				if err != nil {
+					return err
+				}
+				var results []record.VerifyResult
+				if all {
+					if results, err = record.VerifyAll(dir, pub); err != nil {
+						return err
+					}
+				}
+				for _, id := range args {
+					if _, err := castFile(dir, id, 0); err != nil {
+						return err
+					}
+					results = append(results, record.VerifyResult{ID: id, Err: record.Verify(filepath.Join(dir, id), pub)})
+				}
+				for _, r := range results {
+					if r.Err != nil {
+						problems = append(problems, fmt.Sprintf("%s: %v", r.ID, r.Err))
+					} else if !g.json {
+						fmt.Fprintf(g.stdout, "%s: OK\n", r.ID)
+					}
+				}
+			} else if audit == "" {
+				return usageErrorf("name recordings to verify, or --all, or --audit FILE")
+			}
+			if g.json {
+				if err := writeJSON(g.stdout, map[string]any{"ok": len(problems) == 0, "problems": problems}); err != nil {
+					return err
+				}
+			} else {
+				for _, p := range problems {
+					fmt.Fprintln(g.stdout, "FAILED:", p)
+				}
+			}
+			if len(problems) > 0 {
+				return &refusedError{fmt.Errorf("%d verification problem(s)", len(problems))}
+			}
+			return nil
+		},
+	}
+	rp.flags(c)
+	c.Flags().StringVar(&audit, "audit", "", "also verify this hash-chained audit log file")
+	c.Flags().BoolVar(&all, "all", false, "verify every recording, and find deleted ones")
+	return c
+}
+
+func verifyAuditFile(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, usageErrorf("audit log: %v", err)
+	}
+	defer f.Close()
+	n, err := record.VerifyAudit(f)
+	var ae *record.AuditError
+	if errors.As(err, &ae) || err != nil {
+		return n, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
 }
