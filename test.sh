@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 FUZZTIME=${FUZZTIME:-5s}
 PACKAGES=(
   openssh-server openssh-client gnupg gpgv sqv debian-archive-keyring
-  asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd
+  asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd chromium
 )
 
 step() { printf '\n==> %s\n' "$*"; }
