@@ -227,3 +227,25 @@ func (k *Keyring) lookup(sig *packet.Signature) []candidate {
 }
 
 func fpr(b []byte) string { return strings.ToUpper(hex.EncodeToString(b)) }
+
+// LoadKeyrings loads several keyring files (such as [import] trusted_keys)
+// into one keyring whose name lists them all. It fails on the first file
+// that does not load, naming it.
+func LoadKeyrings(paths ...string) (*Keyring, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no keyring files given")
+	}
+	all := &Keyring{}
+	var names []string
+	for _, p := range paths {
+		kr, err := LoadKeyring(p)
+		if err != nil {
+			return nil, err
+		}
+		all.entities = append(all.entities, kr.entities...)
+		all.skipped = append(all.skipped, kr.skipped...)
+		names = append(names, kr.name)
+	}
+	all.name = strings.Join(names, ", ")
+	return all, nil
+}

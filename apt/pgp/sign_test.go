@@ -234,3 +234,31 @@ func TestLoadGPGSecretKey(t *testing.T) {
 		t.Errorf("gpgv: %s", g.status)
 	}
 }
+
+func TestLoadKeyrings(t *testing.T) {
+	dir := t.TempDir()
+	var paths []string
+	var fprs []string
+	for i, armor := range []bool{true, false} {
+		k, err := GenerateSigningKey("k", "k@example.org", AlgoEd25519, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := k.PublicKey(armor)
+		p := filepath.Join(dir, fmt.Sprintf("k%d", i))
+		os.WriteFile(p, pub, 0o644)
+		paths = append(paths, p)
+		fprs = append(fprs, k.Fingerprint())
+	}
+	kr, err := LoadKeyrings(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := kr.Fingerprints()
+	if len(got) != 2 || !slices.Contains(got, fprs[0]) || !slices.Contains(got, fprs[1]) {
+		t.Fatalf("merged keyring has %v, want %v", got, fprs)
+	}
+	if _, err := LoadKeyrings(paths[0], filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+}

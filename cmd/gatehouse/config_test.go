@@ -92,14 +92,6 @@ func TestCheckConfigCommand(t *testing.T) {
 	}
 }
 
-func TestNotBuiltCommandsFailLoudly(t *testing.T) {
-	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"mirror", "export", "x"}, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "not built yet") {
-		t.Fatalf("exit %d, stderr %q", code, errb.String())
-	}
-}
-
 func TestUsageErrorsExit2(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"--log-level", "loud", "version"}, &out, &errb); code != exitUsage {

@@ -12,7 +12,7 @@ import (
 const (
 	exitOK       = 0 // success, including "already current"
 	exitFailure  = 1 // the operation failed (network, disk, upstream broken)
-	exitUsage    = 2 // bad command line or configuration, or not built yet
+	exitUsage    = 2 // bad command line or configuration
 	exitRefused  = 3 // refused by verification: signature, hash, rollback, expiry, tampered bundle
 	exitInternal = exitFailure
 )
@@ -59,10 +59,4 @@ func exitCode(err error) int {
 		}
 	}
 	return exitFailure
-}
-
-// errNotBuilt is returned by commands whose capability has not landed yet.
-// They fail loudly with exitUsage rather than pretend to succeed.
-func errNotBuilt(cmd, issue string) error {
-	return usageErrorf("%q is not built yet (tracked as %s); nothing was done", cmd, issue)
 }
