@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"strings"
 
 	gl "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -111,7 +112,7 @@ func (s *Server) newGliderServer() *gl.Server {
 		},
 		ChannelHandlers: map[string]gl.ChannelHandler{
 			"direct-tcpip": s.directTCPIP,
-			"session":      s.rejectSession,
+			"session":      s.loginSession,
 			"default":      s.rejectChannel,
 		},
 		RequestHandlers: map[string]gl.RequestHandler{
@@ -175,7 +176,20 @@ func (e *authRefused) Error() string { return "certificate refused: " + e.reason
 // verified decides a signed, verified attempt with the login of this very
 // attempt. Only here do side effects happen.
 func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
-	id, err := s.checker.Check(conn.User(), conn.RemoteAddr(), key)
+	login := conn.User()
+	var target *proxyTarget
+	if strings.Contains(login, "@") {
+		// user@host[:port]@bastion: a recorded proxy login. The
+		// certificate must carry a principal that a proxy rule allows for
+		// that target and target login; every other check runs with that
+		// principal as the login.
+		var ar *authRefused
+		target, login, ar = s.proxyLogin(sess, conn.User(), key)
+		if ar != nil {
+			return nil, ar
+		}
+	}
+	id, err := s.checker.Check(login, conn.RemoteAddr(), key)
 	if err != nil {
 		reason, detail := refusalOf(err)
 		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
@@ -199,11 +213,15 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 	}
 	addIdentity(fields, id)
 	fields["valid_before"] = id.ValidBefore.UTC()
+	if target != nil {
+		fields["proxy_target"] = target.String()
+		fields["target_login"] = target.login
+	}
 	if err := s.auditLog("auth", fields); err != nil {
 		// Fail closed: no login that the audit log cannot show.
 		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
 	}
-	sess.authenticated(token, id)
+	sess.authenticated(token, &authEntry{id: id, user: conn.User(), target: target})
 	return &gossh.Permissions{
 		CriticalOptions: maps.Clone(cert.CriticalOptions),
 		Extensions:      map[string]string{permToken: token},

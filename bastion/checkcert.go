@@ -89,7 +89,7 @@ func (s *Server) CheckCert(certFile, login, source string) (report []string, ok 
 	}
 	add("certificate checks: all passed (CA trusted, signature algorithm allowed, principals sane, login is a principal, within validity and max_cert_lifetime, not revoked, source address and critical options acceptable)")
 	if !id.PermitPortForwarding {
-		add("note: no permit-port-forwarding extension: ssh -J through the bastion will be refused")
+		add("note: no permit-port-forwarding extension: ssh -J to jump destinations will be refused (recorded proxy destinations still work)")
 	}
 	matched := false
 	for i, r := range *s.rules.Load() {

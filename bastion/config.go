@@ -37,7 +37,7 @@ const (
 	DefaultClockSkew                   = 2 * time.Minute
 	DefaultHandshakeTimeout            = 30 * time.Second
 	DefaultMaxUnauthenticated          = 2000
-	DefaultMaxUnauthenticatedPerSource = 500
+	DefaultMaxUnauthenticatedPerSource = 1000
 	DefaultPenaltyFailures             = 20
 	DefaultPenaltyWindow               = time.Minute
 	DefaultPenalty                     = time.Minute
@@ -79,7 +79,7 @@ type Config struct {
 	// connections are closed at once.
 	MaxUnauthenticated int `toml:"max_unauthenticated"`
 	// MaxUnauthenticatedPerSource caps unauthenticated connections from one
-	// source IP, like PerSourceMaxStartups (default 500).
+	// source IP, like PerSourceMaxStartups (default 1000).
 	MaxUnauthenticatedPerSource int `toml:"max_unauthenticated_per_source"`
 	// PenaltyFailures is how many failed connections (authentication failed
 	// or handshake timed out) one source IP may have within PenaltyWindow
@@ -248,5 +248,29 @@ func (c *Config) Validate() error {
 	if _, err := policy.New(c.Rules); err != nil {
 		return fmt.Errorf("[[bastion.rule]]: %w", err)
 	}
+	if c.ProxyEnabled() {
+		for _, k := range []struct{ key, v, what string }{
+			{"upstream_ca_key", c.UpstreamCAKey, "the private key of the CA the targets trust (TrustedUserCAKeys)"},
+			{"upstream_known_hosts", c.UpstreamKnownHosts, "the known_hosts file pinning the targets' host keys"},
+			{"host_ca_key", c.HostCAKey, "the private key of the CA that certifies the bastion as each proxied host"},
+			{"recordings_dir", c.RecordingsDir, "where session recordings are written"},
+			{"recording_key", c.RecordingKey, "the private key that signs recording manifests"},
+		} {
+			if k.v == "" {
+				return bad(k.key, "required because a [[bastion.rule]] has proxy destinations: %s", k.what)
+			}
+		}
+	}
 	return nil
+}
+
+// ProxyEnabled reports whether any rule names a recorded-proxy
+// destination, which makes the recording settings mandatory.
+func (c *Config) ProxyEnabled() bool {
+	for _, r := range c.Rules {
+		if len(r.Proxy) > 0 {
+			return true
+		}
+	}
+	return false
 }

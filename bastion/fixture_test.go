@@ -123,7 +123,6 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 		Rules: []policy.Rule{
 			{Principals: []string{"admin"}, Jump: []string{target}},
 			{Principals: []string{"wide"}, Jump: []string{"0.0.0.0/0:*", "localhost:*"}},
-			{Principals: []string{"proxyonly"}, Proxy: []string{target}, Logins: []string{"root"}},
 		},
 	}
 	if mut != nil {

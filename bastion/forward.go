@@ -44,15 +44,25 @@ type directTCPIPMsg struct {
 // identityOf returns the identity proven by the connection's final
 // authentication, read from the ServerConn's own Permissions, or nil.
 func identityOf(conn *gossh.ServerConn, ctx gl.Context) (*session, *certauth.Identity) {
+	sess, e := authOf(conn, ctx)
+	if e == nil {
+		return sess, nil
+	}
+	return sess, e.id
+}
+
+// authOf returns what the connection's final authentication proved, or
+// nil; the login name must be that of the final attempt.
+func authOf(conn *gossh.ServerConn, ctx gl.Context) (*session, *authEntry) {
 	sess := sessionOf(ctx)
 	if sess == nil || conn.Permissions == nil {
 		return sess, nil
 	}
-	id := sess.identityFor(conn.Permissions.Extensions[permToken])
-	if id == nil || id.Login != conn.User() {
+	e := sess.entryFor(conn.Permissions.Extensions[permToken])
+	if e == nil || e.user != conn.User() {
 		return sess, nil
 	}
-	return sess, id
+	return sess, e
 }
 
 // directTCPIP serves ProxyJump: it resolves the destination once, asks the
@@ -81,10 +91,6 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 	}
 	if perr != nil {
 		deny(gossh.ConnectionFailed, perr.Error())
-		return
-	}
-	if !id.PermitPortForwarding {
-		deny(gossh.Prohibited, "certificate does not permit port forwarding (sign it with -O permit-port-forwarding)")
 		return
 	}
 	sess.mu.Lock()
@@ -126,16 +132,29 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 			reason += ": " + record.Sanitize(dec.Reason, 200)
 		}
 		for _, ip := range ips {
-			// Any target login will do: the question is only whether the
-			// destination is listed for proxy mode.
-			pd := pol.Decide(policy.Request{Principals: id.Principals, Host: host, IP: ip, Port: port, Login: id.Login, Mode: "proxy"}, s.protected)
+			// The target login is not known yet (the inner SSH login
+			// says it): ask only whether the destination is listed for
+			// proxy mode; an empty login is in no rule's logins.
+			pd := pol.Decide(policy.Request{Principals: id.Principals, Host: host, IP: ip, Port: port, Mode: policy.ModeProxy}, s.protected)
 			if pd.Allow || pd.Reason == policy.ReasonLoginNotAllowed {
-				reason = dest + " is allowed only through the recording proxy, which this gatehouse does not offer yet"
-				break
+				if s.proxy == nil {
+					reason = dest + " is allowed only through the recording proxy, which is not configured"
+					break
+				}
+				// No permit-port-forwarding needed: nothing is
+				// forwarded, the bastion terminates SSH itself (as for
+				// login@host@bastion, which opens no forward at all).
+				fields["resolved_ip"] = ip.String()
+				s.proxyJump(ctx, sess, id, nc, host, ip, port, fields)
+				return
 			}
 		}
 		fields["resolved_ip"] = ipStrings(ips)
 		deny(gossh.Prohibited, reason)
+		return
+	}
+	if !id.PermitPortForwarding {
+		deny(gossh.Prohibited, "certificate does not permit port forwarding (sign it with -O permit-port-forwarding)")
 		return
 	}
 	target := netip.AddrPortFrom(chosen, port)
@@ -189,23 +208,35 @@ func parseDirectTCPIP(payload []byte) (host string, port uint16, err error) {
 		return host, 0, fmt.Errorf("destination port %d out of range", msg.DestPort)
 	}
 	port = uint16(msg.DestPort)
+	h, err := checkDestHost(host)
+	if err != nil {
+		return host, port, err
+	}
+	return h, port, nil
+}
+
+// checkDestHost checks a destination host's syntax: a host name of at
+// most 253 bytes of letters, digits, '-', '_' and '.', or an IP literal
+// (optionally in brackets) without a zone. It returns the host without
+// brackets.
+func checkDestHost(host string) (string, error) {
 	h := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if ip, perr := netip.ParseAddr(h); perr == nil {
 		if ip.Zone() != "" {
-			return host, port, errors.New("scoped (zone) addresses are not allowed")
+			return "", errors.New("scoped (zone) addresses are not allowed")
 		}
-		return h, port, nil
+		return h, nil
 	}
 	if h == "" || len(h) > 253 {
-		return host, port, fmt.Errorf("invalid destination host %q", sanitize(host))
+		return "", fmt.Errorf("invalid destination host %q", sanitize(host))
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return host, port, fmt.Errorf("invalid destination host %q", sanitize(host))
+			return "", fmt.Errorf("invalid destination host %q", sanitize(host))
 		}
 	}
-	return h, port, nil
+	return h, nil
 }
 
 // resolve turns a host checked by parseDirectTCPIP into addresses: an IP

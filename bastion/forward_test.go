@@ -35,7 +35,6 @@ func TestForwardRefusals(t *testing.T) {
 		{name: "loopback-by-name", principal: "wide", dest: "localhost:" + sshdPort, stderr: "administratively prohibited", reason: "special-address"},
 		{name: "bastion-own-port", principal: "wide", dest: "127.0.0.1:" + strconv.Itoa(f.port), stderr: "administratively prohibited", reason: "no rule allows a jump"},
 		{name: "metadata-address", principal: "wide", dest: "169.254.169.254:80", stderr: "administratively prohibited", reason: "special-address"},
-		{name: "proxy-only", principal: "proxyonly", dest: "127.0.0.1:" + sshdPort, stderr: "recording proxy", reason: "only through the recording proxy"},
 		{name: "no-port-forwarding-permit", principal: "admin", dest: "127.0.0.1:" + sshdPort, opts: []string{"-O", "clear"}, stderr: "administratively prohibited", reason: "does not permit port forwarding"},
 	}
 	for _, c := range cases {

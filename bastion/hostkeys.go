@@ -56,35 +56,40 @@ func loadHostSigners(keys, certs []string) ([]gossh.Signer, error) {
 // loadPrivateKey loads one unencrypted OpenSSH private key, refusing a file
 // that others can read: a leaked host key lets anyone impersonate the
 // bastion.
-func loadPrivateKey(path string) (gossh.Signer, error) {
+func loadPrivateKey(path string) (gossh.Signer, error) { return loadSecretKey("host key", path) }
+
+// loadSecretKey loads one unencrypted OpenSSH private key (what names it in
+// errors, e.g. "host key" or "upstream_ca_key"), refusing a file that
+// others can read.
+func loadSecretKey(what, path string) (gossh.Signer, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("host key: %w (create one with 'gatehouse init' or ssh-keygen -t ed25519 -N '' -f %s)", err, path)
+		return nil, fmt.Errorf("%s: %w (create one with 'gatehouse init' or ssh-keygen -t ed25519 -N '' -f %s)", what, err, path)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("host key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("host key %s is readable by group or others (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+		return nil, fmt.Errorf("%s %s is readable by group or others (mode %04o): run chmod 600 %s", what, path, st.Mode().Perm(), path)
 	}
 	if st.Size() > 64<<10 {
-		return nil, fmt.Errorf("host key %s: %d bytes is too large for a private key", path, st.Size())
+		return nil, fmt.Errorf("%s %s: %d bytes is too large for a private key", what, path, st.Size())
 	}
 	data := make([]byte, st.Size())
 	if _, err := f.ReadAt(data, 0); err != nil {
-		return nil, fmt.Errorf("host key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	s, err := gossh.ParsePrivateKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("host key %s: %w (it must be an unencrypted OpenSSH private key)", path, err)
+		return nil, fmt.Errorf("%s %s: %w (it must be an unencrypted OpenSSH private key)", what, path, err)
 	}
 	if as, ok := s.(gossh.AlgorithmSigner); ok && s.PublicKey().Type() == gossh.KeyAlgoRSA {
 		// Never sign with SHA-1 ("ssh-rsa") even if a client asks for it.
 		s, err = gossh.NewSignerWithAlgorithms(as, []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256})
 		if err != nil {
-			return nil, fmt.Errorf("host key %s: %w", path, err)
+			return nil, fmt.Errorf("%s %s: %w", what, path, err)
 		}
 	}
 	return s, nil

@@ -68,3 +68,57 @@ func FuzzParseDirectTCPIP(f *testing.F) {
 		}
 	})
 }
+
+func TestParseProxyLogin(t *testing.T) {
+	cases := []struct {
+		in, login, host string
+		port            uint16
+		ok              bool
+	}{
+		{"root@web1.internal", "root", "web1.internal", 22, true},
+		{"deploy@web1.internal:2200", "deploy", "web1.internal", 2200, true},
+		{"root@10.0.0.7:22", "root", "10.0.0.7", 22, true},
+		{"root@[2001:db8::7]:2222", "root", "2001:db8::7", 2222, true},
+		{"root@[2001:db8::7]", "root", "2001:db8::7", 22, true},
+		{"root@2001:db8::7", "root", "2001:db8::7", 22, true},
+		{"root", "", "", 0, false},
+		{"@web1", "", "", 0, false},
+		{"-oProxy@web1", "", "", 0, false},
+		{"root@web1@x", "", "", 0, false},
+		{"root@web1:0", "", "", 0, false},
+		{"root@web1:65536", "", "", 0, false},
+		{"root@web1:+22", "", "", 0, false},
+		{"root@[fe80::1%eth0]:22", "", "", 0, false},
+		{"root@[2001:db8::7", "", "", 0, false},
+		{"root@[2001:db8::7]x", "", "", 0, false},
+		{"root@[web1]:22", "", "", 0, false},
+		{"root@web 1", "", "", 0, false},
+		{"ro ot@web1", "", "", 0, false},
+		{"root@", "", "", 0, false},
+		{"averyveryveryveryverylongloginname@web1", "", "", 0, false},
+	}
+	for _, c := range cases {
+		login, host, port, err := parseProxyLogin(c.in)
+		if (err == nil) != c.ok || c.ok && (login != c.login || host != c.host || port != c.port) {
+			t.Errorf("parseProxyLogin(%q) = %q %q %d %v", c.in, login, host, port, err)
+		}
+	}
+}
+
+func FuzzParseProxyLogin(f *testing.F) {
+	for _, s := range []string{"root@web1.internal", "deploy@10.0.0.7:2200", "root@[2001:db8::7]:22", "root@2001:db8::1", "x@[", "a@b:c:d", "@", "root@web1:99999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		login, host, port, err := parseProxyLogin(s)
+		if err != nil {
+			return
+		}
+		if checkLoginName(login) != nil || port == 0 || strings.ContainsAny(host, "@[] ") {
+			t.Fatalf("accepted %q as %q %q %d", s, login, host, port)
+		}
+		if _, err := checkDestHost(host); err != nil {
+			t.Fatalf("accepted host %q that checkDestHost refuses: %v", host, err)
+		}
+	})
+}

@@ -1,7 +1,10 @@
 // Package bastion is the certificate-only SSH bastion: it wires
 // gliderlabs/ssh and x/crypto/ssh to certificate checks (certauth),
-// destination policy (policy) and the audit log (record), and relays
-// ProxyJump (direct-tcpip) channels to allowed destinations.
+// destination policy (policy) and the audit log (record), relays
+// ProxyJump (direct-tcpip) channels to allowed jump destinations, and
+// terminates SSH for proxy destinations (ssh -J, or login@host@bastion)
+// to relay and record the session to the target with a certificate
+// minted for it (upstream, record).
 package bastion
 
 import (
@@ -47,6 +50,7 @@ type Server struct {
 	signers []gossh.Signer
 	gl      *gl.Server
 	lim     *limiter
+	proxy   *proxySetup // nil: no rule names a proxy destination
 
 	policy   atomic.Pointer[policy.Policy]
 	rules    atomic.Pointer[[]policy.Rule]
@@ -114,6 +118,14 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		live:     make(map[*session]struct{}),
 		byRemote: make(map[string]*session),
 	}
+	if cfg.ProxyEnabled() {
+		ps, err := newProxySetup(&cfg, log, now, s.auditLog)
+		if err != nil {
+			audit.Close()
+			return nil, err
+		}
+		s.proxy = ps
+	}
 	s.policy.Store(pol)
 	rules := append([]policy.Rule(nil), cfg.Rules...)
 	s.rules.Store(&rules)
@@ -122,8 +134,15 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 	return s, nil
 }
 
-// Close closes the audit log. Call it after Serve has returned.
-func (s *Server) Close() error { return s.audit.Close() }
+// Close closes the audit log and the recordings index. Call it after
+// Serve has returned.
+func (s *Server) Close() error {
+	var err error
+	if s.proxy != nil {
+		err = s.proxy.recCfg.Index.Close()
+	}
+	return errors.Join(s.audit.Close(), err)
+}
 
 // SetRules replaces the destination rules (after a configuration reload).
 // Live forwards keep running; new channels use the new rules.
@@ -264,7 +283,7 @@ func (s *Server) newSession(nc net.Conn, src netip.AddrPort) *session {
 		nc:      nc,
 		src:     src,
 		start:   s.now(),
-		tokens:  make(map[string]*certauth.Identity),
+		tokens:  make(map[string]*authEntry),
 		drained: make(chan struct{}),
 		slot:    true,
 	}

@@ -1,6 +1,7 @@
 package bastion
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -20,20 +21,32 @@ type session struct {
 	start time.Time
 
 	mu            sync.Mutex
-	tokens        map[string]*certauth.Identity // auth token (in Permissions) → identity
-	ident         *certauth.Identity            // the accepted identity, once authenticated
-	slot          bool                          // still holds an unauthenticated slot in the limiter
-	failures      int                           // refused authentication attempts
-	noneSeen      bool                          // the customary first "none" probe was seen
-	graceExceeded bool                          // closed for exceeding handshake_timeout
-	forwards      int                           // open direct-tcpip channels
-	plain         *note                         // last refusal decided by the public key pre-filter
-	reason        string                        // why the bastion closed the connection
-	hsErr         string                        // handshake error reported by gliderlabs
+	tokens        map[string]*authEntry // auth token (in Permissions) → what that attempt proved
+	ident         *certauth.Identity    // the accepted identity, once authenticated
+	slot          bool                  // still holds an unauthenticated slot in the limiter
+	failures      int                   // refused authentication attempts
+	noneSeen      bool                  // the customary first "none" probe was seen
+	graceExceeded bool                  // closed for exceeding handshake_timeout
+	forwards      int                   // open direct-tcpip channels
+	plain         *note                 // last refusal decided by the public key pre-filter
+	reason        string                // why the bastion closed the connection
+	hsErr         string                // handshake error reported by gliderlabs
 	expiry        *time.Timer
-	active        int           // channel and request handlers running
-	ended         bool          // HandleConn returned: no new handlers
-	drained       chan struct{} // closed when active drops to 0 after ended
+	active        int                     // channel and request handlers running
+	ended         bool                    // HandleConn returned: no new handlers
+	drained       chan struct{}           // closed when active drops to 0 after ended
+	proxies       map[*proxyConn]struct{} // live recorded proxy sessions
+	proxySeq      int                     // numbers this connection's recordings
+	loginProxy    *proxyConn              // the proxy of a user@host@bastion login, once started
+}
+
+// authEntry is what one verified authentication attempt proved: the
+// identity, the exact login name of that attempt, and for a
+// "login@host:port" login the proxy target it was authorised for.
+type authEntry struct {
+	id     *certauth.Identity
+	user   string
+	target *proxyTarget
 }
 
 // note is a refusal recorded by the pre-filter for AuthLogCallback, which
@@ -71,6 +84,16 @@ func (sess *session) run() {
 	sess.mu.Unlock()
 	if busy {
 		<-sess.drained
+	}
+	sess.mu.Lock()
+	lp := sess.loginProxy
+	connReason := sess.reason
+	sess.mu.Unlock()
+	if lp != nil {
+		if connReason == "" {
+			connReason = "closed by client"
+		}
+		lp.end(connReason)
 	}
 
 	sess.mu.Lock()
@@ -136,13 +159,56 @@ func (sess *session) exit() {
 }
 
 // closeWith closes the connection, remembering the first reason given.
+// Recorded proxy sessions on it are ended first with reason as the cause,
+// so the admin reads why (bounded by proxyTellTimeout).
 func (sess *session) closeWith(reason string) {
 	sess.mu.Lock()
 	if sess.reason == "" {
 		sess.reason = reason
 	}
+	pcs := make([]*proxyConn, 0, len(sess.proxies))
+	for pc := range sess.proxies {
+		pcs = append(pcs, pc)
+	}
 	sess.mu.Unlock()
-	sess.nc.Close()
+	if len(pcs) == 0 {
+		sess.nc.Close()
+		return
+	}
+	for _, pc := range pcs {
+		pc.stop(errors.New(reason))
+	}
+	go func() {
+		deadline := time.After(proxyTellTimeout)
+		for _, pc := range pcs {
+			select {
+			case <-pc.relaysDone():
+			case <-deadline:
+			}
+		}
+		sess.nc.Close()
+	}()
+}
+
+// addProxy registers a recorded proxy session; false when the connection
+// is already closing.
+func (sess *session) addProxy(pc *proxyConn) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.reason != "" || sess.ended {
+		return false
+	}
+	if sess.proxies == nil {
+		sess.proxies = make(map[*proxyConn]struct{})
+	}
+	sess.proxies[pc] = struct{}{}
+	return true
+}
+
+func (sess *session) removeProxy(pc *proxyConn) {
+	sess.mu.Lock()
+	delete(sess.proxies, pc)
+	sess.mu.Unlock()
 }
 
 func (sess *session) identity() *certauth.Identity {
@@ -153,11 +219,12 @@ func (sess *session) identity() *certauth.Identity {
 
 // authenticated records the identity of the final, verified attempt,
 // gives back the unauthenticated slot and arms the expiry timer.
-func (sess *session) authenticated(token string, id *certauth.Identity) {
+func (sess *session) authenticated(token string, e *authEntry) {
+	id := e.id
 	s := sess.s
 	now := s.now()
 	sess.mu.Lock()
-	sess.tokens[token] = id
+	sess.tokens[token] = e
 	sess.ident = id
 	releaseSlot := sess.slot
 	sess.slot = false
@@ -175,9 +242,9 @@ func (sess *session) authenticated(token string, id *certauth.Identity) {
 	}
 }
 
-// identityFor maps the token in the connection's final Permissions to the
-// identity proven by that attempt.
-func (sess *session) identityFor(token string) *certauth.Identity {
+// entryFor maps the token in the connection's final Permissions to what
+// that attempt proved.
+func (sess *session) entryFor(token string) *authEntry {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	return sess.tokens[token]
