@@ -33,6 +33,10 @@ type Config struct {
 	Keyring string `toml:"keyring"`
 	// Sources also mirrors source packages.
 	Sources bool `toml:"sources"`
+	// Installer also mirrors the debian-installer indexes and their .udeb
+	// pool files, which only installers need (apt clients never fetch them;
+	// some upstream mirrors do not carry them). Off by default.
+	Installer bool `toml:"installer"`
 	// Translations lists the Translation-<lang> files to mirror (default ["en"]).
 	Translations []string `toml:"translations"`
 	// Concurrency bounds parallel downloads (default 8).

@@ -1,0 +1,230 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"gatehouse/mirror/store"
+)
+
+// referenced returns the pool files (relative to the pool directory) that
+// the retained snapshots name, from their Packages and Sources. A snapshot
+// without a readable manifest is an error: guessing would let GC delete
+// files a live snapshot needs.
+func referenced(st *store.Store) (map[string]struct{}, error) {
+	snaps, err := st.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	return snapshotRefs(st, snaps)
+}
+
+// snapshotRefs returns the pool files the given snapshots name.
+func snapshotRefs(st *store.Store, snaps []store.SnapshotInfo) (map[string]struct{}, error) {
+	ps := &poolSet{files: map[string]poolEntry{}, namesOnly: true}
+	for _, s := range snaps {
+		m, err := readManifest(st, s.ID)
+		if err != nil {
+			return nil, fmt.Errorf("collecting referenced pool files: %w (remove the snapshot with `gatehouse mirror rollback` and a new sync, or repair it)", err)
+		}
+		for name, ms := range m.Suites {
+			if err := collectPool(s.Dir, name, ms, ps); err != nil {
+				return nil, fmt.Errorf("collecting referenced pool files of snapshot %s: %w", s.ID, err)
+			}
+		}
+	}
+	out := make(map[string]struct{}, len(ps.files))
+	for fn := range ps.files {
+		rel, _ := poolRel(fn)
+		out[rel] = struct{}{}
+	}
+	return out, nil
+}
+
+func collectGarbage(ctx context.Context, st *store.Store, cfg Config) (store.GCResult, error) {
+	refs, err := referenced(st)
+	if err != nil {
+		return store.GCResult{}, err
+	}
+	return st.GC(ctx, maps.Keys(refs), cfg.MaxDeleteFraction)
+}
+
+// GC prunes snapshots beyond cfg.KeepSnapshots (never the published one) and
+// deletes the pool files no remaining snapshot references. It refuses, with
+// an error wrapping store.ErrWipeProtection, to delete more than
+// cfg.MaxDeleteFraction of the pool. It takes the mirror's lock, so it fails
+// while a sync runs.
+func GC(ctx context.Context, stateDir string, cfg Config, opt Options) (removed int, bytes int64, err error) {
+	st, err := openStore(stateDir, &cfg, opt)
+	if err != nil {
+		return 0, 0, err
+	}
+	unlock, err := st.Lock(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	defer unlock()
+	pruned, err := st.Prune(cfg.KeepSnapshots)
+	if err != nil {
+		return 0, 0, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	if len(pruned) > 0 {
+		opt.logger().Info("pruned snapshots", "mirror", cfg.Name, "snapshots", pruned)
+	}
+	res, err := collectGarbage(ctx, st, cfg)
+	if err != nil {
+		return res.Removed, res.RemovedBytes, fmt.Errorf("mirror %s: gc: %w", cfg.Name, err)
+	}
+	return res.Removed, res.RemovedBytes, nil
+}
+
+// Rollback publishes an earlier snapshot: the one named, or with snapshot
+// "" the newest one older than the published snapshot. The accepted Release
+// Dates are kept (rollback protection is about upstream), but the stored
+// HTTP validators are dropped so the next sync fetches upstream's Release
+// in full instead of taking a 304 as "nothing to do".
+func Rollback(stateDir string, cfg Config, snapshot string) error {
+	st, err := openStore(stateDir, &cfg, Options{})
+	if err != nil {
+		return err
+	}
+	unlock, err := st.Lock(context.Background())
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	defer unlock()
+	if snapshot == "" {
+		snaps, err := st.Snapshots()
+		if err != nil {
+			return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+		}
+		cur, err := st.Current()
+		if err != nil {
+			return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+		}
+		for i, s := range snaps {
+			if s.ID == cur && i > 0 {
+				snapshot = snaps[i-1].ID
+			}
+		}
+		if snapshot == "" {
+			return fmt.Errorf("mirror %s: no snapshot older than the published %s to roll back to (see `gatehouse mirror list`)", cfg.Name, cur)
+		}
+	}
+	if _, err := readManifest(st, snapshot); err != nil {
+		return fmt.Errorf("mirror %s: cannot roll back: %w", cfg.Name, err)
+	}
+	state, err := st.ReadState()
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	if err := st.Rollback(snapshot); err != nil {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	for k, ss := range state.Suites {
+		ss.ETag, ss.LastModified = "", ""
+		state.Suites[k] = ss
+	}
+	if err := st.WriteState(state); err != nil {
+		return fmt.Errorf("mirror %s: rolled back to %s, but recording it failed: %w", cfg.Name, snapshot, err)
+	}
+	return nil
+}
+
+// List returns the mirror's finished snapshots, oldest first.
+func List(stateDir string, cfg Config) ([]store.SnapshotInfo, error) {
+	st, err := openStore(stateDir, &cfg, Options{})
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := st.Snapshots()
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	return snaps, nil
+}
+
+// MirrorStatus is what `gatehouse mirror status` shows for one mirror.
+type MirrorStatus struct {
+	Mirror string `json:"mirror"`
+	// Published is the snapshot clients see, "" when none.
+	Published   string               `json:"published,omitempty"`
+	Suites      []SuiteStatus        `json:"suites"`
+	LastSync    *store.SyncRecord    `json:"last_sync,omitempty"`
+	LastSuccess time.Time            `json:"last_success,omitzero"`
+	PoolFiles   int                  `json:"pool_files"`
+	PoolBytes   int64                `json:"pool_bytes"`
+	Snapshots   []store.SnapshotInfo `json:"snapshots"`
+	// Warnings summarize what needs the operator's attention.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// SuiteStatus is the last accepted Release of one suite.
+type SuiteStatus struct {
+	Suite      string    `json:"suite"`
+	Date       time.Time `json:"date,omitzero"`
+	ValidUntil time.Time `json:"valid_until,omitzero"`
+	Snapshot   string    `json:"snapshot,omitempty"`
+	// Warn is non-empty when Valid-Until has passed or is less than two
+	// days away: clients refuse an expired Release.
+	Warn string `json:"warn,omitempty"`
+}
+
+// ExpiryWarning is how close Valid-Until may come before Status warns.
+const ExpiryWarning = 48 * time.Hour
+
+// Status reports the published snapshot, each suite's accepted Release,
+// the last sync and the pool's size, as of now. It does not take the lock
+// and works while a sync runs.
+func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
+	st, err := openStore(stateDir, &cfg, Options{})
+	if err != nil {
+		return nil, err
+	}
+	ms := &MirrorStatus{Mirror: cfg.Name}
+	if id, err := st.Current(); err == nil {
+		ms.Published = id
+	} else if !errors.Is(err, store.ErrNoCurrent) {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	} else {
+		ms.Warnings = append(ms.Warnings, "nothing published yet: run `gatehouse mirror sync "+cfg.Name+"`")
+	}
+	state, err := st.ReadState()
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	ms.LastSync, ms.LastSuccess = state.LastSync, state.LastSuccess
+	if ms.LastSync != nil && ms.LastSync.Result != ResultPublished && ms.LastSync.Result != ResultCurrent {
+		ms.Warnings = append(ms.Warnings, fmt.Sprintf("last sync %s at %s: %s", ms.LastSync.Result, ms.LastSync.Finished.UTC().Format(time.RFC3339), ms.LastSync.Error))
+	}
+	for _, name := range cfg.Suites {
+		ss, ok := state.Suites[name]
+		s := SuiteStatus{Suite: name}
+		if ok {
+			s.Date, s.ValidUntil, s.Snapshot = ss.Date, ss.ValidUntil, ss.Snapshot
+		}
+		if !s.ValidUntil.IsZero() {
+			switch left := s.ValidUntil.Sub(now); {
+			case left <= 0:
+				s.Warn = fmt.Sprintf("Valid-Until %s has passed: clients refuse this suite until a sync succeeds", s.ValidUntil.UTC().Format(time.RFC3339))
+			case left < ExpiryWarning:
+				s.Warn = fmt.Sprintf("Valid-Until %s is %s away: sync soon or clients will refuse this suite", s.ValidUntil.UTC().Format(time.RFC3339), left.Round(time.Minute))
+			}
+			if s.Warn != "" {
+				ms.Warnings = append(ms.Warnings, "suite "+name+": "+s.Warn)
+			}
+		}
+		ms.Suites = append(ms.Suites, s)
+	}
+	ms.PoolFiles, ms.PoolBytes, err = st.PoolStats(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	if ms.Snapshots, err = st.Snapshots(); err != nil {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	return ms, nil
+}

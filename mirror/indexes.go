@@ -1,0 +1,462 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"gatehouse/apt"
+	"gatehouse/apt/compress"
+	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/store"
+)
+
+// manifestFile is the name, at the root of every snapshot this package
+// writes (beside dists/, so it is never served), of the record of which
+// index files the snapshot holds and their hashes. It lets the next sync
+// reuse unchanged indexes and carry by-hash generations without
+// re-verifying old signatures, and lets GC and Verify find the indexes.
+const manifestFile = "gatehouse-manifest.json"
+
+type manifest struct {
+	Version int                       `json:"version"`
+	Suites  map[string]*manifestSuite `json:"suites"`
+}
+
+type manifestSuite struct {
+	// Release names the signed file: "InRelease" or "Release".
+	Release string `json:"release"`
+	// Selection is the configuration the indexes were chosen by (see
+	// selectionKey); a sync with another selection cannot take a 304 for
+	// "nothing to do".
+	Selection string `json:"selection"`
+	// Files are the index files present, relative to dists/<suite>.
+	Files []manifestEntry `json:"files"`
+	// Carried are the by-hash files of earlier generations this snapshot
+	// still holds (see carryByHash).
+	Carried []carriedFile `json:"carried,omitempty"`
+}
+
+// carriedFile is a by-hash path (relative to dists/<suite>) of an earlier
+// generation, Age publishes old.
+type carriedFile struct {
+	Path string `json:"path"`
+	Age  int    `json:"age"`
+}
+
+type manifestEntry struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256,omitempty"`
+	SHA512 string `json:"sha512,omitempty"`
+}
+
+func (e manifestEntry) strongest() (algo, hex string) {
+	if e.SHA512 != "" {
+		return apt.AlgoSHA512, e.SHA512
+	}
+	return apt.AlgoSHA256, e.SHA256
+}
+
+// byHash lists the by-hash paths (relative to dists/<suite>) of e.
+func (e manifestEntry) byHash() []string {
+	var out []string
+	if e.SHA256 != "" {
+		out = append(out, apt.ByHashPath(e.Path, apt.AlgoSHA256, e.SHA256))
+	}
+	if e.SHA512 != "" {
+		out = append(out, apt.ByHashPath(e.Path, apt.AlgoSHA512, e.SHA512))
+	}
+	return out
+}
+
+func readManifest(st *store.Store, id string) (*manifest, error) {
+	p, err := st.SnapshotPath(id, manifestFile)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil || m.Version != 1 {
+		return nil, fmt.Errorf("snapshot %s: %s is damaged or of an unknown version", id, manifestFile)
+	}
+	for name, s := range m.Suites {
+		if s == nil || store.CheckRel("dists/"+name) != nil {
+			return nil, fmt.Errorf("snapshot %s: %s names an invalid suite %q", id, manifestFile, name)
+		}
+		for _, f := range s.Files {
+			if store.CheckRel(f.Path) != nil {
+				return nil, fmt.Errorf("snapshot %s: %s names an invalid path %q", id, manifestFile, f.Path)
+			}
+		}
+	}
+	return &m, nil
+}
+
+// selectionKey identifies the part of the configuration that decides which
+// indexes and pool files a suite's snapshot holds.
+func selectionKey(cfg Config) string {
+	return fmt.Sprintf("components=%s;architectures=%s;sources=%t;translations=%s;installer=%t",
+		strings.Join(cfg.Components, ","), strings.Join(cfg.Architectures, ","), cfg.Sources, strings.Join(cfg.Translations, ","), cfg.Installer)
+}
+
+// wantedIndexes is the part of rel's file list this mirror fetches.
+func wantedIndexes(cfg Config, rel *apt.Release) []apt.FileEntry {
+	files := rel.IndexFiles(cfg.Components, cfg.Architectures, cfg.Sources)
+	return slices.DeleteFunc(files, func(e apt.FileEntry) bool {
+		if !cfg.Installer && strings.Contains(e.Path, "/debian-installer/") {
+			return true
+		}
+		base := compress.TrimSuffix(path.Base(e.Path))
+		lang, ok := strings.CutPrefix(base, "Translation-")
+		return ok && !slices.Contains(cfg.Translations, lang)
+	})
+}
+
+// build fetches indexes and pool files into a new snapshot and publishes it.
+func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
+	sn, err := r.st.NewSnapshot()
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			if aerr := sn.Abort(); aerr != nil {
+				r.log.Warn("removing the unfinished snapshot", "err", aerr)
+			}
+		}
+	}()
+	r.pubTime = r.now.UTC().Truncate(time.Second)
+	if r.curID != "" {
+		if p, err := r.st.SnapshotPath(r.curID, manifestFile); err == nil {
+			if fi, err := os.Stat(p); err == nil && !r.pubTime.After(fi.ModTime()) {
+				r.pubTime = fi.ModTime().UTC().Truncate(time.Second).Add(time.Second)
+			}
+		}
+	}
+	man := &manifest{Version: 1, Suites: map[string]*manifestSuite{}}
+	pool := newPoolSet()
+	for _, sr := range suites {
+		if sr.unchanged {
+			if err := r.linkSuite(sn, sr); err != nil {
+				return err
+			}
+			man.Suites[sr.name] = r.curMan.Suites[sr.name]
+			continue
+		}
+		ms, err := r.fetchIndexes(ctx, sn, sr)
+		if err != nil {
+			return err
+		}
+		man.Suites[sr.name] = ms
+		if err := r.carryByHash(sn, sr.name); err != nil {
+			return err
+		}
+		ms.Carried = r.carried[sr.name]
+		if err := collectPool(sn.Dir(), sr.name, ms, pool); err != nil {
+			return err
+		}
+	}
+	if err := r.fetchPool(ctx, pool); err != nil {
+		return err
+	}
+
+	r.progress(Event{Phase: PhasePublish})
+	for _, sr := range suites {
+		if sr.unchanged {
+			continue
+		}
+		files := map[string][]byte{"InRelease": sr.inRelease}
+		if sr.inRelease == nil {
+			files = map[string][]byte{"Release": sr.release, "Release.gpg": sr.releaseGPG}
+		}
+		for name, b := range files {
+			if err := r.writeSnapshotFile(sn, sr.dir+"/"+name, b); err != nil {
+				return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+			}
+		}
+	}
+	mb, err := json.Marshal(man)
+	if err != nil {
+		return fmt.Errorf("mirror %s: manifest: %w", r.cfg.Name, err)
+	}
+	if err := r.writeSnapshotFile(sn, manifestFile, mb); err != nil {
+		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+	}
+	id, err := sn.Commit(ctx)
+	if err != nil {
+		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
+	}
+	r.rep.Result, r.rep.Snapshot = ResultPublished, id
+	for _, sr := range suites {
+		r.acceptSuite(sr, id)
+	}
+	return nil
+}
+
+func (r *run) writeSnapshotFile(sn *store.Snapshot, rel string, b []byte) error {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	// No fsync: Commit makes the whole snapshot durable with one syncfs.
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		return err
+	}
+	return os.Chtimes(p, r.pubTime, r.pubTime)
+}
+
+// linkSuite carries an unchanged suite's whole dists tree forward.
+func (r *run) linkSuite(sn *store.Snapshot, sr *suiteRun) error {
+	src, err := r.st.SnapshotPath(r.curID, sr.dir)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("mirror %s: reading published suite %s: %w", r.cfg.Name, sr.name, err)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		return sn.Link(r.curID, sr.dir+"/"+filepath.ToSlash(rel))
+	})
+}
+
+// fetchIndexes fetches (or links from the published snapshot) every wanted
+// index of a changed suite, verified against its Release, with by-hash
+// copies beside them.
+func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun) (*manifestSuite, error) {
+	where := fmt.Sprintf("mirror %s: suite %s", r.cfg.Name, sr.name)
+	for _, c := range r.cfg.Components {
+		if len(sr.rel.Components) > 0 && !slices.Contains(sr.rel.Components, c) {
+			r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf("suite %s has no component %q (it has %s)", sr.name, c, strings.Join(sr.rel.Components, " ")))
+		}
+	}
+	wanted := wantedIndexes(r.cfg, sr.rel)
+	var prev map[string]manifestEntry
+	if r.curMan != nil && r.curMan.Suites[sr.name] != nil {
+		prev = map[string]manifestEntry{}
+		for _, e := range r.curMan.Suites[sr.name].Files {
+			prev[e.Path] = e
+		}
+	}
+	for _, e := range wanted {
+		if algo, _ := e.StrongestHash(); algo != apt.AlgoSHA256 && algo != apt.AlgoSHA512 {
+			return nil, refused("%s: Release protects %s only by %s; apt refuses such files, and so does the mirror", where, e.Path, algo)
+		}
+	}
+
+	var mu sync.Mutex
+	present := map[string]manifestEntry{}
+	var done int
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Concurrency)
+	for _, e := range wanted {
+		g.Go(func() error {
+			me := manifestEntry{Path: e.Path, Size: e.Size, SHA256: e.SHA256, SHA512: e.SHA512}
+			rel := sr.dir + "/" + e.Path
+			ok, err := r.fetchIndex(gctx, sn, sr, me, prev)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", where, rel, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			if ok {
+				present[e.Path] = me
+			}
+			r.progress(Event{Suite: sr.name, Phase: PhaseIndexes, Files: done, FilesTotal: len(wanted)})
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	// One variant of each index must exist; Release may list others that
+	// the archive does not ship (Debian lists uncompressed Packages).
+	groups := map[string]bool{}
+	for _, e := range wanted {
+		k := compress.TrimSuffix(e.Path)
+		groups[k] = groups[k] || present[e.Path].Path != ""
+	}
+	for k, ok := range groups {
+		switch {
+		case ok:
+		case requiredIndex(k):
+			return nil, fmt.Errorf("%s: no variant of index %s exists upstream although Release lists it; the upstream is broken or mid-publish, retry later", where, k)
+		default:
+			r.log.Debug("Release lists an index upstream does not have", "suite", sr.name, "index", k)
+		}
+	}
+	ms := &manifestSuite{Release: "InRelease", Selection: selectionKey(r.cfg)}
+	if sr.inRelease == nil {
+		ms.Release = "Release"
+	}
+	for _, e := range wanted {
+		if me, ok := present[e.Path]; ok {
+			ms.Files = append(ms.Files, me)
+		}
+	}
+	return ms, nil
+}
+
+// fetchIndex puts one index file into the snapshot. It returns false when
+// upstream does not have this variant.
+func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, me manifestEntry, prev map[string]manifestEntry) (bool, error) {
+	rel := sr.dir + "/" + me.Path
+	dest, err := sn.Path(rel)
+	if err != nil {
+		return false, refuse(rel, err)
+	}
+	algo, hex := me.strongest()
+	if pe, ok := prev[me.Path]; ok && pe.Size == me.Size {
+		if palgo, phex := pe.strongest(); palgo == algo && phex == hex {
+			if err := sn.Link(r.curID, rel); err == nil {
+				r.countReused()
+				return true, r.linkByHash(sn, sr.dir, me, dest)
+			}
+			// Fall through and fetch: the published copy is gone.
+		}
+	}
+	want := fetch.Want{Size: me.Size, SHA256: me.SHA256, SHA512: me.SHA512}
+	var ferr error
+	if sr.rel.AcquireByHash {
+		_, ferr = r.client.Get(ctx, r.url(sr.dir+"/"+apt.ByHashPath(me.Path, algo, hex)), dest, want)
+	}
+	if !sr.rel.AcquireByHash || errors.Is(ferr, fetch.ErrNotFound) {
+		_, ferr = r.client.Get(ctx, r.url(rel), dest, want)
+	}
+	if errors.Is(ferr, fetch.ErrNotFound) {
+		return false, nil
+	}
+	if ferr != nil {
+		return false, wrapFetch(ferr)
+	}
+	if err := os.Chtimes(dest, r.pubTime, r.pubTime); err != nil {
+		return false, err
+	}
+	return true, r.linkByHash(sn, sr.dir, me, dest)
+}
+
+// linkByHash makes the by-hash names of an index point at its file.
+func (r *run) linkByHash(sn *store.Snapshot, dir string, me manifestEntry, dest string) error {
+	for _, bh := range me.byHash() {
+		p, err := sn.Path(dir + "/" + bh)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.Link(dest, p); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("by-hash link %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// carryByHash links into the new snapshot the by-hash files of the last
+// KeepSnapshots generations of suite, taken from the published snapshot
+// (which holds them all), so a client that fetched an older InRelease a
+// moment ago still finds the indexes it names. The manifest's Carried list
+// ages them by one generation per publish; what the new snapshot carries is
+// left in r.carried[suite] for the manifest. Snapshot IDs and their order
+// play no part: IDs are times, and two syncs in one second after a prune
+// can get them out of order.
+func (r *run) carryByHash(sn *store.Snapshot, suite string) error {
+	if r.carried == nil {
+		r.carried = map[string][]carriedFile{}
+	}
+	r.carried[suite] = nil
+	if r.curID == "" {
+		return nil
+	}
+	m, err := readManifest(r.st, r.curID)
+	if err != nil || m.Suites[suite] == nil {
+		return nil // nothing published for this suite, or from an unknown writer
+	}
+	prev := m.Suites[suite]
+	ages := map[string]int{}
+	for _, e := range prev.Files {
+		for _, bh := range e.byHash() {
+			ages[bh] = 1
+		}
+	}
+	for _, c := range prev.Carried {
+		if _, ok := ages[c.Path]; !ok && c.Age+1 <= r.cfg.KeepSnapshots && store.CheckRel(c.Path) == nil {
+			ages[c.Path] = c.Age + 1
+		}
+	}
+	paths := slices.Sorted(maps.Keys(ages))
+	for _, bh := range paths {
+		rel := "dists/" + suite + "/" + bh
+		p, err := sn.Path(rel)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p); err == nil {
+			continue // also one of the new generation's own
+		}
+		if err := sn.Link(r.curID, rel); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		r.carried[suite] = append(r.carried[suite], carriedFile{Path: bh, Age: ages[bh]})
+	}
+	return nil
+}
+
+func (r *run) countReused() {
+	r.progMu.Lock()
+	r.reused++
+	r.progMu.Unlock()
+}
+
+// url returns the upstream URL of a path relative to the archive root.
+func (r *run) url(rel string) string {
+	return r.base + "/" + (&url.URL{Path: rel}).EscapedPath()
+}
+
+// wrapFetch marks content mismatches as refusals.
+func wrapFetch(err error) error {
+	var me *fetch.MismatchError
+	if errors.As(err, &me) {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
+}
+
+// requiredIndex reports whether an index (path without compression suffix)
+// is one apt clients fetch and fail without: Packages and Sources. Archives
+// list other files they do not ship (debian-installer indexes, translations
+// of some components), so their absence is not an error.
+func requiredIndex(k string) bool {
+	b := path.Base(k)
+	return (b == "Packages" || b == "Sources") && !strings.Contains(k, "debian-installer/")
+}

@@ -1,0 +1,195 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"gatehouse/apt"
+	"gatehouse/apt/pgp"
+	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/store"
+)
+
+// suiteRun is one suite's Release as fetched and checked by a sync.
+type suiteRun struct {
+	name string
+	dir  string // "dists/<name>"
+	// unchanged is true when upstream's Release is the one published (a
+	// 304, or the same bytes).
+	unchanged  bool
+	validators fetch.Validators
+
+	// Exactly one of inRelease and release (+releaseGPG) is set for a
+	// changed suite.
+	inRelease, release, releaseGPG []byte
+	body                           []byte // the signed Release text
+	rel                            *apt.Release
+	signedBy                       []string
+}
+
+// primary is the file whose bytes identify the accepted Release.
+func (sr *suiteRun) primary() []byte {
+	if sr.inRelease != nil {
+		return sr.inRelease
+	}
+	return sr.release
+}
+
+func (sr *suiteRun) report() SuiteReport {
+	rep := SuiteReport{Suite: sr.name, Changed: !sr.unchanged, SignedBy: sr.signedBy}
+	if sr.rel != nil {
+		rep.Date, rep.ValidUntil = sr.rel.Date, sr.rel.ValidUntil
+	}
+	return rep
+}
+
+// refused wraps err as a verification failure.
+func refused(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// refuse wraps err, a verification failure at where, so that errors.Is
+// matches both ErrRefused and err's own sentinels.
+func refuse(where string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrRefused, where, err)
+}
+
+// fetchRelease gets and checks the Release of one suite. With a published
+// snapshot it asks conditionally, so an unchanged upstream costs one 304.
+func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) {
+	sr := &suiteRun{name: name, dir: "dists/" + name}
+	r.progress(Event{Suite: name, Phase: PhaseRelease})
+	prev, hadPrev := r.state.Suites[name]
+	var val fetch.Validators
+	// Only a published suite with the same selection can be "unchanged".
+	published := r.curID != "" && r.curMan != nil && r.curMan.Suites[name] != nil &&
+		r.curMan.Suites[name].Selection == selectionKey(r.cfg)
+	if published && hadPrev {
+		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
+	}
+	url := r.base + "/" + sr.dir + "/"
+	data, v, notMod, err := r.client.GetBytes(ctx, url+"InRelease", maxReleaseSize, val)
+	switch {
+	case err == nil && notMod:
+		sr.unchanged, sr.validators = true, val
+		r.warnExpiry(name, prev)
+		return sr, nil
+	case err == nil:
+		sr.inRelease, sr.validators = data, v
+	case errors.Is(err, fetch.ErrNotFound):
+		data, v, notMod, err = r.client.GetBytes(ctx, url+"Release", maxReleaseSize, val)
+		if err != nil {
+			return nil, fmt.Errorf("mirror %s: suite %s: neither InRelease nor Release: %w", r.cfg.Name, name, err)
+		}
+		if notMod {
+			sr.unchanged, sr.validators = true, val
+			r.warnExpiry(name, prev)
+			return sr, nil
+		}
+		sr.release, sr.validators = data, v
+		sr.releaseGPG, _, _, err = r.client.GetBytes(ctx, url+"Release.gpg", 1<<20, fetch.Validators{})
+		if err != nil {
+			if errors.Is(err, fetch.ErrNotFound) {
+				return nil, refused("mirror %s: suite %s: Release is not signed (no InRelease, no Release.gpg at %s)", r.cfg.Name, name, url)
+			}
+			return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, name, err)
+		}
+	default:
+		return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, name, err)
+	}
+
+	if published && r.samePublished(sr) {
+		// Upstream ignores conditional requests but serves what we have.
+		sr.unchanged = true
+		r.warnExpiry(name, prev)
+		return sr, nil
+	}
+	if err := r.verifyRelease(sr, prev, hadPrev); err != nil {
+		return nil, err
+	}
+	return sr, nil
+}
+
+// samePublished reports whether sr's Release files equal the published ones.
+func (r *run) samePublished(sr *suiteRun) bool {
+	eq := func(rel string, want []byte) bool {
+		p, err := r.st.SnapshotPath(r.curID, rel)
+		if err != nil {
+			return false
+		}
+		b, err := os.ReadFile(p)
+		return err == nil && bytes.Equal(b, want)
+	}
+	if sr.inRelease != nil {
+		return eq(sr.dir+"/InRelease", sr.inRelease)
+	}
+	return eq(sr.dir+"/Release", sr.release) && eq(sr.dir+"/Release.gpg", sr.releaseGPG)
+}
+
+// verifyRelease applies APT's signature rule and the Release checks.
+func (r *run) verifyRelease(sr *suiteRun, prev store.SuiteState, hadPrev bool) error {
+	where := fmt.Sprintf("mirror %s: suite %s", r.cfg.Name, sr.name)
+	var res *pgp.Result
+	var err error
+	if sr.inRelease != nil {
+		sr.body, res, err = pgp.VerifyClearsigned(sr.inRelease, r.kr, r.now)
+		if err != nil {
+			return refuse(where+": InRelease", err)
+		}
+	} else {
+		res, err = pgp.VerifyDetached(sr.release, sr.releaseGPG, r.kr, r.now)
+		if err != nil {
+			return refuse(where+": Release.gpg", err)
+		}
+		sr.body = sr.release
+	}
+	sr.signedBy = res.SignedBy()
+	rel, err := apt.ParseRelease(sr.body)
+	if err != nil {
+		return refuse(where, err)
+	}
+	sr.rel = rel
+	// The apt checks' errors name the values and what to check; they
+	// only need the mirror and suite in front.
+	if err := apt.CheckSuite(rel, sr.name); err != nil {
+		return refuse(where, err)
+	}
+	var last time.Time
+	if hadPrev {
+		last = prev.Date
+	}
+	if err := apt.CheckDate(rel, last, r.now, r.cfg.MaxFutureSkew.Duration); err != nil {
+		return refuse(where, err)
+	}
+	if hadPrev && rel.Date.Equal(last) {
+		if old := r.extra.BodySHA256[sr.name]; old != "" && old != sha256Hex(sr.body) {
+			return refused("%s: Release has the same Date (%s) as the one accepted before but different content; a signer does not publish two Releases under one Date, so this looks like a replay or tampering",
+				where, apt.FormatDate(rel.Date))
+		}
+	}
+	if err := apt.CheckValidUntil(rel, r.now); err != nil {
+		return refuse(where, err)
+	}
+	return nil
+}
+
+// warnExpiry warns when the still-published Release of an unchanged suite
+// is expired or about to, because clients will soon refuse it.
+func (r *run) warnExpiry(name string, prev store.SuiteState) {
+	if prev.ValidUntil.IsZero() {
+		return
+	}
+	left := prev.ValidUntil.Sub(r.now)
+	if left < 2*24*time.Hour {
+		msg := fmt.Sprintf("suite %s: upstream has not changed and its Release expires %s (Valid-Until); clients will refuse it then", name, apt.FormatDate(prev.ValidUntil))
+		if left <= 0 {
+			msg = fmt.Sprintf("suite %s: upstream has not changed and its Release expired %s (Valid-Until); clients refuse it", name, apt.FormatDate(prev.ValidUntil))
+		}
+		r.rep.Warnings = append(r.rep.Warnings, msg)
+		r.log.Warn(msg)
+	}
+}

@@ -1,0 +1,499 @@
+package mirror
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gatehouse/apt/pgp"
+	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/store"
+)
+
+// ErrRefused is wrapped by every error that comes from verification rather
+// than from the environment: a bad or missing signature, a hash or size
+// mismatch, a rollback, an expired or future-dated Release, a suite
+// mismatch, a malformed or escaping index entry. The command line maps it to
+// exit code 3. A refused sync never changes what is published.
+var ErrRefused = errors.New("refused by verification")
+
+// Results of a sync, as in Report.Result and the stored state.
+const (
+	ResultPublished = "published"
+	ResultCurrent   = "current"
+	ResultFailed    = "failed"
+	ResultRefused   = "refused"
+)
+
+// Phases named in progress events.
+const (
+	PhaseRelease = "release"
+	PhaseIndexes = "indexes"
+	PhasePool    = "pool"
+	PhasePublish = "publish"
+	PhaseGC      = "gc"
+)
+
+// Options are the process-level inputs of Sync and the other operations.
+// The zero value is usable.
+type Options struct {
+	// Log receives progress and warnings; nil discards them.
+	Log *slog.Logger
+	// Now is the clock for Release checks, signatures and snapshot IDs;
+	// nil means time.Now.
+	Now func() time.Time
+	// Progress, when set, is called (from several goroutines, serialized)
+	// as files complete, for a progress line or periodic log records. It must
+	// return quickly.
+	Progress func(Event)
+	// Fetch tunes the HTTP client. Concurrency and RateLimit, when zero, are
+	// taken from the mirror's Config.
+	Fetch fetch.Config
+}
+
+// Event is one progress report of a running sync.
+type Event struct {
+	Mirror, Suite, Phase string
+	// Files and Bytes are done so far in this phase; the totals are what the
+	// phase will do (0 when unknown).
+	Files, FilesTotal int
+	Bytes, BytesTotal int64
+}
+
+// Report is the outcome of one Sync, for humans and --json alike.
+type Report struct {
+	Mirror string `json:"mirror"`
+	// Result is ResultPublished, ResultCurrent, ResultFailed or ResultRefused.
+	Result string `json:"result"`
+	// Snapshot is the published snapshot after the sync (new or unchanged).
+	Snapshot     string        `json:"snapshot,omitempty"`
+	Suites       []SuiteReport `json:"suites,omitempty"`
+	FilesFetched int           `json:"files_fetched"`
+	BytesFetched int64         `json:"bytes_fetched"`
+	// FilesReused counts pool and index files already present locally.
+	FilesReused int           `json:"files_reused"`
+	Duration    time.Duration `json:"duration_ns"`
+	// Error is the reason of a failed or refused sync.
+	Error string `json:"error,omitempty"`
+	// Missing lists pool files upstream did not have, with TolerateMissing.
+	Missing []string `json:"missing,omitempty"`
+	// Pruned lists the snapshots removed after publishing.
+	Pruned []string `json:"pruned,omitempty"`
+	// GCRemoved and GCBytes say what garbage collection deleted after
+	// publishing; GCError why it did not run (the sync still succeeded).
+	GCRemoved int    `json:"gc_removed"`
+	GCBytes   int64  `json:"gc_bytes"`
+	GCError   string `json:"gc_error,omitempty"`
+	// Warnings are problems that did not stop the sync.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// SuiteReport describes the Release of one suite as accepted by a sync.
+type SuiteReport struct {
+	Suite      string    `json:"suite"`
+	Date       time.Time `json:"date,omitzero"`
+	ValidUntil time.Time `json:"valid_until,omitzero"`
+	// Changed is false when upstream's Release was the one already published.
+	Changed bool `json:"changed"`
+	// SignedBy lists the fingerprints of the good signatures.
+	SignedBy []string `json:"signed_by,omitempty"`
+}
+
+// maxReleaseSize bounds an InRelease/Release download. Debian's biggest is
+// well under 1 MiB.
+const maxReleaseSize = 32 << 20
+
+// stateExtra is the part of store.State only this package reads.
+type stateExtra struct {
+	// BodySHA256 is, per suite, the SHA-256 of the signed Release text last
+	// accepted: a later Release with the same Date must have the same text.
+	BodySHA256 map[string]string `json:"release_body_sha256,omitempty"`
+}
+
+func readExtra(st store.State) stateExtra {
+	var x stateExtra
+	if len(st.Extra) > 0 {
+		// A damaged extra only loses the same-Date check, which then
+		// behaves as on a first sync for that suite.
+		_ = json.Unmarshal(st.Extra, &x)
+	}
+	if x.BodySHA256 == nil {
+		x.BodySHA256 = map[string]string{}
+	}
+	return x
+}
+
+// run is the state of one Sync.
+type run struct {
+	cfg    Config
+	opt    Options
+	log    *slog.Logger
+	now    time.Time
+	st     *store.Store
+	client *fetch.Client
+	kr     *pgp.Keyring
+	state  store.State
+	extra  stateExtra
+	base   string // upstream URL without trailing slash
+	rep    *Report
+
+	curID  string // published snapshot before this sync, "" if none
+	curMan *manifest
+	// carried is, per suite, what carryByHash linked from earlier
+	// generations, for the new manifest.
+	carried map[string][]carriedFile
+	// pubTime is the modification time of every file this sync writes
+	// into its snapshot: later than any file of the published snapshot,
+	// so that an HTTP If-Modified-Since (one-second resolution) from a
+	// client holding the old file never gets 304 for the new one.
+	pubTime time.Time
+	progMu  sync.Mutex
+	dirMu   sync.Mutex // serializes pool directory creation
+	reused  int
+	missing []string
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
+func (o Options) clock() func() time.Time {
+	if o.Now == nil {
+		return time.Now
+	}
+	return o.Now
+}
+
+func (r *run) progress(e Event) {
+	if r.opt.Progress == nil {
+		return
+	}
+	e.Mirror = r.cfg.Name
+	r.progMu.Lock()
+	defer r.progMu.Unlock()
+	r.opt.Progress(e)
+}
+
+// openStore applies the defaults to cfg, validates it and opens its store.
+func openStore(stateDir string, cfg *Config, opt Options) (*store.Store, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(StoreRoot(stateDir), cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	st.Now = opt.clock()
+	return st, nil
+}
+
+// Sync runs one sync of the mirror cfg into its store under
+// StoreRoot(stateDir)/<cfg.Name>: fetch each suite's Release conditionally,
+// verify it against cfg.Keyring, fetch and verify the indexes and the missing
+// pool files, and publish a new snapshot atomically (DESIGN.md, "Mirror: how
+// a sync works"). When upstream answers every suite with its already
+// published Release, nothing is written but the state, and the Result is
+// ResultCurrent.
+//
+// The returned Report is never nil; on failure its Result is ResultFailed
+// or ResultRefused and the error is returned as well. Verification failures
+// wrap ErrRefused. A failed, refused, cancelled or killed sync leaves the
+// published snapshot untouched, and the next sync reuses every pool file
+// already downloaded. A second concurrent sync of the same mirror fails at
+// once with a *store.LockedError naming the holder.
+//
+// A Release with the same Date as the last accepted one but different
+// signed text is refused: a signer that publishes two Releases under one
+// Date leaves clients no way to order them, which is what a replay or a
+// compromised mirror in between looks like.
+func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Report, error) {
+	start := time.Now()
+	rep := &Report{Mirror: cfg.Name}
+	fail := func(err error) (*Report, error) {
+		rep.Result = ResultFailed
+		if errors.Is(err, ErrRefused) {
+			rep.Result = ResultRefused
+		}
+		rep.Error = err.Error()
+		rep.Duration = time.Since(start)
+		return rep, err
+	}
+	st, err := openStore(stateDir, &cfg, opt)
+	if err != nil {
+		return fail(err)
+	}
+	unlock, err := st.Lock(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("mirror %s: %w", cfg.Name, err))
+	}
+	defer unlock()
+
+	r := &run{cfg: cfg, opt: opt, log: opt.logger().With("mirror", cfg.Name), now: opt.clock()(), st: st, rep: rep,
+		base: strings.TrimRight(cfg.URL, "/")}
+	started := r.now
+	r.state, err = st.ReadState()
+	if err != nil {
+		return fail(fmt.Errorf("mirror %s: %w", cfg.Name, err))
+	}
+	r.extra = readExtra(r.state)
+
+	err = r.sync(ctx)
+	if r.client != nil {
+		s := r.client.Stats()
+		rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
+		r.client.CloseIdleConnections()
+	}
+	rep.FilesReused = r.reused
+	rep.Missing = r.missing
+	rec := &store.SyncRecord{Started: started, Finished: opt.clock()(), Snapshot: rep.Snapshot,
+		Files: int64(rep.FilesFetched), Bytes: rep.BytesFetched}
+	if err != nil {
+		rep.Result = ResultFailed
+		if errors.Is(err, ErrRefused) {
+			rep.Result = ResultRefused
+		}
+		rec.Result, rec.Error = rep.Result, err.Error()
+		r.state.LastSync = rec
+		if werr := st.WriteState(r.state); werr != nil {
+			r.log.Error("recording the failed sync", "err", werr)
+		}
+		return fail(err)
+	}
+	rec.Result = rep.Result
+	r.state.LastSync = rec
+	r.state.LastSuccess = rec.Finished
+	if err := st.WriteState(r.state); err != nil {
+		// The snapshot is published; only the memory of it failed. The
+		// next sync then re-checks against older Dates, so say so.
+		return fail(fmt.Errorf("mirror %s: published snapshot %s but could not record it: %w", cfg.Name, rep.Snapshot, err))
+	}
+	if rep.Result == ResultPublished {
+		r.cleanup(ctx)
+	}
+	rep.Duration = time.Since(start)
+	r.log.Info("sync finished", "result", rep.Result, "snapshot", rep.Snapshot, "files", rep.FilesFetched,
+		"bytes", rep.BytesFetched, "reused", rep.FilesReused, "duration", rep.Duration.Round(time.Millisecond))
+	return rep, nil
+}
+
+// sync does the work of Sync while the lock is held; r.state is updated
+// only on success.
+func (r *run) sync(ctx context.Context) error {
+	cfg := r.cfg
+	for _, s := range cfg.Suites {
+		if strings.HasSuffix(s, "/") {
+			return fmt.Errorf("mirror %s: suite %q: flat repositories are not supported by sync yet; mirror a repository with dists/", cfg.Name, s)
+		}
+		if err := store.CheckRel("dists/" + s); err != nil {
+			return fmt.Errorf("mirror %s: suite %q is not a valid path below dists/: %w", cfg.Name, s, err)
+		}
+	}
+	kr, err := pgp.LoadKeyring(cfg.Keyring)
+	if err != nil {
+		return fmt.Errorf("mirror %s: keyring: %w (set keyring to the upstream's Signed-By file)", cfg.Name, err)
+	}
+	r.kr = kr
+	fc := r.opt.Fetch
+	if fc.Concurrency == 0 {
+		fc.Concurrency = cfg.Concurrency
+	}
+	if fc.RateLimit == 0 && cfg.RateLimit != "" {
+		if fc.RateLimit, err = ParseRate(cfg.RateLimit); err != nil {
+			return fmt.Errorf("mirror %s: rate_limit: %w", cfg.Name, err)
+		}
+	}
+	r.client = fetch.New(fc, r.log)
+
+	if id, err := r.st.Current(); err == nil {
+		r.curID = id
+		r.curMan, err = readManifest(r.st, id)
+		if err != nil {
+			r.log.Warn("published snapshot has no usable manifest; nothing will be reused from it", "snapshot", id, "err", err)
+			r.curMan = nil
+		}
+	} else if !errors.Is(err, store.ErrNoCurrent) {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+
+	suites := make([]*suiteRun, len(cfg.Suites))
+	changed := false
+	for i, name := range cfg.Suites {
+		sr, err := r.fetchRelease(ctx, name)
+		if err != nil {
+			return err
+		}
+		suites[i] = sr
+		if !sr.unchanged {
+			changed = true
+		}
+	}
+	for _, sr := range suites {
+		r.rep.Suites = append(r.rep.Suites, sr.report())
+	}
+	if !changed {
+		r.rep.Result = ResultCurrent
+		r.rep.Snapshot = r.curID
+		for _, sr := range suites {
+			r.acceptSuite(sr, r.curID)
+		}
+		return nil
+	}
+	return r.build(ctx, suites)
+}
+
+// acceptSuite records sr as the last accepted Release of its suite.
+func (r *run) acceptSuite(sr *suiteRun, id string) {
+	if r.state.Suites == nil {
+		r.state.Suites = map[string]store.SuiteState{}
+	}
+	ss := r.state.Suites[sr.name]
+	ss.ETag, ss.LastModified = sr.validators.ETag, sr.validators.LastModified
+	ss.Snapshot = id
+	if sr.rel != nil {
+		ss.Date, ss.ValidUntil = sr.rel.Date, sr.rel.ValidUntil
+		ss.ReleaseSHA256 = sha256Hex(sr.primary())
+		r.extra.BodySHA256[sr.name] = sha256Hex(sr.body)
+	}
+	r.state.Suites[sr.name] = ss
+	if b, err := json.Marshal(r.extra); err == nil {
+		r.state.Extra = b
+	}
+}
+
+// cleanup prunes old snapshots and deletes the pool files that only they
+// named. Its failures are reported, never fatal: the new snapshot is
+// already live.
+//
+// It does not walk the pool as store.GC does: on a large archive, reading
+// every pool directory costs more than the rest of an incremental sync.
+// Instead it deletes what the pruned snapshots referenced and no retained
+// one does, with the same wipe protection. Files that failed syncs left
+// behind, and stale temporary files, wait for `gatehouse mirror gc`.
+func (r *run) cleanup(ctx context.Context) {
+	snaps, err := r.st.Snapshots()
+	if err != nil {
+		r.gcFailed(err)
+		return
+	}
+	var doomed, kept []store.SnapshotInfo
+	for i, s := range snaps {
+		if i < len(snaps)-r.cfg.KeepSnapshots && !s.Current {
+			doomed = append(doomed, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	if len(doomed) == 0 {
+		return
+	}
+	gone, err := snapshotRefs(r.st, doomed)
+	if err != nil {
+		r.gcFailed(err)
+		return
+	}
+	pruned, err := r.st.Prune(r.cfg.KeepSnapshots)
+	r.rep.Pruned = pruned
+	if err != nil {
+		r.gcFailed(err)
+		return
+	}
+	if len(pruned) != len(doomed) {
+		r.gcFailed(fmt.Errorf("pruned %v, expected %d snapshots; run `gatehouse mirror gc`", pruned, len(doomed)))
+		return
+	}
+	r.progress(Event{Phase: PhaseGC})
+	keep, err := snapshotRefs(r.st, kept)
+	if err != nil {
+		r.gcFailed(err)
+		return
+	}
+	var del []string
+	for rel := range gone {
+		if _, ok := keep[rel]; !ok {
+			del = append(del, rel)
+		}
+	}
+	// Wipe protection as in store.GC, against the retained pool's size.
+	if float64(len(del)) > r.cfg.MaxDeleteFraction*float64(len(keep)+len(del)) {
+		r.gcFailed(fmt.Errorf("%w: %d of %d pool files would go (max_delete_fraction %g); check the upstream, then run `gatehouse mirror gc`",
+			store.ErrWipeProtection, len(del), len(keep)+len(del), r.cfg.MaxDeleteFraction))
+		return
+	}
+	slices.Sort(del)
+	for _, rel := range del {
+		if err := ctx.Err(); err != nil {
+			r.gcFailed(err)
+			return
+		}
+		p, err := r.st.PoolPath(rel)
+		if err != nil {
+			continue // never created by a sync; store.GC deals with oddities
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			r.gcFailed(err)
+			return
+		}
+		r.rep.GCRemoved++
+		r.rep.GCBytes += fi.Size()
+		// Remove directories left empty, up to the pool root.
+		root := filepath.Join(r.st.Dir(), store.PoolDir)
+		for d := filepath.Dir(p); d != root && strings.HasPrefix(d, root+string(filepath.Separator)); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+	}
+}
+
+func (r *run) gcFailed(err error) {
+	r.rep.GCError = err.Error()
+	r.log.Warn("cleaning up after the sync failed; the sync itself succeeded", "err", err)
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// ParseRate parses a bandwidth such as "20MiB", "500k" or "1000000" (bytes
+// per second; k/M/G are powers of 1000, Ki/Mi/Gi powers of 1024, a trailing
+// "B" or "/s" is optional).
+func ParseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(t, "/s")
+	t = strings.TrimSuffix(t, "B")
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"k", 1000}, {"K", 1000}, {"M", 1000 * 1000}, {"G", 1000 * 1000 * 1000}} {
+		if v, ok := strings.CutSuffix(t, u.suf); ok {
+			t, mult = v, u.m
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || !(n*float64(mult) >= 1) || n*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("invalid rate %q: use bytes per second like \"20MiB\" or \"500k\"", s)
+	}
+	return int64(n * float64(mult)), nil
+}
