@@ -37,7 +37,30 @@ func (s *Store) NewSnapshot() (*Snapshot, error) {
 	}
 	sdir := filepath.Join(s.dir, SnapshotsDir)
 	base := s.now().UTC().Format(idLayout)
-	for seq := 1; seq < 1000; seq++ {
+	// A new ID must sort after every existing one (finished, or being
+	// built), never reuse a pruned ID within the same second, and survive a
+	// clock step backwards: Prune and Rollback("") rely on the order.
+	latest := ""
+	entries, err := os.ReadDir(sdir)
+	if err != nil {
+		return nil, fmt.Errorf("store: new snapshot of mirror %s: %w", s.name, err)
+	}
+	for _, e := range entries {
+		id := strings.TrimSuffix(e.Name(), tmpSuffix)
+		if validID(id) == nil && (latest == "" || compareIDs(id, latest) > 0) {
+			latest = id
+		}
+	}
+	first := 1
+	if latest != "" {
+		lb, ls, _ := strings.Cut(latest, "-")
+		if lb >= base {
+			base = lb
+			first, _ = strconv.Atoi(ls)
+			first = max(first, 1) + 1
+		}
+	}
+	for seq := first; seq < first+1000; seq++ {
 		id := base
 		if seq > 1 {
 			id += "-" + strconv.Itoa(seq)

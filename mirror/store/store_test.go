@@ -609,3 +609,43 @@ func TestOpenDoesNotNeedWritableCurrent(t *testing.T) {
 		t.Errorf("current -> /etc resolved: %v", err)
 	}
 }
+
+// TestSnapshotIDsNeverGoBackwards: after pruning within one second, or a
+// clock step backwards, a new snapshot still sorts after every existing one.
+func TestSnapshotIDsNeverGoBackwards(t *testing.T) {
+	s := openLocked(t, t.TempDir(), "m")
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+	var ids []string
+	commit := func() {
+		t.Helper()
+		sn, err := s.NewSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := sn.Commit(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) > 0 && compareIDs(id, ids[len(ids)-1]) <= 0 {
+			t.Fatalf("snapshot id %s does not sort after %s", id, ids[len(ids)-1])
+		}
+		ids = append(ids, id)
+	}
+	commit()
+	commit()
+	commit()
+	if _, err := s.Prune(1); err != nil {
+		t.Fatal(err)
+	}
+	commit() // the first two IDs are free again: must not be reused
+	now = now.Add(-time.Hour)
+	commit() // clock stepped back
+	snaps, err := s.Snapshots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur := snaps[len(snaps)-1]; !cur.Current || cur.ID != ids[len(ids)-1] {
+		t.Fatalf("newest snapshot %+v is not the current one %s", cur, ids[len(ids)-1])
+	}
+}
