@@ -150,8 +150,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: keep_snapshots must be at least 1, got %d", where, c.KeepSnapshots)
 	case c.MaxDeleteFraction <= 0 || c.MaxDeleteFraction > 1:
 		return fmt.Errorf("%s: max_delete_fraction must be in (0, 1], got %g", where, c.MaxDeleteFraction)
-	case c.Mode != "verbatim" && c.Mode != "filtered":
-		return fmt.Errorf("%s: mode must be \"verbatim\" or \"filtered\", got %q", where, c.Mode)
+	case c.Mode == "filtered":
+		// mirror/filter resolves and re-signs, but Sync does not call it
+		// yet; refusing beats silently publishing the whole suite verbatim.
+		return fmt.Errorf("%s: mode = \"filtered\" is not available in this version's sync yet; use mode = \"verbatim\"", where)
+	case c.Mode != "verbatim":
+		return fmt.Errorf("%s: mode must be \"verbatim\" (\"filtered\" is planned), got %q", where, c.Mode)
 	}
 	for _, a := range c.Architectures {
 		if a == "" || a == "all" {
