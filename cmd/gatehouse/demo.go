@@ -141,7 +141,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	defer stopServe()
 	sourcesLine := fmt.Sprintf("deb [signed-by=%s] %s/demo stable main", repo.KeyringPath, mirrorURL)
-	aptConf, err := writeAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
+	aptConf, err := apttest.WriteAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
 	if err != nil {
 		return err
 	}
@@ -335,53 +335,6 @@ func demoCheck(ctx context.Context, w io.Writer, what, name string, args ...stri
 
 func indent(s string) string {
 	return "     " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n     ")
-}
-
-// writeAptConfig writes a private apt configuration under dir (its own
-// sources, state, cache and log; an empty dpkg status) so apt-get runs
-// against the demo mirror without reading or changing the machine's apt
-// setup. It returns the configuration file for APT_CONFIG or apt-get -c.
-func writeAptConfig(dir, arch, sourcesLine string) (string, error) {
-	for _, sub := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/trusted.gpg.d", "etc/preferences.d",
-		"state/lists/partial", "cache/archives/partial", "log"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			return "", err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "state/status"), nil, 0o644); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "etc/sources.list"), []byte(sourcesLine+"\n"), 0o644); err != nil {
-		return "", err
-	}
-	sandbox := ""
-	if os.Geteuid() == 0 {
-		// As root apt drops to _apt, which cannot read a private temp dir.
-		sandbox = "APT::Sandbox::User \"root\";\n"
-	}
-	conf := fmt.Sprintf(`Dir "/";
-Dir::Etc %[1]q;
-Dir::Etc::main "apt.conf";
-Dir::Etc::parts "apt.conf.d";
-Dir::Etc::sourcelist "sources.list";
-Dir::Etc::sourceparts "sources.list.d";
-Dir::Etc::trusted "trusted.gpg";
-Dir::Etc::trustedparts "trusted.gpg.d";
-Dir::Etc::preferences "preferences";
-Dir::Etc::preferencesparts "preferences.d";
-Dir::State %[2]q;
-Dir::State::status %[3]q;
-Dir::Cache %[4]q;
-Dir::Log %[5]q;
-APT::Architecture %[6]q;
-APT::Architectures { %[6]q; };
-Acquire::Languages "none";
-Acquire::http::Proxy::127.0.0.1 "DIRECT";
-Debug::NoLocking "true";
-%[7]s`, filepath.Join(dir, "etc"), filepath.Join(dir, "state"), filepath.Join(dir, "state/status"),
-		filepath.Join(dir, "cache"), filepath.Join(dir, "log"), arch, sandbox)
-	p := filepath.Join(dir, "etc", "apt.conf")
-	return p, os.WriteFile(p, []byte(conf), 0o644)
 }
 
 // demoRefusals shows the checks working: a package injected upstream without
