@@ -26,11 +26,7 @@ The receiving appliance verifies it with 'gatehouse mirror import'.`,
 			if to == "" {
 				return usageErrorf("--to FILE|DIR is required")
 			}
-			cfg, err := loadServiceConfig(g)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, true)
 			if err != nil {
 				return err
 			}

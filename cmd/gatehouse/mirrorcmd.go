@@ -115,6 +115,21 @@ func selectMirrors(cfg *fileConfig, args []string) ([]mirror.Config, error) {
 	return out, nil
 }
 
+// mirrorsFor loads the configuration (with the startup checks when the
+// command changes a mirror) and selects the mirrors named in args.
+func mirrorsFor(g *globals, args []string, changes bool) (*fileConfig, []mirror.Config, error) {
+	load := func() (*fileConfig, error) { return loadConfig(g.configPath) }
+	if changes {
+		load = func() (*fileConfig, error) { return loadServiceConfig(g) }
+	}
+	cfg, err := load()
+	if err != nil {
+		return nil, nil, err
+	}
+	ms, err := selectMirrors(cfg, args)
+	return cfg, ms, err
+}
+
 func newMirrorSyncCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "sync [NAME...]",
@@ -128,11 +143,7 @@ leaves the published mirror exactly as it was; the next run resumes.
 Exit 0 when every mirror was published or already current, 3 when a mirror
 was refused by verification, 1 on other failures.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadServiceConfig(g)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, true)
 			if err != nil {
 				return err
 			}
@@ -212,11 +223,7 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 		Use:   "status [NAME...]",
 		Short: "Show each mirror's published snapshot, freshness and last result",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, false)
 			if err != nil {
 				return err
 			}
@@ -267,11 +274,7 @@ func newMirrorVerifyCmd(g *globals) *cobra.Command {
 mirror's keyring, every index against the Release, and every pool file's size
 and SHA-256 against the indexes. Each problem is listed; exit 3 if any.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, false)
 			if err != nil {
 				return err
 			}
@@ -311,11 +314,7 @@ func newMirrorGCCmd(g *globals) *cobra.Command {
 		Use:   "gc [NAME...]",
 		Short: "Prune old snapshots and remove pool files no retained snapshot references",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadServiceConfig(g)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, true)
 			if err != nil {
 				return err
 			}
@@ -337,11 +336,7 @@ func newMirrorRollbackCmd(g *globals) *cobra.Command {
 		Short: "Publish an earlier snapshot again (default: the one before the current)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadServiceConfig(g)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args[:1])
+			cfg, ms, err := mirrorsFor(g, args[:1], true)
 			if err != nil {
 				return err
 			}
@@ -367,11 +362,7 @@ func newMirrorListCmd(g *globals) *cobra.Command {
 		Use:   "list [NAME...]",
 		Short: "List mirrors and their snapshots",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g.configPath)
-			if err != nil {
-				return err
-			}
-			ms, err := selectMirrors(cfg, args)
+			cfg, ms, err := mirrorsFor(g, args, false)
 			if err != nil {
 				return err
 			}
