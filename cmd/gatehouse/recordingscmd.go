@@ -117,6 +117,20 @@ func castFile(dir, id string, ch int) (string, error) {
 	return casts[0], nil
 }
 
+// openCast opens the asciicast of channel ch (the first when ch < 0) of
+// recording id.
+func (rp *recordingPaths) openCast(g *globals, id string, ch int) (*os.File, error) {
+	dir, _, err := rp.resolve(g, false)
+	if err != nil {
+		return nil, err
+	}
+	p, err := castFile(dir, id, ch)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
+}
+
 func newRecordingsPlayCmd(g *globals) *cobra.Command {
 	var rp recordingPaths
 	var speed float64
@@ -127,15 +141,7 @@ func newRecordingsPlayCmd(g *globals) *cobra.Command {
 		Short: "Replay a recorded session in this terminal",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, _, err := rp.resolve(g, false)
-			if err != nil {
-				return err
-			}
-			p, err := castFile(dir, args[0], ch)
-			if err != nil {
-				return err
-			}
-			f, err := os.Open(p)
+			f, err := rp.openCast(g, args[0], ch)
 			if err != nil {
 				return err
 			}
@@ -162,15 +168,7 @@ func newRecordingsExportCmd(g *globals) *cobra.Command {
 			if format != "asciicast-v3" && format != "text" {
 				return usageErrorf("--format %q: use asciicast-v3 or text", format)
 			}
-			dir, _, err := rp.resolve(g, false)
-			if err != nil {
-				return err
-			}
-			p, err := castFile(dir, args[0], ch)
-			if err != nil {
-				return err
-			}
-			f, err := os.Open(p)
+			f, err := rp.openCast(g, args[0], ch)
 			if err != nil {
 				return err
 			}
