@@ -317,7 +317,19 @@ func TestProxy(t *testing.T) {
 		if err := s.WindowChange(30, 100); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(in, "stty size; exit 3\n")
+		// x/crypto hands a channel's requests and its data to different
+		// goroutines, so the proxy cannot keep their wire order: keystrokes
+		// typed right after a resize may reach the target before it. Ask
+		// again until the new size shows (or waitFor gives up).
+		for i := 0; !strings.Contains(out.String(), "30 100"); i++ {
+			mark := fmt.Sprintf("size-%d", i)
+			fmt.Fprintf(in, "stty size; echo %s-$((0))\n", mark)
+			waitFor(t, &out, mark+"-0")
+			if i == 50 {
+				t.Fatalf("the target never saw the new size:\n%s", out.String())
+			}
+		}
+		fmt.Fprintf(in, "exit 3\n")
 		err = s.Wait()
 		if ee, ok := err.(*gossh.ExitError); !ok || ee.ExitStatus() != 3 {
 			t.Fatalf("want exit 3, got %v\n%s", err, out.String())
