@@ -343,6 +343,11 @@ func startImport(ctx context.Context, stateDir string, cfgs []Config, me bundle.
 	if err != nil {
 		return nil, nil, err
 	}
+	if cfg.Mode == ModeFiltered {
+		// The bundle's Releases are already the exporter's; re-filtering
+		// them here would need the upstream's, which the bundle lacks.
+		return nil, nil, fmt.Errorf("mirror %s: an imported mirror is published as the bundle carries it: set mode = \"verbatim\" here, with keyring = the exporting appliance's archive key (even when the exporter filters)", cfg.Name)
+	}
 	for _, s := range cfg.Suites {
 		if !slices.Contains(me.Suites, s) {
 			return nil, nil, fmt.Errorf("mirror %s: the bundle has suites %q but this appliance is configured for %q; configure only suites the exporter mirrors", me.Name, me.Suites, s)
@@ -486,7 +491,7 @@ func (im *importRun) verifyDists(ctx context.Context) error {
 
 // readRelease loads the extracted InRelease (or Release + Release.gpg).
 func (im *importRun) readRelease(suite string) (*suiteRun, error) {
-	sr := &suiteRun{name: suite, dir: "dists/" + suite}
+	sr := &suiteRun{name: suite, dir: "dists/" + suite, local: "dists/" + suite}
 	read := func(name string) ([]byte, error) {
 		p, err := im.sn.Path(sr.dir + "/" + name)
 		if err != nil {

@@ -18,7 +18,9 @@ import (
 type Config struct {
 	// Name identifies the mirror; it is served at http://HOST:PORT/<Name>/.
 	Name string `toml:"name"`
-	// URL is the archive root upstream (the directory holding dists/ and pool/).
+	// URL is the archive root upstream (the directory holding dists/ and
+	// pool/). Only Sync needs it: a mirror filled by `mirror import` on an
+	// appliance without a line out has none.
 	URL string `toml:"url"`
 	// Suites to mirror, e.g. ["bookworm", "bookworm-updates"]. A suite ending
 	// in "/" names a flat repository path below URL.
@@ -58,12 +60,21 @@ type Config struct {
 	// MaxFutureSkew is how far in the future an upstream Date may lie (default 10m).
 	MaxFutureSkew Duration `toml:"max_future_skew"`
 
-	// Mode is "verbatim" (default) or "filtered" (re-signed, see issue 7).
+	// Mode is ModeVerbatim (the default: the upstream's signed files as
+	// they are) or ModeFiltered: only the packages Include selects (and
+	// their dependencies), in regenerated indexes under Releases re-signed
+	// with the appliance's [signing] key and its own Valid-Until.
 	Mode string `toml:"mode"`
-	// Include, Exclude and WithDependencies select packages in filtered mode.
-	Include          []string `toml:"include"`
-	Exclude          []string `toml:"exclude"`
-	WithDependencies bool     `toml:"with_dependencies"`
+	// Include and Exclude select packages in filtered mode: package name
+	// globs ("python3-*"), "priority:NAME" or "section:NAME" (see
+	// filter.Spec).
+	Include []string `toml:"include"`
+	Exclude []string `toml:"exclude"`
+	// WithDependencies adds the Depends and Pre-Depends closure of the
+	// selection, across all suites of the mirror.
+	WithDependencies bool `toml:"with_dependencies"`
+	// WithRecommends also follows Recommends (with WithDependencies).
+	WithRecommends bool `toml:"with_recommends"`
 }
 
 // Duration is a time.Duration that decodes from TOML strings like "10m".
@@ -127,7 +138,7 @@ func (c *Config) Defaults() {
 		c.MaxFutureSkew.Duration = 10 * time.Minute
 	}
 	if c.Mode == "" {
-		c.Mode = "verbatim"
+		c.Mode = ModeVerbatim
 	}
 }
 
@@ -138,8 +149,8 @@ func (c *Config) Validate() error {
 	switch {
 	case !validName.MatchString(c.Name):
 		return fmt.Errorf("%s: name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", where)
-	case c.URL == "":
-		return fmt.Errorf("%s: url is required (the archive root holding dists/ and pool/)", where)
+	case c.URL == "" && c.Schedule != "":
+		return fmt.Errorf("%s: schedule is set but url is not: a scheduled sync needs the archive root holding dists/ and pool/", where)
 	case len(c.Suites) == 0:
 		return fmt.Errorf("%s: suites is required, e.g. suites = [\"bookworm\"]", where)
 	case c.Keyring == "":
@@ -150,12 +161,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: keep_snapshots must be at least 1, got %d", where, c.KeepSnapshots)
 	case c.MaxDeleteFraction <= 0 || c.MaxDeleteFraction > 1:
 		return fmt.Errorf("%s: max_delete_fraction must be in (0, 1], got %g", where, c.MaxDeleteFraction)
-	case c.Mode == "filtered":
-		// mirror/filter resolves and re-signs, but Sync does not call it
-		// yet; refusing beats silently publishing the whole suite verbatim.
-		return fmt.Errorf("%s: mode = \"filtered\" is not available in this version's sync yet; use mode = \"verbatim\"", where)
-	case c.Mode != "verbatim":
-		return fmt.Errorf("%s: mode must be \"verbatim\" (\"filtered\" is planned), got %q", where, c.Mode)
+	case c.Mode != ModeVerbatim && c.Mode != ModeFiltered:
+		return fmt.Errorf("%s: mode must be \"verbatim\" or \"filtered\", got %q", where, c.Mode)
+	case c.Mode == ModeFiltered && len(c.Include) == 0:
+		return fmt.Errorf("%s: mode = \"filtered\" needs include, e.g. include = [\"openssh-server\", \"priority:required\"]", where)
+	case c.Mode == ModeFiltered && (c.Sources || c.Installer):
+		return fmt.Errorf("%s: a filtered mirror carries binary packages only: set sources and installer to false, or use mode = \"verbatim\"", where)
+	case c.Mode == ModeFiltered && len(c.Architectures) == 0:
+		return fmt.Errorf("%s: a filtered mirror needs architectures, e.g. [\"amd64\"], to resolve dependencies for", where)
+	case c.Mode == ModeVerbatim && (len(c.Include) > 0 || len(c.Exclude) > 0 || c.WithDependencies || c.WithRecommends):
+		return fmt.Errorf("%s: include, exclude, with_dependencies and with_recommends apply to mode = \"filtered\" only; set the mode or remove them", where)
+	case c.WithRecommends && !c.WithDependencies:
+		return fmt.Errorf("%s: with_recommends needs with_dependencies = true", where)
 	}
 	for _, a := range c.Architectures {
 		if a == "" || a == "all" {

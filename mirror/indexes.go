@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,13 @@ type manifestSuite struct {
 	// Carried are the by-hash files of earlier generations this snapshot
 	// still holds (see carryByHash).
 	Carried []carriedFile `json:"carried,omitempty"`
+
+	// Filtered mirrors only: the upstream's Release and index files the
+	// selection was made from (relative to upstreamDir/dists/<suite>), and
+	// the fingerprint of the key that signed Files and their Valid-Until.
+	Upstream   *manifestSuite `json:"upstream,omitempty"`
+	SigningKey string         `json:"signing_key,omitempty"`
+	ValidUntil time.Time      `json:"valid_until,omitzero"`
 }
 
 // carriedFile is a by-hash path (relative to dists/<suite>) of an earlier
@@ -112,13 +120,20 @@ func readManifest(st *store.Store, id string) (*manifest, error) {
 // selectionKey identifies the part of the configuration that decides which
 // indexes and pool files a suite's snapshot holds.
 func selectionKey(cfg Config) string {
-	return fmt.Sprintf("components=%s;architectures=%s;sources=%t;translations=%s;installer=%t",
+	k := fmt.Sprintf("components=%s;architectures=%s;sources=%t;translations=%s;installer=%t",
 		strings.Join(cfg.Components, ","), strings.Join(cfg.Architectures, ","), cfg.Sources, strings.Join(cfg.Translations, ","), cfg.Installer)
+	if cfg.Mode == ModeFiltered {
+		k += fmt.Sprintf(";filtered;include=%q;exclude=%q;with_dependencies=%t;with_recommends=%t", cfg.Include, cfg.Exclude, cfg.WithDependencies, cfg.WithRecommends)
+	}
+	return k
 }
 
 // wantedIndexes is the part of rel's file list this mirror fetches.
 func wantedIndexes(cfg Config, rel *apt.Release) []apt.FileEntry {
 	files := rel.IndexFiles(cfg.Components, cfg.Architectures, cfg.Sources)
+	if cfg.Mode == ModeFiltered {
+		files = filterWanted(files)
+	}
 	return slices.DeleteFunc(files, func(e apt.FileEntry) bool {
 		if !cfg.Installer && strings.Contains(e.Path, "/debian-installer/") {
 			return true
@@ -151,6 +166,36 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 		}
 	}
 	man := &manifest{Version: 1, Suites: map[string]*manifestSuite{}}
+	if r.cfg.Mode == ModeFiltered {
+		err = r.fillFiltered(ctx, sn, suites, man)
+	} else {
+		err = r.fillVerbatim(ctx, sn, suites, man)
+	}
+	if err != nil {
+		return err
+	}
+	mb, err := json.Marshal(man)
+	if err != nil {
+		return fmt.Errorf("mirror %s: manifest: %w", r.cfg.Name, err)
+	}
+	if err := r.writeSnapshotFile(sn, manifestFile, mb); err != nil {
+		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+	}
+	id, err := sn.Commit(ctx)
+	if err != nil {
+		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
+	}
+	r.rep.Result, r.rep.Snapshot = ResultPublished, id
+	for _, sr := range suites {
+		r.acceptSuite(sr, id)
+	}
+	return nil
+}
+
+// fillVerbatim fills a verbatim mirror's snapshot: the upstream's indexes
+// and Release as they are (unchanged suites linked from the published
+// snapshot), and every pool file they name.
+func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, man *manifest) error {
 	pool := newPoolSet()
 	for _, sr := range suites {
 		if sr.unchanged {
@@ -187,25 +232,10 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 			files = map[string][]byte{"Release": sr.release, "Release.gpg": sr.releaseGPG}
 		}
 		for name, b := range files {
-			if err := r.writeSnapshotFile(sn, sr.dir+"/"+name, b); err != nil {
+			if err := r.writeSnapshotFile(sn, sr.local+"/"+name, b); err != nil {
 				return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 			}
 		}
-	}
-	mb, err := json.Marshal(man)
-	if err != nil {
-		return fmt.Errorf("mirror %s: manifest: %w", r.cfg.Name, err)
-	}
-	if err := r.writeSnapshotFile(sn, manifestFile, mb); err != nil {
-		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
-	}
-	id, err := sn.Commit(ctx)
-	if err != nil {
-		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
-	}
-	r.rep.Result, r.rep.Snapshot = ResultPublished, id
-	for _, sr := range suites {
-		r.acceptSuite(sr, id)
 	}
 	return nil
 }
@@ -259,8 +289,12 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 	wanted := wantedIndexes(r.cfg, sr.rel)
 	var prev map[string]manifestEntry
 	if r.curMan != nil && r.curMan.Suites[sr.name] != nil {
+		pms := r.curMan.Suites[sr.name]
+		if r.cfg.Mode == ModeFiltered {
+			pms = cmp.Or(pms.Upstream, &manifestSuite{})
+		}
 		prev = map[string]manifestEntry{}
-		for _, e := range r.curMan.Suites[sr.name].Files {
+		for _, e := range pms.Files {
 			prev[e.Path] = e
 		}
 	}
@@ -278,7 +312,7 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 	for _, e := range wanted {
 		g.Go(func() error {
 			me := manifestEntry{Path: e.Path, Size: e.Size, SHA256: e.SHA256, SHA512: e.SHA512}
-			rel := sr.dir + "/" + e.Path
+			rel := sr.local + "/" + e.Path
 			ok, err := r.fetchIndex(gctx, sn, sr, me, prev)
 			if err != nil {
 				return fmt.Errorf("%s: %s: %w", where, rel, err)
@@ -327,7 +361,7 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 // fetchIndex puts one index file into the snapshot. It returns false when
 // upstream does not have this variant.
 func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, me manifestEntry, prev map[string]manifestEntry) (bool, error) {
-	rel := sr.dir + "/" + me.Path
+	rel := sr.local + "/" + me.Path
 	dest, err := sn.Path(rel)
 	if err != nil {
 		return false, refuse(rel, err)
@@ -337,7 +371,7 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 		if palgo, phex := pe.strongest(); palgo == algo && phex == hex {
 			if err := sn.Link(r.curID, rel); err == nil {
 				r.countReused()
-				return true, r.linkByHash(sn, sr.dir, me, dest)
+				return true, r.linkByHash(sn, sr.local, me, dest)
 			}
 			// Fall through and fetch: the published copy is gone.
 		}
@@ -348,7 +382,7 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 		_, ferr = r.client.Get(ctx, r.url(sr.dir+"/"+apt.ByHashPath(me.Path, algo, hex)), dest, want)
 	}
 	if !sr.rel.AcquireByHash || errors.Is(ferr, fetch.ErrNotFound) {
-		_, ferr = r.client.Get(ctx, r.url(rel), dest, want)
+		_, ferr = r.client.Get(ctx, r.url(sr.dir+"/"+me.Path), dest, want)
 	}
 	if errors.Is(ferr, fetch.ErrNotFound) {
 		return false, nil
@@ -359,7 +393,7 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 	if err := os.Chtimes(dest, r.pubTime, r.pubTime); err != nil {
 		return false, err
 	}
-	return true, r.linkByHash(sn, sr.dir, me, dest)
+	return true, r.linkByHash(sn, sr.local, me, dest)
 }
 
 // linkByHash makes the by-hash names of an index point at its file.

@@ -17,7 +17,11 @@ import (
 // suiteRun is one suite's Release as fetched and checked by a sync.
 type suiteRun struct {
 	name string
-	dir  string // "dists/<name>"
+	dir  string // "dists/<name>", upstream
+	// local is where the upstream's Release and indexes go in a snapshot:
+	// dir itself for a verbatim mirror; for a filtered one a directory
+	// beside dists/ that serve never exposes (see upstreamDir).
+	local string
 	// unchanged is true when upstream's Release is the one published (a
 	// 304, or the same bytes).
 	unchanged  bool
@@ -61,7 +65,7 @@ func refuse(where string, err error) error {
 // fetchRelease gets and checks the Release of one suite. With a published
 // snapshot it asks conditionally, so an unchanged upstream costs one 304.
 func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) {
-	sr := &suiteRun{name: name, dir: "dists/" + name}
+	sr := &suiteRun{name: name, dir: "dists/" + name, local: r.localDir(name)}
 	r.progress(Event{Suite: name, Phase: PhaseRelease})
 	prev, hadPrev := r.state.Suites[name]
 	var val fetch.Validators
@@ -125,9 +129,9 @@ func (r *run) samePublished(sr *suiteRun) bool {
 		return err == nil && bytes.Equal(b, want)
 	}
 	if sr.inRelease != nil {
-		return eq(sr.dir+"/InRelease", sr.inRelease)
+		return eq(sr.local+"/InRelease", sr.inRelease)
 	}
-	return eq(sr.dir+"/Release", sr.release) && eq(sr.dir+"/Release.gpg", sr.releaseGPG)
+	return eq(sr.local+"/Release", sr.release) && eq(sr.local+"/Release.gpg", sr.releaseGPG)
 }
 
 // verifyRelease applies APT's signature rule and the Release checks.

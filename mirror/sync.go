@@ -60,6 +60,10 @@ type Options struct {
 	// Fetch tunes the HTTP client. Concurrency and RateLimit, when zero, are
 	// taken from the mirror's Config.
 	Fetch fetch.Config
+	// Signing is the [signing] table: the archive key that re-signs
+	// filtered mirrors (Sync) and that Verify checks them against. Verbatim
+	// mirrors do not use it.
+	Signing SigningConfig
 }
 
 // Event is one progress report of a running sync.
@@ -162,6 +166,12 @@ type run struct {
 	dirMu   sync.Mutex // serializes pool directory creation
 	reused  int
 	missing []string
+
+	// Filtered mode only: the appliance's key, the Valid-Until period,
+	// and the Valid-Until the new snapshot's Releases carry.
+	key           *pgp.SigningKey
+	validFor      time.Duration
+	resignedUntil time.Time
 }
 
 func (o Options) logger() *slog.Logger {
@@ -295,6 +305,9 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 // only on success.
 func (r *run) sync(ctx context.Context) error {
 	cfg := r.cfg
+	if cfg.URL == "" {
+		return fmt.Errorf("mirror %s: url is not set, so there is nothing to sync from; set url to the archive root holding dists/ and pool/ (a mirror filled only by `gatehouse mirror import` needs no sync)", cfg.Name)
+	}
 	for _, s := range cfg.Suites {
 		if strings.HasSuffix(s, "/") {
 			return fmt.Errorf("mirror %s: suite %q: flat repositories are not supported by sync yet; mirror a repository with dists/", cfg.Name, s)
@@ -318,6 +331,9 @@ func (r *run) sync(ctx context.Context) error {
 		}
 	}
 	r.client = fetch.New(fc, r.log)
+	if err := r.signingKey(); err != nil {
+		return err
+	}
 
 	if id, err := r.st.Current(); err == nil {
 		r.curID = id
@@ -345,13 +361,23 @@ func (r *run) sync(ctx context.Context) error {
 	for _, sr := range suites {
 		r.rep.Suites = append(r.rep.Suites, sr.report())
 	}
-	if !changed {
+	if !changed && !r.resignDue() {
 		r.rep.Result = ResultCurrent
 		r.rep.Snapshot = r.curID
 		for _, sr := range suites {
 			r.acceptSuite(sr, r.curID)
 		}
 		return nil
+	}
+	if cfg.Mode == ModeFiltered {
+		// One closure spans every suite, so a change in one rebuilds all.
+		for _, sr := range suites {
+			if sr.unchanged {
+				if err := r.reloadUnchanged(sr); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return r.build(ctx, suites)
 }
@@ -366,6 +392,11 @@ func (r *run) acceptSuite(sr *suiteRun, id string) {
 	ss.Snapshot = id
 	if sr.rel != nil {
 		ss.Date, ss.ValidUntil = sr.rel.Date, sr.rel.ValidUntil
+		if r.cfg.Mode == ModeFiltered {
+			// Clients see the re-signed Release; its expiry is the one
+			// to watch.
+			ss.ValidUntil = r.resignedUntil
+		}
 		ss.ReleaseSHA256 = sha256Hex(sr.primary())
 		r.extra.BodySHA256[sr.name] = sha256Hex(sr.body)
 	}

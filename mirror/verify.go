@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -48,9 +49,9 @@ func Verify(ctx context.Context, stateDir string, cfg Config, opt Options) (prob
 	if err != nil {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
-	kr, err := pgp.LoadKeyring(cfg.Keyring)
+	kr, err := publishedKeyring(cfg, opt)
 	if err != nil {
-		return nil, fmt.Errorf("mirror %s: keyring: %w", cfg.Name, err)
+		return nil, err
 	}
 	mpath, err := st.SnapshotPath(cur, manifestFile)
 	if err != nil {
@@ -95,6 +96,30 @@ func Verify(ctx context.Context, stateDir string, cfg Config, opt Options) (prob
 	}
 	slices.Sort(problems)
 	return problems, nil
+}
+
+// publishedKeyring is the keyring the published Releases of cfg are signed
+// by: the upstream's, or for a filtered mirror the appliance's own key.
+func publishedKeyring(cfg Config, opt Options) (*pgp.Keyring, error) {
+	if cfg.Mode != ModeFiltered {
+		kr, err := pgp.LoadKeyring(cfg.Keyring)
+		if err != nil {
+			return nil, fmt.Errorf("mirror %s: keyring: %w", cfg.Name, err)
+		}
+		return kr, nil
+	}
+	if opt.Signing.Key == "" {
+		return nil, fmt.Errorf("mirror %s: a filtered mirror is signed with the [signing] key, which is not set", cfg.Name)
+	}
+	k, err := pgp.LoadSigningKey(opt.Signing.Key)
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: [signing] key: %w", cfg.Name, err)
+	}
+	pub, err := k.PublicKey(false)
+	if err != nil {
+		return nil, fmt.Errorf("mirror %s: [signing] key: %w", cfg.Name, err)
+	}
+	return pgp.ReadKeyring(bytes.NewReader(pub), opt.Signing.Key+" (public part)")
 }
 
 // verifySuite checks one suite's Release and indexes and returns the index

@@ -97,7 +97,7 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	if err != nil {
 		return err
 	}
-	if err := r.sign(r.Key, r.Dir, rel, "."); err != nil {
+	if err := r.sign(r.Key, r.Dir, rel, ".", date); err != nil {
 		return err
 	}
 	r.dates[".flat"] = date
@@ -178,7 +178,9 @@ func (r *Repo) UpdateSynthetic(changed int) error {
 // (as fixtures with fixed Dates want) are still after it.
 func NewKey(t testing.TB, algo string) *pgp.SigningKey {
 	t.Helper()
-	k, err := pgp.GenerateSigningKey("gatehouse apttest", "apttest@example.org", algo, time.Now().Add(-24*time.Hour))
+	// Created well in the past, so suites dated weeks back (for fake-clock
+	// tests of expiry) can be signed at their Date.
+	k, err := pgp.GenerateSigningKey("gatehouse apttest", "apttest@example.org", algo, time.Now().Add(-400*24*time.Hour))
 	if err != nil {
 		t.Fatalf("apttest: generate %s key: %v", algo, err)
 	}

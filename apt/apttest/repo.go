@@ -590,7 +590,7 @@ func (r *Repo) writeSuite(s *Suite, infos map[string]fileInfo, srcs map[string][
 	if err != nil {
 		return err
 	}
-	if err := r.sign(r.Key, base, rel, "dists/"+s.Name); err != nil {
+	if err := r.sign(r.Key, base, rel, "dists/"+s.Name, date); err != nil {
 		return err
 	}
 	r.dates[s.Name] = date
@@ -598,9 +598,14 @@ func (r *Repo) writeSuite(s *Suite, infos map[string]fileInfo, srcs map[string][
 }
 
 // sign writes Release, Release.gpg and InRelease into dir, InRelease last:
-// it is what clients fetch first.
-func (r *Repo) sign(key *pgp.SigningKey, dir string, release []byte, where string) error {
+// it is what clients fetch first. The signatures are made at the Release's
+// date when that is in the past, as a real archive signed them then (so a
+// verifier with a clock set back to that time accepts them).
+func (r *Repo) sign(key *pgp.SigningKey, dir string, release []byte, where string, date time.Time) error {
 	now := time.Now()
+	if date.Before(now) {
+		now = date
+	}
 	detached, err := key.DetachSign(release, true, now)
 	if err != nil {
 		return fmt.Errorf("apttest: sign %s/Release: %w", where, err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gatehouse/apt/pgp"
 )
@@ -28,7 +29,7 @@ func (r *Repo) Resign(suite string, key *pgp.SigningKey) error {
 		return fmt.Errorf("apttest: resign: %w", err)
 	}
 	r.nextStamp()
-	return r.sign(key, dir, rel, where)
+	return r.sign(key, dir, rel, where, time.Now())
 }
 
 // FlipByte inverts the byte at offset off of the file rel (relative to

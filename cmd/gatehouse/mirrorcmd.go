@@ -151,7 +151,7 @@ was refused by verification, 1 on other failures.`,
 			var firstErr, refused error
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)
@@ -281,7 +281,7 @@ and SHA-256 against the indexes. Each problem is listed; exit 3 if any.`,
 			bad := 0
 			results := map[string][]string{}
 			for _, m := range ms {
-				problems, err := mirror.Verify(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+				problems, err := mirror.Verify(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
 				if err != nil {
 					return err
 				}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,5 +96,56 @@ func TestMirrorCLI(t *testing.T) {
 
 	if code, _, _ = ghRun(t, "--config", conf, "mirror", "sync", "nope"); code != exitUsage {
 		t.Fatalf("unknown mirror: exit %d", code)
+	}
+}
+
+// TestFilteredMirrorCLI: a filtered mirror through the CLI. Without a
+// [signing] key the configuration is refused (2); with the key from `keys
+// init-archive-key`, sync publishes the closure (0), sync again is current,
+// verify checks it against the appliance key (0), and the Release served
+// verifies with the key `keys export-archive-key` prints, using real gpgv.
+func TestFilteredMirrorCLI(t *testing.T) {
+	dir := t.TempDir()
+	repo, err := apttest.Build(filepath.Join(dir, "up"), apttest.NewKey(t, "ed25519"), apttest.Suite{
+		Name: "stable", Components: []string{"main"}, Architectures: []string{"amd64"},
+		Packages: map[string][]apttest.Package{"main": apttest.DependencyGraph("amd64")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apttest.Serve(t, repo.Dir)
+	state := filepath.Join(dir, "state")
+	conf := filepath.Join(dir, "gh.toml")
+	keyPath := filepath.Join(dir, "archive_signing_key")
+	mirrorTable := fmt.Sprintf("[[mirror]]\nname = \"ops\"\nurl = %q\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = %q\nmode = \"filtered\"\ninclude = [\"app\"]\nwith_dependencies = true\n", srv.URL, repo.KeyringPath)
+	os.WriteFile(conf, []byte(fmt.Sprintf("state_dir = %q\n%s", state, mirrorTable)), 0o600)
+	if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != exitUsage || !strings.Contains(errs, "[signing] key") {
+		t.Fatalf("filtered without [signing]: exit %d, %s", code, errs)
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf("state_dir = %q\n[signing]\nkey = %q\n%s", state, keyPath, mirrorTable)), 0o600)
+	if code, out, errs := ghRun(t, "--config", conf, "keys", "init-archive-key"); code != 0 {
+		t.Fatalf("init-archive-key: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := ghRun(t, "--config", conf, "mirror", "sync"); code != 0 || !strings.Contains(out, "ops: published") {
+		t.Fatalf("filtered sync: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := ghRun(t, "--config", conf, "mirror", "sync"); code != 0 || !strings.Contains(out, "ops: current") {
+		t.Fatalf("second filtered sync: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := ghRun(t, "--config", conf, "mirror", "verify"); code != 0 {
+		t.Fatalf("verify of the filtered mirror: exit %d\n%s\n%s", code, out, errs)
+	}
+	code, pub, errs := ghRun(t, "--config", conf, "keys", "export-archive-key")
+	if code != 0 {
+		t.Fatalf("export-archive-key: exit %d %s", code, errs)
+	}
+	pubPath := filepath.Join(dir, "archive.gpg")
+	os.WriteFile(pubPath, []byte(pub), 0o644)
+	inrel, _ := filepath.Glob(filepath.Join(state, "mirrors", "ops", "snapshots", "*", "dists", "stable", "InRelease"))
+	if len(inrel) != 1 {
+		t.Fatalf("published InRelease: %v", inrel)
+	}
+	if out, err := exec.Command("gpgv", "--keyring", pubPath, inrel[0]).CombinedOutput(); err != nil {
+		t.Fatalf("gpgv with the exported archive key: %v\n%s", err, out)
 	}
 }
