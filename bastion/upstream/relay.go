@@ -120,6 +120,7 @@ type relay struct {
 	rc         *record.Channel // byte recording, once started (not for sftp)
 	sftp       *sftpAudit      // sftp auditor, once started
 	upGone     bool            // the target's channel is closed: start nothing more
+	eofSent    bool            // down's CloseWrite was decided: fail cannot tell the admin any more
 	failure    error           // first fatal error
 	failed     chan struct{}   // closed with the first fatal error
 	told       chan struct{}   // closed once fail has told the admin why
@@ -225,6 +226,7 @@ func (r *relay) fail(err error) {
 		r.failure = err
 		close(r.failed)
 	}
+	eofSent := r.eofSent
 	r.mu.Unlock()
 	if !first {
 		return
@@ -241,7 +243,9 @@ func (r *relay) fail(err error) {
 		// A cause the caller gave, such as "idle timeout".
 		why = record.Sanitize(err.Error(), 200)
 	}
-	if why == "" {
+	if why == "" || eofSent {
+		// The target's output already ended with EOF: nothing more can
+		// reach the admin's stderr.
 		r.down.Close()
 		close(r.told)
 		return
@@ -489,7 +493,17 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 	go func() {
 		<-outs
 		<-outs
-		r.down.CloseWrite()
+		// Either EOF or fail's message, never both at once: x/crypto
+		// refuses a write after CloseWrite (and the two race on its
+		// unsynchronized sentEOF), so an EOF sent while fail is telling
+		// the admin why would swallow the message.
+		r.mu.Lock()
+		send := r.failure == nil
+		r.eofSent = send
+		r.mu.Unlock()
+		if send {
+			r.down.CloseWrite()
+		}
 		close(r.outDone)
 	}()
 	ok := forward()
