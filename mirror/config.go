@@ -6,8 +6,10 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +27,12 @@ type Config struct {
 	// Suites to mirror, e.g. ["bookworm", "bookworm-updates"]. A suite ending
 	// in "/" names a flat repository path below URL.
 	Suites []string `toml:"suites"`
+	// SuiteURLs gives the archive root of suites that are not below URL,
+	// e.g. {"bookworm-security" = "http://example.org/debian-security"}:
+	// Debian publishes security updates in a separate archive, and a
+	// filtered mirror must resolve them together with the base suite.
+	// Pool files are fetched from the root of a suite that lists them.
+	SuiteURLs map[string]string `toml:"suite_urls"`
 	// Components to mirror, e.g. ["main", "contrib"]. Empty for flat repositories.
 	Components []string `toml:"components"`
 	// Architectures to mirror; "all" is always implied.
@@ -173,6 +181,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: include, exclude, with_dependencies and with_recommends apply to mode = \"filtered\" only; set the mode or remove them", where)
 	case c.WithRecommends && !c.WithDependencies:
 		return fmt.Errorf("%s: with_recommends needs with_dependencies = true", where)
+	}
+	for s, u := range c.SuiteURLs {
+		if !slices.Contains(c.Suites, s) {
+			return fmt.Errorf("%s: suite_urls names %q, which is not in suites", where, s)
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("%s: suite_urls: %q for suite %q is not an http(s) URL of an archive root", where, u, s)
+		}
 	}
 	for _, a := range c.Architectures {
 		if a == "" || a == "all" {

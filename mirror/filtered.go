@@ -200,12 +200,18 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 	if err != nil {
 		return refuse("mirror "+r.cfg.Name, err)
 	}
+	suiteOf := map[string]string{}
+	for _, e := range res.Selected {
+		if _, ok := suiteOf[e.Filename]; !ok {
+			suiteOf[e.Filename] = e.Locations()[0].Suite
+		}
+	}
 	pool := newPoolSet()
 	for _, f := range files {
 		if _, ok := poolRel(f.Path); !ok {
 			return refused("mirror %s: %s is not below pool/; gatehouse serves only dists/ and pool/ of an archive", r.cfg.Name, f.Path)
 		}
-		if err := pool.add(poolEntry{Filename: f.Path, Size: f.Size, SHA256: f.SHA256, SHA512: f.SHA512}, "mirror "+r.cfg.Name); err != nil {
+		if err := pool.add(poolEntry{Filename: f.Path, Suite: suiteOf[f.Path], Size: f.Size, SHA256: f.SHA256, SHA512: f.SHA512}, "mirror "+r.cfg.Name); err != nil {
 			return err
 		}
 	}

@@ -384,3 +384,60 @@ func TestFilteredAirgap(t *testing.T) {
 		t.Error("the bundle carried the upstream's indexes")
 	}
 }
+
+// TestFilteredSuiteURLs: a suite from another archive root (as Debian's
+// security suite is) joins the closure: the newer python3 and the new
+// library it needs come from the second archive, apt installs from the
+// one mirror, and a verbatim mirror can use suite_urls as well.
+func TestFilteredSuiteURLs(t *testing.T) {
+	now := time.Now()
+	up := filteredUpstream(t, now.Add(-time.Hour), now.Add(7*24*time.Hour))
+	secDir := t.TempDir()
+	_, err := apttest.Build(secDir, up.repo.Key, apttest.Suite{Name: "stable-security", Codename: "lagoon-security",
+		Components: []string{"main"}, Architectures: []string{"amd64"}, ByHash: true,
+		Packages: map[string][]apttest.Package{"main": {
+			{Name: "python3", Version: "3.11.2-1+sec1", Arch: "amd64", MultiArch: "allowed", Depends: "libc-lite, libsec1"},
+			{Name: "libsec1", Source: "libsec", Version: "1.0-1", Arch: "amd64"},
+			{Name: "untouched", Version: "1", Arch: "amd64"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := apttest.Serve(t, secDir)
+	state := t.TempDir()
+	signing, pubPath, _ := archiveKey(t)
+	cfg := filteredConfig(up)
+	cfg.Include = []string{"app"}
+	cfg.Suites = append(cfg.Suites, "stable-security")
+	cfg.SuiteURLs = map[string]string{"stable-security": sec.URL + "/"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	opt := testOptions(t)
+	opt.Signing = signing
+	mustSyncOpt(t, state, cfg, opt)
+	if got := servedPackages(t, state, "dists/stable-security/main/binary-amd64/Packages.gz"); !slices.Equal(got, []string{"libsec1 1.0-1 amd64", "python3 3.11.2-1+sec1 amd64"}) {
+		t.Errorf("stable-security carries %q", got)
+	}
+	client := apttest.AptClient(t, filteredSources(serveMirror(t, state), pubPath)+
+		"deb [signed-by="+pubPath+"] "+serveMirror(t, state)+" stable-security main\n")
+	if out, err := client.Update(); err != nil {
+		t.Fatalf("apt-get update: %v\n%s", err, out)
+	}
+	if out, err := client.InstallDownloadOnly("app"); err != nil || !strings.Contains(out, "libsec1") {
+		t.Fatalf("apt-get install: %v\n%s", err, out)
+	}
+
+	v := up.config()
+	v.Name = "verbatim"
+	v.Sources = false
+	v.Suites = []string{"stable", "stable-security"}
+	v.SuiteURLs = map[string]string{"stable-security": sec.URL}
+	if rep, err := Sync(context.Background(), state, v, testOptions(t)); err != nil || rep.Result != ResultPublished {
+		t.Fatalf("verbatim sync with suite_urls: %v %+v", err, rep)
+	}
+	bad := cfg
+	bad.SuiteURLs = map[string]string{"oldstable": sec.URL}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "not in suites") {
+		t.Errorf("suite_urls for an unlisted suite: %v", err)
+	}
+}

@@ -379,10 +379,10 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 	want := fetch.Want{Size: me.Size, SHA256: me.SHA256, SHA512: me.SHA512}
 	var ferr error
 	if sr.rel.AcquireByHash {
-		_, ferr = r.client.Get(ctx, r.url(sr.dir+"/"+apt.ByHashPath(me.Path, algo, hex)), dest, want)
+		_, ferr = r.client.Get(ctx, r.url(sr.name, sr.dir+"/"+apt.ByHashPath(me.Path, algo, hex)), dest, want)
 	}
 	if !sr.rel.AcquireByHash || errors.Is(ferr, fetch.ErrNotFound) {
-		_, ferr = r.client.Get(ctx, r.url(sr.dir+"/"+me.Path), dest, want)
+		_, ferr = r.client.Get(ctx, r.url(sr.name, sr.dir+"/"+me.Path), dest, want)
 	}
 	if errors.Is(ferr, fetch.ErrNotFound) {
 		return false, nil
@@ -472,9 +472,18 @@ func (r *run) countReused() {
 	r.progMu.Unlock()
 }
 
-// url returns the upstream URL of a path relative to the archive root.
-func (r *run) url(rel string) string {
-	return r.base + "/" + (&url.URL{Path: rel}).EscapedPath()
+// url returns the upstream URL of a path relative to the archive root
+// that holds suite (see Config.SuiteURLs).
+func (r *run) url(suite, rel string) string {
+	return r.baseOf(suite) + "/" + (&url.URL{Path: rel}).EscapedPath()
+}
+
+// baseOf returns the archive root of suite, without trailing slash.
+func (r *run) baseOf(suite string) string {
+	if u, ok := r.cfg.SuiteURLs[suite]; ok {
+		return strings.TrimRight(u, "/")
+	}
+	return r.base
 }
 
 // wrapFetch marks content mismatches as refusals.

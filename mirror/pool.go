@@ -28,6 +28,7 @@ const maxIndexText = 4 << 30
 // poolEntry is one file a Packages or Sources index names.
 type poolEntry struct {
 	Filename string // relative to the archive root, "pool/..."
+	Suite    string // a suite that lists it: its archive root serves it
 	Size     int64
 	SHA256   string
 	SHA512   string
@@ -99,14 +100,14 @@ func collectPool(snapDir, suite string, ms *manifestSuite, ps *poolSet) error {
 	for _, rel := range parsedIndexes(ms) {
 		p := filepath.Join(snapDir, "dists", filepath.FromSlash(suite), filepath.FromSlash(rel))
 		where := "dists/" + suite + "/" + rel
-		if err := readIndex(p, where, ps); err != nil {
+		if err := readIndex(p, suite, where, ps); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func readIndex(p, where string, ps *poolSet) error {
+func readIndex(p, suite, where string, ps *poolSet) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return fmt.Errorf("reading index: %w", err)
@@ -127,7 +128,7 @@ func readIndex(p, where string, ps *poolSet) error {
 			}
 			return ps.add(poolEntry{Filename: strings.Clone(filename)}, where)
 		}
-		return ps.add(poolEntry{Filename: strings.Clone(filename), Size: size, SHA256: strings.Clone(s256), SHA512: strings.Clone(s512)}, where)
+		return ps.add(poolEntry{Filename: strings.Clone(filename), Suite: suite, Size: size, SHA256: strings.Clone(s256), SHA512: strings.Clone(s512)}, where)
 	}
 	indexErr := func(err error) error {
 		if errors.Is(err, apt.ErrIndex) {
@@ -261,7 +262,7 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	} else {
 		want.SHA256 = e.SHA256
 	}
-	_, err = r.client.Get(ctx, r.url(e.Filename), dest, want)
+	_, err = r.client.Get(ctx, r.url(e.Suite, e.Filename), dest, want)
 	switch {
 	case err == nil:
 		return poolFetched, nil

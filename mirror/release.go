@@ -75,7 +75,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	if published && hadPrev {
 		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
 	}
-	url := r.base + "/" + sr.dir + "/"
+	url := r.baseOf(name) + "/" + sr.dir + "/"
 	data, v, notMod, err := r.client.GetBytes(ctx, url+"InRelease", maxReleaseSize, val)
 	switch {
 	case err == nil && notMod:
