@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -261,8 +262,7 @@ func (r *Release) File(path string) (FileEntry, bool) {
 // IndexFiles returns the entries of r an apt client of the given components
 // and architectures may fetch: per component, binary-ARCH and
 // debian-installer/binary-ARCH directories for each architecture and for
-// "all" (always, whether or not the Release sets No-Support-for-
-// Architecture-all: apt reads binary-all when it exists), source/ and
+// "all" when apt reads it (see WantsArchAll), source/ and
 // Contents-source when sources is set, and every other file of the
 // component (i18n, dep11, cnf, Contents) unless its base name ends in
 // "-ARCH" for an architecture of the Release that was not asked for.
@@ -273,7 +273,7 @@ func (r *Release) File(path string) (FileEntry, bool) {
 // the Release: all its files are returned, except Sources* when sources is
 // false. Components not listed in r are skipped.
 func (r *Release) IndexFiles(components, architectures []string, sources bool) []FileEntry {
-	want := map[string]bool{"all": true}
+	want := map[string]bool{"all": r.WantsArchAll()}
 	for _, a := range architectures {
 		want[a] = true
 	}
@@ -297,7 +297,7 @@ func (r *Release) IndexFiles(components, architectures []string, sources bool) [
 	}
 	comps := map[string]bool{}
 	for _, c := range components {
-		if containsString(r.Components, c) {
+		if r.HasComponent(c) {
 			comps[c] = true
 		}
 	}
@@ -350,9 +350,25 @@ func componentOf(path string, comps map[string]bool) (comp, rest string, ok bool
 	return "", "", false
 }
 
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
+// WantsArchAll reports whether apt fetches binary-all indexes from r: when
+// the Release lists "all" among its Architectures (or has no such field)
+// and does not say "No-Support-for-Architecture-all: Packages", which
+// means every binary-ARCH index repeats the "all" packages. Debian's
+// main archive says so, its security archive does not list "all"; apt
+// fetches binary-all from neither, so neither does the mirror (a broken
+// binary-all upstream then cannot fail a sync).
+func (r *Release) WantsArchAll() bool {
+	return !r.NoSupportForArchAll && (len(r.Architectures) == 0 || slices.Contains(r.Architectures, "all"))
+}
+
+// HasComponent reports whether clients naming component c in their
+// sources find it in r: r lists c, or lists it below a prefix, as Debian's
+// security archive lists "updates/main" while its files and its users'
+// sources say "main" (apt accepts that too). A Release without Components
+// (a flat repository) has none.
+func (r *Release) HasComponent(c string) bool {
+	for _, x := range r.Components {
+		if x == c || strings.HasSuffix(x, "/"+c) {
 			return true
 		}
 	}

@@ -179,14 +179,24 @@ func TestIndexFilesReal(t *testing.T) {
 	}
 	got := paths(r.IndexFiles([]string{"main", "not-a-component"}, []string{"amd64"}, false))
 	for _, p := range []string{
-		"main/binary-amd64/Packages.xz", "main/binary-amd64/Release", "main/binary-all/Packages.xz",
-		"main/debian-installer/binary-amd64/Packages.xz", "main/debian-installer/binary-all/Packages.xz",
+		"main/binary-amd64/Packages.xz", "main/binary-amd64/Release",
+		"main/debian-installer/binary-amd64/Packages.xz",
 		"main/i18n/Translation-en.xz", "main/i18n/Translation-de.bz2",
 		"main/dep11/Components-amd64.yml.gz", "main/dep11/icons-48x48.tar.gz",
-		"main/Contents-amd64.gz", "main/Contents-all.gz", "main/Contents-udeb-amd64.gz", "main/Contents-udeb-all.gz",
+		"main/Contents-amd64.gz", "main/Contents-udeb-amd64.gz",
 	} {
 		if !got[p] {
 			t.Errorf("missing %s", p)
+		}
+	}
+	// bookworm says "No-Support-for-Architecture-all: Packages": apt
+	// reads the "all" packages from binary-amd64 and never fetches these.
+	if !r.NoSupportForArchAll || r.WantsArchAll() {
+		t.Error("bookworm's No-Support-for-Architecture-all was not understood")
+	}
+	for _, p := range []string{"main/binary-all/Packages.xz", "main/debian-installer/binary-all/Packages.xz", "main/Contents-all.gz"} {
+		if got[p] {
+			t.Errorf("includes %s, which apt does not fetch", p)
 		}
 	}
 	for p := range got {
@@ -405,5 +415,20 @@ func TestFileListValueRoundTrip(t *testing.T) {
 	}
 	if len(r2.Files) != len(r.Files) || r2.Files[0].SHA256 != r.Files[0].SHA256 || r2.Files[0].MD5Sum != "" {
 		t.Errorf("rewritten Release parses to different files")
+	}
+}
+
+// TestIndexFilesSecurityComponents: Debian's security archive lists its
+// components as "updates/main" while its files are "main/..." and clients
+// say "main"; apt accepts that, and so must the mirror.
+func TestIndexFilesSecurityComponents(t *testing.T) {
+	r := &Release{Components: []string{"updates/main", "updates/contrib"}, Architectures: []string{"amd64"},
+		Files: []FileEntry{{Path: "main/binary-amd64/Packages.xz"}, {Path: "contrib/binary-amd64/Packages.xz"}, {Path: "non-free/binary-amd64/Packages.xz"}}}
+	if !r.HasComponent("main") || !r.HasComponent("updates/main") || r.HasComponent("non-free") || r.HasComponent("ain") {
+		t.Error("HasComponent disagrees with apt's reading of updates/COMPONENT")
+	}
+	got := r.IndexFiles([]string{"main"}, []string{"amd64"}, false)
+	if len(got) != 1 || got[0].Path != "main/binary-amd64/Packages.xz" {
+		t.Errorf("IndexFiles(main) = %v", got)
 	}
 }

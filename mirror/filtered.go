@@ -319,13 +319,15 @@ func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuit
 		return nil, err
 	}
 	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
-		return len(sr.rel.Components) > 0 && !slices.Contains(sr.rel.Components, c)
+		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
 	})
 	if len(comps) == 0 {
 		return nil, fmt.Errorf("upstream has none of the components %q", r.cfg.Components)
 	}
+	// binary-all only where apt would have read the upstream's; otherwise
+	// the "all" packages are in every binary-ARCH, as upstream had them.
 	arches := slices.Clone(r.cfg.Architectures)
-	if slices.Contains(sr.rel.Architectures, "all") {
+	if sr.rel.WantsArchAll() && len(sr.rel.Architectures) > 0 {
 		arches = append(arches, "all")
 	}
 	var compressions []string
