@@ -21,7 +21,9 @@ const maxCertFile = 64 << 10
 // CheckCert explains, one line per fact or check, whether the OpenSSH user
 // certificate in certFile would be accepted for login from source (an IP
 // address; empty means 127.0.0.1) and which rules it would match. An empty
-// login means the certificate's first principal. ok is true only if the
+// login means the certificate's first principal; a login of the form
+// "login@host[:port]" is checked as the recording proxy's way in would
+// check it: the principal a proxy rule allows for that target and login. ok is true only if the
 // certificate passes every check and at least one rule names one of its
 // principals. It reads the same CA keys, revocation list and rules as the
 // running bastion would.
@@ -81,6 +83,17 @@ func (s *Server) CheckCert(certFile, login, source string) (report []string, ok 
 		return report, false
 	}
 	add("checking login %q from %s at %s", record.Sanitize(login, 100), ip, s.now().UTC().Format(time.RFC3339))
+	var target *proxyTarget
+	if strings.Contains(login, "@") {
+		t, principal, ar := s.proxyLogin(nil, login, pub)
+		if ar != nil {
+			add("REFUSED: %s: %s", ar.reason, ar.detail)
+			return report, false
+		}
+		target = t
+		add("recorded proxy login: %q on %s (%s) as principal %q", t.login, t.String(), t.ip, record.Sanitize(principal, 100))
+		login = principal
+	}
 	id, err := s.checker.Check(login, &net.TCPAddr{IP: ip.AsSlice(), Port: 0}, pub)
 	if err != nil {
 		reason, detail := refusalOf(err)
@@ -88,6 +101,10 @@ func (s *Server) CheckCert(certFile, login, source string) (report []string, ok 
 		return report, false
 	}
 	add("certificate checks: all passed (CA trusted, signature algorithm allowed, principals sane, login is a principal, within validity and max_cert_lifetime, not revoked, source address and critical options acceptable)")
+	if target != nil {
+		add("ACCEPTED: the bastion records the session and logs in to %s as %q with a certificate it mints", target.String(), target.login)
+		return report, true
+	}
 	if !id.PermitPortForwarding {
 		add("note: no permit-port-forwarding extension: ssh -J to jump destinations will be refused (recorded proxy destinations still work)")
 	}

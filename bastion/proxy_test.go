@@ -268,6 +268,21 @@ func TestProxy(t *testing.T) {
 		b.verifyWithSSHKeygen(t, dir)
 	})
 
+	t.Run("check-cert", func(t *testing.T) {
+		t.Parallel()
+		_, cert, _ := b.admin(t)
+		login := e.sshd.User + "@" + e.target()
+		rep, ok := b.srv.CheckCert(cert, login, "")
+		if !ok || !strings.Contains(strings.Join(rep, "\n"), `as principal "admin"`) {
+			t.Errorf("check-cert %s: ok=%t\n%s", login, ok, strings.Join(rep, "\n"))
+		}
+		for _, bad := range []string{"nobody@" + e.target(), e.sshd.User + "@127.0.0.1:1", "a@b@c"} {
+			if rep, ok := b.srv.CheckCert(cert, bad, ""); ok || !strings.Contains(strings.Join(rep, "\n"), "proxy-denied") {
+				t.Errorf("check-cert %s: ok=%t\n%s", bad, ok, strings.Join(rep, "\n"))
+			}
+		}
+	})
+
 	t.Run("login-exec", func(t *testing.T) {
 		t.Parallel()
 		key, cert, id := b.admin(t)
