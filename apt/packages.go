@@ -75,7 +75,7 @@ func (pr *PackagesReader) Next() (*Package, error) {
 		}
 	}
 	if err := p.check(size); err != nil {
-		pr.err = fmt.Errorf("%w: %s:%d: package %q: %v", ErrIndex, pr.name, para.Line, clip(p.Name), err)
+		pr.err = fmt.Errorf("%w: %s:%d: package %q: %w", ErrIndex, pr.name, para.Line, clip(p.Name), err)
 		return nil, pr.err
 	}
 	return p, nil
@@ -251,7 +251,7 @@ func (sr *SourcesReader) Next() (*Source, error) {
 	}
 	s := &Source{Para: para, Name: para.Value("Package"), Version: para.Value("Version"), Directory: para.Value("Directory")}
 	if err := s.parse(); err != nil {
-		sr.err = fmt.Errorf("%w: %s:%d: source %q: %v", ErrIndex, sr.name, para.Line, clip(s.Name), err)
+		sr.err = fmt.Errorf("%w: %s:%d: source %q: %w", ErrIndex, sr.name, para.Line, clip(s.Name), err)
 		return nil, sr.err
 	}
 	return s, nil
@@ -287,11 +287,11 @@ func (s *Source) parse() error {
 			}
 			hash, err := parseHex(parts[0], l.n)
 			if err != nil {
-				return fmt.Errorf("%s line %d: %v", l.field, n, err)
+				return fmt.Errorf("%s line %d: %w", l.field, n, err)
 			}
 			size, err := parseSize(parts[1])
 			if err != nil {
-				return fmt.Errorf("%s line %d: %v", l.field, n, err)
+				return fmt.Errorf("%s line %d: %w", l.field, n, err)
 			}
 			name := parts[2]
 			if c, err := CleanRepoPath(name); err != nil || c != name || strings.Contains(name, "/") {

@@ -301,3 +301,13 @@ func BenchmarkPackagesReader(b *testing.B) {
 		}
 	}
 }
+
+// TestPackagesUnsafePathIs: an escaping Filename is both an index error
+// and an unsafe path, so callers can tell either by errors.Is.
+func TestPackagesUnsafePathIs(t *testing.T) {
+	pr := NewPackagesReader(strings.NewReader("Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/../../etc/passwd\nSize: 1\nSHA256: "+strings.Repeat("0", 64)+"\n"), "Packages")
+	_, err := pr.Next()
+	if !errors.Is(err, ErrIndex) || !errors.Is(err, ErrUnsafePath) {
+		t.Errorf("err %v: want ErrIndex and ErrUnsafePath", err)
+	}
+}
