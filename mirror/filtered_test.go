@@ -224,7 +224,7 @@ func TestFilteredSync(t *testing.T) {
 		t.Fatalf("second sync: %v %+v", err, rep)
 	}
 	st, err := Status(state, cfg, time.Now())
-	if err != nil || len(st.Suites) != 2 || st.Suites[0].ValidUntil.Sub(time.Now()) < 29*24*time.Hour {
+	if err != nil || len(st.Suites) != 2 || time.Until(st.Suites[0].ValidUntil) < 29*24*time.Hour {
 		t.Errorf("status shows the upstream's Valid-Until, not the re-signed one: %v %+v", err, st)
 	}
 

@@ -282,7 +282,7 @@ func (r *run) linkSuite(sn *store.Snapshot, sr *suiteRun) error {
 func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun) (*manifestSuite, error) {
 	where := fmt.Sprintf("mirror %s: suite %s", r.cfg.Name, sr.name)
 	for _, c := range r.cfg.Components {
-		if len(sr.rel.Components) > 0 && !slices.Contains(sr.rel.Components, c) {
+		if len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c) {
 			r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf("suite %s has no component %q (it has %s)", sr.name, c, strings.Join(sr.rel.Components, " ")))
 		}
 	}

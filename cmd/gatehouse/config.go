@@ -26,6 +26,8 @@ type fileConfig struct {
 	Serve    serve.Config         `toml:"serve"`
 	Signing  mirror.SigningConfig `toml:"signing"`
 	Import   mirror.ImportConfig  `toml:"import"`
+	// Status says who sees the bastion's sessions on the status page.
+	Status statusConfig `toml:"status"`
 	// Bastion is nil when the file has no [bastion] table.
 	Bastion *bastion.Config `toml:"bastion"`
 }
@@ -72,12 +74,22 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 			return nil, usageErrorf("%s: %v", path, err)
 		}
 	}
+	if _, err := c.Status.prefixes(); err != nil {
+		return nil, usageErrorf("%s:%d: [status] %v", path, keyLine(data, toml.Key{"status", "sessions_from"}), err)
+	}
 	seen := map[string]bool{}
 	for i := range c.Mirror {
 		m := &c.Mirror[i]
 		m.Defaults()
 		if err := m.Validate(); err != nil {
 			return nil, usageErrorf("%s: %v", path, err)
+		}
+		if m.Mode == mirror.ModeFiltered && c.Signing.Key == "" {
+			return nil, usageErrorf("%s: [[mirror]] name=%q: mode = \"filtered\" re-signs with the appliance's archive key: set [signing] key (create it with 'gatehouse keys init-archive-key')", path, m.Name)
+		}
+		if m.Name == "recordings" {
+			// The status page serves session replay under /recordings/.
+			return nil, usageErrorf("%s: [[mirror]] name %q is reserved for the status page's session replay; choose another name", path, m.Name)
 		}
 		if seen[m.Name] {
 			return nil, usageErrorf("%s: two [[mirror]] tables are named %q; names must be unique", path, m.Name)

@@ -35,6 +35,8 @@ type metrics struct {
 	recFailures   prometheus.Counter
 
 	mirrors *mirrorCollector
+	// sessions is the status page's sessions section; nil shows none.
+	sessions *sessionsView
 }
 
 func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *metrics {
@@ -125,6 +127,9 @@ func (m *metrics) observeBastion(event string, f map[string]any) {
 		m.auditFailures.Inc()
 	case "recording.failed":
 		m.recFailures.Inc()
+	}
+	if m.sessions != nil && m.sessions.live != nil {
+		m.sessions.live.observe(event, f)
 	}
 }
 
@@ -223,13 +228,19 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // handler is the HTTP surface of serve/run: /metrics, the status page at /,
-// and the mirrors below.
+// the player's assets under /_static/, recordings under /recordings/ (for
+// clients in [status] sessions_from only), and the mirrors below.
+// Mirror names cannot be "_static" or "recordings" (parseConfig).
 func (m *metrics) handler(mirrors http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET /{$}", m.pageHandler())
+	mux.HandleFunc("GET /_static/{name}", serveStatic)
+	mux.Handle("/_static/", http.NotFoundHandler())
+	mux.HandleFunc("GET /recordings/{id}/{file}", m.sessions.serveRecording)
+	mux.Handle("/recordings/", http.NotFoundHandler())
 	mux.Handle("/", mirrors)
-	return m.instrument(mux)
+	return m.instrument(m.sessions.guardRecordings(mux))
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
@@ -247,6 +258,7 @@ body{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#f3f3f3}.ok{color:#176b26}.bad{color:#a40000;font-weight:bold}.warn{color:#8a5a00}
 code{background:#f6f6f6;padding:0 .2em}
+.nowrap{white-space:nowrap}.verify{min-width:10em}
 </style></head><body>
 <h1>gatehouse</h1>
 <p>Verified APT mirrors served here. Metrics: <a href="/metrics">/metrics</a>.</p>
@@ -265,15 +277,25 @@ code{background:#f6f6f6;padding:0 .2em}
 </table>
 {{range .Warnings}}<p class="warn">{{.}}</p>{{end}}
 {{end}}
+{{with .Sessions}}{{template "sessions" .}}{{end}}
 <p><small>Generated {{ts .Now}}.</small></p>
 </body></html>
 `))
 
-// pageHandler renders the read-only status page (no external assets).
+// pageHandler renders the read-only status page (no external assets, no
+// scripts). Its sessions section appears only for clients inside [status]
+// sessions_from.
 func (m *metrics) pageHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-		statusPage.Execute(w, map[string]any{"Mirrors": m.mirrors.statuses(), "Now": time.Now()})
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		var sessions *sessionsData
+		if m.sessions != nil {
+			sessions = m.sessions.pageData(r)
+			h.Set("Cache-Control", "no-store")
+		}
+		statusPage.Execute(w, map[string]any{"Mirrors": m.mirrors.statuses(), "Now": time.Now(), "Sessions": sessions})
 	})
 }

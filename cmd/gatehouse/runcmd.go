@@ -79,12 +79,15 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	m := newMetrics(cfg.StateDir, cfg.Mirror, g.log)
 
 	// serve
 	names := make([]string, len(cfg.Mirror))
 	for i, m := range cfg.Mirror {
 		names[i] = m.Name
+	}
+	h, m, err := newStatusSite(cfg, serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log), cfg.Bastion != nil, g.log)
+	if err != nil {
+		return usageErrorf("serve: %v", err)
 	}
 	sln, err := net.Listen("tcp", cfg.Serve.Addr())
 	if err != nil {
@@ -93,7 +96,6 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		h := m.handler(serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log))
 		if err := serve.Serve(ctx, sln, h, 0, g.log); err != nil {
 			errc <- err
 		}
@@ -138,7 +140,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			syncLoop(ctx, g, cfg.StateDir, mc, intervals[mc.Name], m)
+			syncLoop(ctx, g, cfg, mc, intervals[mc.Name], m)
 		}()
 	}
 
@@ -159,7 +161,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 // syncLoop syncs one mirror every interval, starting after a random part of
 // the first interval (at most 5 minutes) so appliances and mirrors don't
 // all hit upstreams at once.
-func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config, every time.Duration, met *metrics) {
+func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config, every time.Duration, met *metrics) {
 	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
 	t := time.NewTimer(first)
 	defer t.Stop()
@@ -169,7 +171,7 @@ func syncLoop(ctx context.Context, g *globals, stateDir string, m mirror.Config,
 			return
 		case <-t.C:
 		}
-		rep, err := mirror.Sync(ctx, stateDir, m, mirror.Options{Log: g.log, Now: time.Now})
+		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
 		met.observeSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):

@@ -20,6 +20,8 @@ http://LISTEN/<mirror>/dists/... and /<mirror>/pool/... for apt clients:
   deb [signed-by=/usr/share/keyrings/KEYRING.gpg] http://gatehouse:8080/<mirror> <suite> <components>
 
 Also serves a read-only status page at / and Prometheus metrics at /metrics.
+Clients inside [status] sessions_from also see the bastion's recorded
+sessions there and can replay them in the browser.
 Stops gracefully on SIGINT/SIGTERM (requests in flight finish).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,7 +50,12 @@ func runServe(cmd *cobra.Command, g *globals, cfg *fileConfig) error {
 		return usageErrorf("serve: cannot listen on %s: %v (set [serve] listen to a free address)", addr, err)
 	}
 	g.log.Info("serving mirrors", "addr", ln.Addr().String(), "mirrors", names, "root", mirror.StoreRoot(cfg.StateDir))
-	m := newMetrics(cfg.StateDir, cfg.Mirror, g.log)
-	h := m.handler(serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log))
+	// The bastion, if any, runs in another process: the page lists its
+	// recordings but cannot know its active sessions.
+	h, _, err := newStatusSite(cfg, serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log), false, g.log)
+	if err != nil {
+		ln.Close()
+		return usageErrorf("serve: %v", err)
+	}
 	return serve.Serve(cmd.Context(), ln, h, 0, g.log)
 }

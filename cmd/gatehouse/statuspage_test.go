@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gatehouse/apt/apttest"
+	"gatehouse/bastion/record"
 )
 
 // chromiumArgs are the flags a headless Chromium needs in a sandboxed,
@@ -94,4 +95,223 @@ func TestStatusPageInChromium(t *testing.T) {
 		data, _ := os.ReadFile(shot)
 		os.WriteFile(p, data, 0o644)
 	}
+}
+
+// replayMarker is output recorded in the test session; only a player that
+// fetched and played the cast can put it into the page's DOM.
+const replayMarker = "replayed-7f3a"
+
+// testRecordings writes, with the bastion's own recorder, a signed
+// recording whose channel 0 prints replayMarker and a second one whose cast
+// is then edited (so it no longer verifies). It returns the recordings
+// dir, the recording key's path and the two ids.
+func testRecordings(t *testing.T, dir string) (recDir, key, good, bad string) {
+	t.Helper()
+	recDir, key = filepath.Join(dir, "recordings"), filepath.Join(dir, "recording_key")
+	if err := record.GenerateSigningKey(key); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := record.LoadSigningKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC)
+	good, bad = "20261123T101500Z-good", "20261123T090000Z-edited"
+	for i, id := range []string{good, bad} {
+		t0 := start.Add(-time.Duration(i) * 75 * time.Minute)
+		clock := t0
+		now := func() time.Time { clock = clock.Add(300 * time.Millisecond); return clock }
+		rec, err := record.NewRecording(record.RecorderConfig{Dir: recDir, SigningKey: signer, Now: now}, id, record.Meta{
+			User: "root@db1.example.org", Principal: "alice", KeyID: "alice@example.org", Source: "192.0.2.7:50122",
+			Target: "db1.example.org:22", TargetLogin: "root", Start: t0,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := rec.Channel(0, "session", "xterm-256color", 80, 24)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, out := range []string{"root@db1:~# ", "echo " + replayMarker + "\r\n", replayMarker + "\r\n", "root@db1:~# exit\r\n"} {
+			if err := ch.Output([]byte(out)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rec.Close("client closed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(recDir, bad, "ch00.cast"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("[9.9, \"o\", \"inserted afterwards\"]\n")
+	f.Close()
+	return recDir, key, good, bad
+}
+
+// startServe runs `gatehouse serve` with conf until the test ends and
+// returns its base URL once it answers.
+func startServe(t *testing.T, conf string) string {
+	t.Helper()
+	cfg, err := loadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	var errb bytes.Buffer
+	go func() { done <- run(ctx, []string{"--config", conf, "serve"}, &bytes.Buffer{}, &errb) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + cfg.Serve.Listen
+	for i := 0; ; i++ {
+		if _, err := httpGet(base + "/"); err == nil {
+			return base
+		} else if i > 200 {
+			cancel()
+			<-done
+			t.Fatalf("serve did not start: %v\n%s", err, errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sessionsConfig writes a config that serves no mirror, names the
+// recordings and key in [bastion] (serve does not start the bastion) and
+// lets sessionsFrom see sessions.
+func sessionsConfig(t *testing.T, dir, recDir, key, sessionsFrom string) string {
+	t.Helper()
+	conf := filepath.Join(dir, "gh.toml")
+	text := fmt.Sprintf(`state_dir = %q
+[serve]
+listen = %q
+[status]
+sessions_from = %s
+[bastion]
+listen = "127.0.0.1:0"
+host_keys = [%q]
+user_ca_keys = %q
+audit_log = %q
+recordings_dir = %q
+recording_key = %q
+`, filepath.Join(dir, "state"), freePort(t), sessionsFrom, filepath.Join(dir, "host_key"), filepath.Join(dir, "user_ca.pub"),
+		filepath.Join(dir, "audit.jsonl"), recDir, key)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// TestStatusPageReplaysRecordingInChromium is "a recording plays": serve,
+// with 127.0.0.0/8 allowed to see sessions, lists two real signed
+// recordings on / (one verifying, one edited and flagged), and the replay
+// page, loaded in real headless Chromium, runs the vendored asciinema-player
+// under the page's CSP until the recorded output is in the DOM.
+func TestStatusPageReplaysRecordingInChromium(t *testing.T) {
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Skip("chromium not installed")
+	}
+	dir := t.TempDir()
+	recDir, key, good, bad := testRecordings(t, dir)
+	base := startServe(t, sessionsConfig(t, dir, recDir, key, `["127.0.0.0/8"]`))
+
+	page, err := httpGet(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := "/recordings/" + good + "/ch00"
+	for _, want := range []string{`id="sessions"`, `id="rec-` + good + `"`, `href="` + replay + `"`, "signature ok",
+		"alice", "alice@example.org", "root@db1.example.org:22", "192.0.2.7:50122", "2026-11-23 10:15:00 UTC",
+		`id="rec-` + bad + `"`, `<span class="bad">VERIFICATION FAILED: `, "The bastion does not run in this process"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	if strings.Index(page, `id="rec-`+good) > strings.Index(page, `id="rec-`+bad) {
+		t.Errorf("recordings are not listed newest first")
+	}
+	html, err := httpGet(base + replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(html, replayMarker) {
+		t.Fatalf("the replay page itself contains the recorded output; the Chromium check would prove nothing")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b := startCDP(t, ctx)
+	// Collect CSP violations from before the page's first script.
+	const cspProbe = `window.__csp = []; document.addEventListener("securitypolicyviolation", e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));`
+	sess, err := b.open(base+replay, cspProbe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if text, err = b.eval(sess, `(document.querySelector("#player .ap-player .ap-term-text") || {}).innerText || ""`); err != nil {
+			t.Fatal(err)
+		}
+		if hasLine(text, replayMarker) {
+			break
+		}
+	}
+	// The echoed command and its output, each on its own terminal line.
+	if !hasLine(text, "root@db1:~# echo "+replayMarker) || !hasLine(text, replayMarker) {
+		dom, _ := b.eval(sess, "document.documentElement.outerHTML")
+		t.Fatalf("the player did not play the recorded line %q within 30 s; terminal text %q\n%s", replayMarker, text, dom)
+	}
+	if v, err := b.eval(sess, "JSON.stringify(window.__csp)"); err != nil || v != "[]" {
+		t.Errorf("CSP violations on the replay page: %s %v", v, err)
+	}
+	shot, err := b.screenshot(sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if bd := img.Bounds(); bd.Dx() < 100 || bd.Dy() < 100 {
+		t.Errorf("screenshot is %v", bd)
+	}
+	if p := os.Getenv("GATEHOUSE_REPLAY_SCREENSHOT"); p != "" {
+		os.WriteFile(p, shot, 0o644)
+	}
+
+	// The status page as Chromium renders it: the row and its replay link.
+	sess, err = b.open(base+"/", cspProbe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got != "true"; time.Sleep(100 * time.Millisecond) {
+		got, err = b.eval(sess, fmt.Sprintf(`document.readyState === "complete" && !!document.querySelector('#rec-%s a[href="%s"]') && document.getElementById("rec-%s").innerText.includes("signature ok")`, good, replay, good))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != "true" {
+		dom, _ := b.eval(sess, "document.documentElement.outerHTML")
+		t.Errorf("status page in Chromium lacks the recording's row with its replay link:\n%s", dom)
+	}
+	if v, err := b.eval(sess, "JSON.stringify(window.__csp)"); err != nil || v != "[]" {
+		t.Errorf("CSP violations on the status page: %s %v", v, err)
+	}
+	if p := os.Getenv("GATEHOUSE_SESSIONS_SCREENSHOT"); p != "" {
+		if shot, err := b.screenshot(sess); err == nil {
+			os.WriteFile(p, shot, 0o644)
+		}
+	}
+}
+
+// hasLine reports whether a terminal's text has a line that is exactly
+// want, apart from the padding spaces the player renders.
+func hasLine(text, want string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.TrimSpace(l) == want {
+			return true
+		}
+	}
+	return false
 }
