@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +24,7 @@ import (
 	"gatehouse/apt/pgp"
 	"gatehouse/bastion"
 	"gatehouse/bastion/policy"
+	"gatehouse/bastion/record"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -35,7 +38,8 @@ func newDemoCmd(g *globals) *cobra.Command {
 		Short: "Run both halves on a built-in sample: no config, no network",
 		Long: `Build a signed sample upstream archive in a temporary directory, sync and
 verify it into a mirror, serve it on 127.0.0.1, start the certificate-only
-bastion with a throwaway CA in front of a sample SSH target, check both with
+bastion with a throwaway CA in front of a sample SSH target (jump) and a
+second one it reaches as a recording proxy, check both with
 the real apt-get and ssh when they are installed, and print the commands to
 try them yourself. Everything binds to 127.0.0.1; nothing leaves the machine.
 Runs until interrupted (Ctrl-C), then removes the directory unless --keep.`,
@@ -135,7 +139,14 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	say("2. synced and verified: %s, snapshot %s, %d files fetched (%d bytes)", rep.Result, rep.Snapshot, rep.FilesFetched, rep.BytesFetched)
 
-	mirrorURL, stopServe, err := demoHTTP(ctx, serve.NewHandler(mirror.StoreRoot(stateDir), []string{"demo"}, log))
+	// The HTTP side starts as the plain mirror; once the bastion is
+	// configured it becomes the whole status site (page, replay, metrics).
+	mirrors := serve.NewHandler(mirror.StoreRoot(stateDir), []string{"demo"}, log)
+	var site atomic.Pointer[http.Handler]
+	site.Store(&mirrors)
+	mirrorURL, stopServe, err := demoHTTP(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*site.Load()).ServeHTTP(w, r)
+	}))
 	if err != nil {
 		return err
 	}
@@ -185,6 +196,18 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	go func() { target.serve(tctx); close(targetDone) }()
 	defer func() { stopTarget(); <-targetDone }()
 
+	// The recording proxy: a second sample target that trusts only the
+	// bastion's upstream CA, so the only way in is a session the bastion
+	// records.
+	rp, err := newDemoRecording(bdir, log)
+	if err != nil {
+		return err
+	}
+	rtctx, stopRecTarget := context.WithCancel(ctx)
+	recTargetDone := make(chan struct{})
+	go func() { rp.target.serve(rtctx); close(recTargetDone) }()
+	defer func() { stopRecTarget(); <-recTargetDone }()
+
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -194,8 +217,12 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		HostKeys:   []string{filepath.Join(bdir, "ssh_host_ed25519_key")},
 		UserCAKeys: filepath.Join(bdir, "user_ca.pub"),
 		AuditLog:   filepath.Join(bdir, "audit.jsonl"),
-		Rules:      []policy.Rule{{Principals: []string{"admin"}, Jump: []string{target.addr()}}},
+		Rules: []policy.Rule{
+			{Principals: []string{"admin"}, Jump: []string{target.addr()}},
+			{Principals: []string{"admin"}, Proxy: []string{rp.target.addr()}, Logins: []string{demoRecordedLogin}},
+		},
 	}
+	rp.configure(&bcfg)
 	bcfg.Defaults()
 	if err := bcfg.Validate(); err != nil {
 		return err
@@ -205,16 +232,30 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	defer srv.Close()
+	page, met, err := newStatusSite(&fileConfig{StateDir: stateDir, Mirror: []mirror.Config{mcfg}, Bastion: &bcfg,
+		Status: statusConfig{SessionsFrom: []string{"127.0.0.0/8", "::1/128"}}}, mirrors, true, log)
+	if err != nil {
+		return err
+	}
+	site.Store(&page)
+	srv.SetObserver(func(event string, fields map[string]any) {
+		rp.observe(event, fields)
+		met.observeBastion(event, fields)
+	})
 	bctx, stopBastion := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
 	go func() { bdone <- srv.Serve(bctx, bln) }()
 	defer func() { stopBastion(); <-bdone }()
 
-	sshConf, err := writeDemoSSHConfig(bdir, bln.Addr().String(), target.addr(), hostKey.PublicKey(), targetKey.PublicKey())
+	sshConf, err := demoSSHConfig{dir: bdir, bastionAddr: bln.Addr().String(), targetAddr: target.addr(),
+		bastionKey: hostKey.PublicKey(), targetKey: targetKey.PublicKey(),
+		recordedAddr: rp.target.addr(), hostCA: rp.hostCA}.write()
 	if err != nil {
 		return err
 	}
 	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.addr())
+	say("5. recording proxy to a second target %s, which trusts only the bastion's upstream CA; recordings in %s", rp.target.addr(), rp.dir)
+	say("6. status page (mirror freshness, live and recorded sessions, replay in the browser): %s/", mirrorURL)
 
 	failed := false
 	if o.check {
@@ -222,6 +263,12 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		failed = !demoCheck(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
 		failed = !demoCheck(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
 		failed = !demoCheck(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
+		if demoCheck(ctx, out, "ssh -J through the bastion's recording proxy, as login "+demoRecordedLogin, "ssh", "-F", sshConf, "demo-recorded", "echo hello from a recorded session") {
+			failed = !rp.check(ctx, out) || failed
+			failed = !demoStatusPage(out, mirrorURL, rp.exampleID()) || failed
+		} else {
+			failed = true
+		}
 		failed = !demoRefusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
 		failed = !demoCheck(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
 	}
@@ -239,13 +286,29 @@ Try it yourself (in another terminal):
   ssh -F %[3]s demo-target
   # (that config says: ProxyJump admin@%[4]s with certificate %[5]s, key %[6]s, to %[7]s)
 
+  # people, recorded: the same ssh -J, but the bastion terminates SSH, records the
+  # session, and logs in to the target as %[10]q with a certificate it mints for it
+  ssh -F %[3]s demo-recorded 'echo hello'
+  ssh -F %[3]s demo-recorded          # a pty and a tiny echo shell
+  # recordings land in %[11]s, one directory per connection:
+  # meta.json, chNN.cast (asciicast v2), chNN.ttyrec, manifest.json + manifest.json.sig
+  go run ./cmd/gatehouse recordings list --dir %[11]s
+  go run ./cmd/gatehouse recordings play --dir %[11]s %[12]s
+  go run ./cmd/gatehouse recordings verify --dir %[11]s --key %[13]s --all
+  ssh-keygen -Y verify -f %[14]s -I gatehouse -n %[15]s -s %[16]s < %[17]s
+
+  # in a browser: mirror freshness, live and recent sessions, replay of each recording
+  %[18]s/
+
   # the bastion's hash-chained audit log, and its verification
   cat %[8]s
   go run ./cmd/gatehouse recordings verify --audit %[8]s
 
   # what the mirror, the server and the bastion logged
   less %[9]s
-`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.addr(), bcfg.AuditLog, logPath)
+`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.addr(), bcfg.AuditLog, logPath,
+		demoRecordedLogin, rp.dir, rp.exampleID(), rp.keyPath+".pub", rp.allowedSigners, record.RecordingNamespace,
+		filepath.Join(rp.dir, rp.exampleID(), record.SignatureName), filepath.Join(rp.dir, rp.exampleID(), record.ManifestName), mirrorURL)
 
 	if o.exitAfterCheck {
 		if failed {
@@ -279,10 +342,42 @@ func demoHTTP(ctx context.Context, h http.Handler) (url string, stop func(), err
 // writeDemoSSHConfig writes an ssh_config with which stock OpenSSH reaches
 // the demo target through the bastion, and pinned known_hosts for both.
 func writeDemoSSHConfig(dir, bastionAddr, targetAddr string, bastionKey, targetKey ssh.PublicKey) (string, error) {
-	bh, bp, _ := net.SplitHostPort(bastionAddr)
-	th, tp, _ := net.SplitHostPort(targetAddr)
-	kh := filepath.Join(dir, "known_hosts")
-	known := fmt.Sprintf("[%s]:%s %s[%s]:%s %s", bh, bp, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(bastionKey)))+"\n", th, tp, string(ssh.MarshalAuthorizedKey(targetKey)))
+	return demoSSHConfig{dir: dir, bastionAddr: bastionAddr, targetAddr: targetAddr, bastionKey: bastionKey, targetKey: targetKey}.write()
+}
+
+// demoSSHConfig describes the demo's ssh_config: the bastion, the jump
+// target, and (when recordedAddr is set) the recording proxy's target.
+type demoSSHConfig struct {
+	dir                     string
+	bastionAddr, targetAddr string
+	bastionKey, targetKey   ssh.PublicKey
+	// recordedAddr is reached through the recording proxy: the bastion
+	// presents a host certificate from hostCA for it, so known_hosts trusts
+	// hostCA for that one name and port (an @cert-authority line), not the
+	// target's own key, which the client never sees.
+	recordedAddr string
+	hostCA       ssh.PublicKey
+}
+
+// write writes dir/ssh_config and dir/known_hosts and returns the config's
+// path.
+func (c demoSSHConfig) write() (string, error) {
+	bh, bp, _ := net.SplitHostPort(c.bastionAddr)
+	th, tp, _ := net.SplitHostPort(c.targetAddr)
+	line := func(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
+	kh := filepath.Join(c.dir, "known_hosts")
+	known := fmt.Sprintf("[%s]:%s %s\n[%s]:%s %s\n", bh, bp, line(c.bastionKey), th, tp, line(c.targetKey))
+	var recorded string
+	if c.recordedAddr != "" {
+		rh, rport, _ := net.SplitHostPort(c.recordedAddr)
+		known += fmt.Sprintf("@cert-authority [%s]:%s %s\n", rh, rport, line(c.hostCA))
+		recorded = fmt.Sprintf(`Host demo-recorded
+  HostName %s
+  Port %s
+  User %s
+  ProxyJump demo-bastion
+`, rh, rport, demoRecordedLogin)
+	}
 	if err := os.WriteFile(kh, []byte(known), 0o644); err != nil {
 		return "", err
 	}
@@ -296,7 +391,7 @@ Host demo-target
   Port %[4]s
   User admin
   ProxyJump demo-bastion
-Host *
+%[8]sHost *
   IdentityFile %[5]s
   CertificateFile %[6]s
   IdentitiesOnly yes
@@ -304,8 +399,8 @@ Host *
   StrictHostKeyChecking yes
   BatchMode yes
   ConnectTimeout 10
-`, bh, bp, th, tp, filepath.Join(dir, "admin"), filepath.Join(dir, "admin-cert.pub"), kh)
-	p := filepath.Join(dir, "ssh_config")
+`, bh, bp, th, tp, filepath.Join(c.dir, "admin"), filepath.Join(c.dir, "admin-cert.pub"), kh, recorded)
+	p := filepath.Join(c.dir, "ssh_config")
 	return p, os.WriteFile(p, []byte(conf), 0o644)
 }
 
@@ -390,4 +485,172 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// demoRecordedLogin is the account on the recorded sample target: the only
+// principal of the certificates the bastion mints for it.
+const demoRecordedLogin = "demo"
+
+// demoMinFreeSpace replaces the 1 GiB default of min_free_space: the demo
+// records a few kilobytes and must run in a small temporary directory.
+const demoMinFreeSpace = bastion.ByteSize(16 << 20)
+
+// demoRecording is the demo's recording proxy: its keys and files in the
+// bastion directory, the recorded target, and the recordings the bastion
+// has closed.
+type demoRecording struct {
+	dir             string // recordings_dir
+	keyPath         string // recording_key; keyPath+".pub" verifies manifests
+	pub             ssh.PublicKey
+	allowedSigners  string // for ssh-keygen -Y verify
+	upCA, hostCAKey string
+	knownHosts      string // upstream_known_hosts: pins the recorded target
+	hostCA          ssh.PublicKey
+	target          *demoTarget
+	ended           chan string // recording IDs, as proxy.end reports them
+
+	mu       sync.Mutex
+	verified string // the last recording check verified
+}
+
+// newDemoRecording creates (or reuses, with --dir) the upstream CA, the
+// host CA and the recording key in bdir (0600), and starts listening with
+// the recorded target, which trusts the upstream CA alone.
+func newDemoRecording(bdir string, log *slog.Logger) (*demoRecording, error) {
+	rp := &demoRecording{
+		dir:            filepath.Join(bdir, "recordings"),
+		keyPath:        filepath.Join(bdir, "recording_key"),
+		allowedSigners: filepath.Join(bdir, "allowed_signers"),
+		upCA:           filepath.Join(bdir, "upstream_ca"),
+		hostCAKey:      filepath.Join(bdir, "host_ca"),
+		knownHosts:     filepath.Join(bdir, "upstream_known_hosts"),
+		ended:          make(chan string, 16),
+	}
+	upCA, _, err := ensureSSHKey(rp.upCA, "gatehouse-demo-upstream-ca")
+	if err != nil {
+		return nil, fmt.Errorf("demo upstream CA: %w", err)
+	}
+	hostCA, _, err := ensureSSHKey(rp.hostCAKey, "gatehouse-demo-host-ca")
+	if err != nil {
+		return nil, fmt.Errorf("demo host CA: %w", err)
+	}
+	rp.hostCA = hostCA.PublicKey()
+	recKey, _, err := ensureSSHKey(rp.keyPath, "gatehouse-recording")
+	if err != nil {
+		return nil, fmt.Errorf("demo recording key: %w", err)
+	}
+	rp.pub = recKey.PublicKey()
+	tkey, _, err := ensureSSHKey(filepath.Join(bdir, "recorded_target_host_key"), "gatehouse-demo-recorded-target")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(rp.dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(rp.allowedSigners, []byte(record.AllowedSigners(rp.pub)), 0o644); err != nil {
+		return nil, err
+	}
+	if rp.target, err = newDemoTarget(tkey, upCA.PublicKey(), log); err != nil {
+		return nil, err
+	}
+	h, p, _ := net.SplitHostPort(rp.target.addr())
+	known := fmt.Sprintf("[%s]:%s %s", h, p, ssh.MarshalAuthorizedKey(tkey.PublicKey()))
+	if err := os.WriteFile(rp.knownHosts, []byte(known), 0o644); err != nil {
+		rp.target.ln.Close()
+		return nil, err
+	}
+	return rp, nil
+}
+
+// configure sets the bastion's recording proxy settings.
+func (rp *demoRecording) configure(c *bastion.Config) {
+	c.UpstreamCAKey = rp.upCA
+	c.UpstreamKnownHosts = rp.knownHosts
+	c.HostCAKey = rp.hostCAKey
+	c.RecordingsDir = rp.dir
+	c.RecordingKey = rp.keyPath
+	c.RecordInput = true
+	c.MinFreeSpace = demoMinFreeSpace
+}
+
+// observe is the bastion's audit observer: it passes on the recording of
+// every proxy.end, written after the recording is sealed.
+func (rp *demoRecording) observe(event string, fields map[string]any) {
+	if event != "proxy.end" {
+		return
+	}
+	if id, _ := fields["recording"].(string); id != "" {
+		select {
+		case rp.ended <- id:
+		default: // nobody is waiting: only --check reads these
+		}
+	}
+}
+
+// demoStatusPage checks that the status page shows the demo mirror and
+// links the replay of the recording id, with a verified signature.
+func demoStatusPage(w io.Writer, base, id string) bool {
+	body, err := httpGetBody(base + "/")
+	want := []string{`id="m-demo"`, "/recordings/" + id + "/", "signature ok"}
+	for _, s := range want {
+		if err == nil && !strings.Contains(body, s) {
+			err = fmt.Errorf("the page has no %q", s)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(w, "  ✗  status page %s/: %v\n", base, err)
+		return false
+	}
+	fmt.Fprintf(w, "  ✓  status page %s/ lists the mirror and the recording, with a replay link\n", base)
+	return true
+}
+
+// httpGetBody returns the body of a successful GET of url.
+func httpGetBody(url string) (string, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
+
+// check waits for the recording of the session just made and verifies its
+// hash chain and manifest signature with the recording key.
+func (rp *demoRecording) check(ctx context.Context, w io.Writer) bool {
+	var id string
+	select {
+	case id = <-rp.ended:
+	case <-time.After(10 * time.Second):
+		fmt.Fprintf(w, "  ✗  recording: the bastion did not close a recording within 10 s (see %s)\n", rp.dir)
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	dir := filepath.Join(rp.dir, id)
+	if err := record.Verify(dir, rp.pub); err != nil {
+		fmt.Fprintf(w, "  ✗  recording: %s does not verify:\n%s\n", dir, indent(err.Error()))
+		return false
+	}
+	rp.mu.Lock()
+	rp.verified = id
+	rp.mu.Unlock()
+	fmt.Fprintf(w, "  ✓  recording: %s (signature ok)\n", dir)
+	return true
+}
+
+// exampleID names a recording for the printed commands: the one check
+// verified, or a placeholder.
+func (rp *demoRecording) exampleID() string {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.verified == "" {
+		return "ID"
+	}
+	return rp.verified
 }

@@ -3,18 +3,29 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"gatehouse/bastion/record"
 )
 
 // TestDemo runs the README's first command end to end: a signed sample
 // upstream is synced, served and fetched by the real apt-get; the real ssh
-// goes through the bastion with a certificate; tampering and a plain key are
-// refused. Every check line must be a ✓.
+// goes through the bastion with a certificate, both as a plain jump and
+// through the recording proxy, whose recording verifies; tampering and a
+// plain key are refused. Every check line must be a ✓. Then the printed
+// recordings commands and the ssh-keygen one-liner are run exactly as
+// printed.
 func TestDemo(t *testing.T) {
-	for _, tool := range []string{"dpkg-deb", "apt-get", "ssh"} {
+	for _, tool := range []string{"dpkg-deb", "apt-get", "ssh", "ssh-keygen"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)
 		}
@@ -22,18 +33,195 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := run(ctx, []string{"demo", "--exit", "--dir", t.TempDir()}, &out, &errb)
+	dir := t.TempDir()
+	code := run(ctx, []string{"demo", "--exit", "--dir", dir}, &out, &errb)
 	t.Log(out.String())
 	if code != 0 {
 		t.Fatalf("demo exit %d: %s", code, errb.String())
 	}
-	checks := strings.Count(out.String(), "  ✓  ")
-	if checks != 6 || strings.Contains(out.String(), "✗") {
-		t.Fatalf("want 6 passing checks and no failure, got %d:\n%s", checks, out.String())
+	text := out.String()
+	checks := strings.Count(text, "  ✓  ")
+	if checks != 9 || strings.Contains(text, "✗") || strings.Contains(text, "skipped") {
+		t.Fatalf("want 9 passing checks and no failure or skip, got %d:\n%s", checks, text)
 	}
-	for _, want := range []string{"synced and verified: published", "gatehouse-hello", "ssh -F "} {
-		if !strings.Contains(out.String(), want) {
+	for _, want := range []string{"synced and verified: published", "gatehouse-hello", "ssh -F ",
+		"recording proxy, as login demo  (hello from a recorded session)", "demo-recorded 'echo hello'"} {
+		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
+	}
+
+	// The recording the check verified exists, and stock OpenSSH accepts
+	// its manifest signature with the demo's recording key.
+	m := regexp.MustCompile(`✓  recording: (\S+) \(signature ok\)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no verified recording in the output")
+	}
+	recDir := m[1]
+	if rel, err := filepath.Rel(dir, recDir); err != nil || strings.HasPrefix(rel, "..") {
+		t.Fatalf("recording %s is outside the demo directory %s", recDir, dir)
+	}
+	for _, f := range []string{record.MetaFile, record.ManifestName, record.SignatureName, "ch00.cast", "ch00.ttyrec"} {
+		if _, err := os.Stat(filepath.Join(recDir, f)); err != nil {
+			t.Errorf("recording lacks %s: %v", f, err)
+		}
+	}
+	pubData, err := os.ReadFile(filepath.Join(dir, "bastion", "recording_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := filepath.Join(t.TempDir(), "allowed_signers")
+	if err := os.WriteFile(allowed, []byte(record.AllowedSigners(pub)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.Open(filepath.Join(recDir, record.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manifest.Close()
+	kg := exec.CommandContext(ctx, "ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "gatehouse",
+		"-n", record.RecordingNamespace, "-s", filepath.Join(recDir, record.SignatureName))
+	kg.Stdin = manifest
+	if b, err := kg.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -Y verify of the demo's recording: %v\n%s", err, b)
+	}
+	ttyrec, err := os.ReadFile(filepath.Join(recDir, "ch00.ttyrec"))
+	if err != nil || !bytes.Contains(ttyrec, []byte("hello from a recorded session")) {
+		t.Errorf("ttyrec lacks the session's output (%v):\n%q", err, ttyrec)
+	}
+
+	// Every printed recordings command works as printed.
+	id := filepath.Base(recDir)
+	var ran int
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "go run ./cmd/gatehouse recordings "):
+			args := strings.Fields(strings.TrimPrefix(line, "go run ./cmd/gatehouse "))
+			var o, e bytes.Buffer
+			if code := run(ctx, args, &o, &e); code != 0 {
+				t.Errorf("%s: exit %d\n%s%s", line, code, o.String(), e.String())
+				continue
+			}
+			want := id
+			switch args[1] {
+			case "play":
+				want = "hello from a recorded session"
+			case "verify":
+				want = ": OK"
+			}
+			if !strings.Contains(o.String(), want) {
+				t.Errorf("%s: output lacks %q:\n%s", line, want, o.String())
+			}
+			ran++
+		case strings.HasPrefix(line, "ssh-keygen -Y verify "):
+			if !strings.Contains(line, id) {
+				t.Errorf("the ssh-keygen line does not name the recording %s: %s", id, line)
+			}
+			b, err := exec.CommandContext(ctx, "sh", "-c", line).CombinedOutput()
+			if err != nil || !strings.Contains(string(b), "Good \"gatehouse-recording\" signature") {
+				t.Errorf("%s: %v\n%s", line, err, b)
+			}
+			ran++
+		}
+	}
+	if ran != 5 {
+		t.Errorf("ran %d printed recordings/ssh-keygen commands, want 5 (list, play, verify --all, verify --audit, ssh-keygen)", ran)
+	}
+}
+
+// TestDemoTargetTrustsOnlyItsCA checks the demo target's certificate check
+// (it stands in for a target's TrustedUserCAKeys): a certificate from its CA
+// for the requested login inside its validity window logs in, and every
+// other credential is refused; the certificate's permit-pty decides pty-req.
+func TestDemoTargetTrustsOnlyItsCA(t *testing.T) {
+	dir := t.TempDir()
+	key := func(name string) ssh.Signer {
+		t.Helper()
+		s, _, err := ensureSSHKey(filepath.Join(dir, name), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ca, other, user, hostKey := key("ca"), key("other_ca"), key("user"), key("host")
+	target, err := newDemoTarget(hostKey, ca.PublicKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { target.serve(ctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	now := time.Now()
+	pty := map[string]string{"permit-pty": ""}
+	cert := func(signer ssh.Signer, principals []string, from, to time.Time, exts map[string]string) ssh.Signer {
+		t.Helper()
+		c, err := signUserCert(signer, user.PublicKey(), "test", principals, from, to, exts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := ssh.NewCertSigner(c, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	hostCert := &ssh.Certificate{Key: user.PublicKey(), CertType: ssh.HostCert, ValidPrincipals: []string{"demo"},
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
+	if err := hostCert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	hostCertSigner, err := ssh.NewCertSigner(hostCert, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(login string, s ssh.Signer) (*ssh.Client, error) {
+		return ssh.Dial("tcp", target.addr(), &ssh.ClientConfig{User: login, Auth: []ssh.AuthMethod{ssh.PublicKeys(s)},
+			HostKeyCallback: ssh.FixedHostKey(hostKey.PublicKey()), Timeout: 10 * time.Second})
+	}
+	for _, c := range []struct {
+		name   string
+		login  string
+		signer ssh.Signer
+	}{
+		{"plain key", "demo", user},
+		{"another CA", "demo", cert(other, []string{"demo"}, now.Add(-time.Minute), now.Add(time.Hour), pty)},
+		{"other principal", "demo", cert(ca, []string{"root"}, now.Add(-time.Minute), now.Add(time.Hour), pty)},
+		{"expired", "demo", cert(ca, []string{"demo"}, now.Add(-2*time.Hour), now.Add(-time.Hour), pty)},
+		{"not yet valid", "demo", cert(ca, []string{"demo"}, now.Add(time.Hour), now.Add(2*time.Hour), pty)},
+		{"host certificate", "demo", hostCertSigner},
+	} {
+		if cl, err := dial(c.login, c.signer); err == nil {
+			cl.Close()
+			t.Errorf("%s: logged in", c.name)
+		}
+	}
+
+	for _, c := range []struct {
+		exts    map[string]string
+		wantPTY bool
+	}{{pty, true}, {nil, false}} {
+		cl, err := dial("demo", cert(ca, []string{"demo"}, now.Add(-time.Minute), now.Add(time.Hour), c.exts))
+		if err != nil {
+			t.Fatalf("valid certificate refused: %v", err)
+		}
+		s, err := cl.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{}); (err == nil) != c.wantPTY {
+			t.Errorf("permit-pty %v: pty-req error %v", c.wantPTY, err)
+		}
+		out, err := s.Output("echo it works")
+		if err != nil || string(out) != "it works\n" {
+			t.Errorf("echo: %q, %v", out, err)
+		}
+		cl.Close()
 	}
 }

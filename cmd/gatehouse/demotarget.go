@@ -8,15 +8,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
 
 // demoTarget is the sample "isolated host" of `gatehouse demo`: a tiny SSH
-// server on loopback that trusts the demo user CA. It answers exec requests
-// with a line naming the authenticated principal and runs a minimal echo
-// shell, enough to show a session passing through the bastion.
+// server on loopback that trusts exactly one user CA. The demo runs two: one
+// trusting the demo user CA (reached with a plain ssh -J jump), and one
+// trusting only the bastion's upstream CA (reached through the recording
+// proxy, as a real target configured with TrustedUserCAKeys would be). It
+// answers a few fixed exec commands (echo, hostname, sleep) and otherwise a
+// line naming the authenticated login, and runs a minimal echo shell: enough
+// to show a session passing through the bastion, never a real shell.
 type demoTarget struct {
 	ln  net.Listener
 	cfg *ssh.ServerConfig
@@ -24,6 +31,14 @@ type demoTarget struct {
 	wg  sync.WaitGroup
 }
 
+// demoMaxSleep bounds the demo target's sleep command, so a client cannot
+// hold a goroutine for longer than a demo lasts.
+const demoMaxSleep = 2 * time.Minute
+
+// newDemoTarget listens on a fresh loopback port with hostKey. It accepts
+// only user certificates signed by userCA whose principals name the login
+// and which are inside their validity window (ssh.CertChecker); plain keys,
+// host certificates and other CAs are refused.
 func newDemoTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (*demoTarget, error) {
 	checker := &ssh.CertChecker{
 		IsUserAuthority: func(auth ssh.PublicKey) bool {
@@ -37,7 +52,7 @@ func newDemoTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (
 	cfg.AddHostKey(hostKey)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("demo target: listen on 127.0.0.1: %w", err)
 	}
 	return &demoTarget{ln: ln, cfg: cfg, log: log}, nil
 }
@@ -68,8 +83,12 @@ func (d *demoTarget) handle(ctx context.Context, c net.Conn) {
 		d.log.Debug("demo target: handshake failed", "err", err)
 		return
 	}
-	go func() { <-ctx.Done(); sc.Close() }()
+	stop := context.AfterFunc(ctx, func() { sc.Close() })
+	defer stop()
 	go ssh.DiscardRequests(reqs)
+	// The certificate's extensions decide what the session may do, as in
+	// sshd: the bastion's per-session certificates permit a pty only.
+	_, permitPTY := sc.Permissions.Extensions["permit-pty"]
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "the demo target only offers sessions")
@@ -79,30 +98,47 @@ func (d *demoTarget) handle(ctx context.Context, c net.Conn) {
 		if err != nil {
 			continue
 		}
-		go d.session(sc.User(), ch, creqs)
+		go d.session(sc.User(), permitPTY, ch, creqs)
 	}
 }
 
-func (d *demoTarget) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (d *demoTarget) session(user string, permitPTY bool, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	exit := func(code uint32) {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], code)
 		ch.SendRequest("exit-status", false, b[:])
 	}
+	// Once the command runs, later requests (window-change, signal) are
+	// refused; gone is closed when the channel is, so a sleep ends with it.
+	gone := make(chan struct{})
+	drain := func() {
+		go func() {
+			for r := range reqs {
+				r.Reply(false, nil)
+			}
+			close(gone)
+		}()
+	}
 	for req := range reqs {
 		switch req.Type {
-		case "pty-req", "env", "window-change":
-			req.Reply(req.Type != "env", nil)
-		case "exec":
+		case "pty-req":
+			req.Reply(permitPTY, nil)
+		case "window-change":
 			req.Reply(true, nil)
+		case "exec":
 			var cmd struct{ Command string }
-			ssh.Unmarshal(req.Payload, &cmd)
-			fmt.Fprintf(ch, "hello %s, this is the gatehouse demo target; you ran: %s\n", user, cmd.Command)
-			exit(0)
+			if err := ssh.Unmarshal(req.Payload, &cmd); err != nil {
+				req.Reply(false, nil)
+				continue
+			}
+			req.Reply(true, nil)
+			drain()
+			exit(demoExec(ch, user, cmd.Command, gone))
 			return
 		case "shell":
 			req.Reply(true, nil)
+			drain()
 			fmt.Fprintf(ch, "gatehouse demo target: logged in as %s. Type a line and it echoes; 'exit' leaves.\r\n$ ", user)
 			d.echo(ch)
 			exit(0)
@@ -111,6 +147,37 @@ func (d *demoTarget) session(user string, ch ssh.Channel, reqs <-chan *ssh.Reque
 			req.Reply(false, nil)
 		}
 	}
+}
+
+// demoExec answers the demo target's fixed commands: "echo ARGS" writes
+// ARGS verbatim (no shell quoting is interpreted), "hostname" a fixed name,
+// "sleep N" waits N seconds (at most demoMaxSleep, ended early when the
+// channel closes); anything else gets a line naming the login and the
+// command. It returns the exit status.
+func demoExec(w io.Writer, user, command string, gone <-chan struct{}) uint32 {
+	name, rest, _ := strings.Cut(strings.TrimSpace(command), " ")
+	switch name {
+	case "echo":
+		fmt.Fprintf(w, "%s\n", rest)
+	case "hostname":
+		fmt.Fprintln(w, "gatehouse-demo-target")
+	case "sleep":
+		n, err := strconv.Atoi(strings.TrimSpace(rest))
+		if err != nil || n < 0 || time.Duration(n)*time.Second > demoMaxSleep {
+			fmt.Fprintf(w, "sleep: want whole seconds from 0 to %d\n", int(demoMaxSleep.Seconds()))
+			return 1
+		}
+		t := time.NewTimer(time.Duration(n) * time.Second)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-gone:
+			return 1
+		}
+	default:
+		fmt.Fprintf(w, "hello %s, this is the gatehouse demo target; you ran: %s\n", user, command)
+	}
+	return 0
 }
 
 // echo is a line-at-a-time echo "shell" that works with and without a pty.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gatehouse/apt/apttest"
+	"gatehouse/bastion/record"
 )
 
 func freePort(t *testing.T) string {
@@ -221,4 +223,266 @@ func metricValue(t *testing.T, addr, name string, want ...string) float64 {
 		}
 	}
 	return sum
+}
+
+// lockedBuffer is an io.Writer whose contents can be read while a command
+// still writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// liveSSH is a real ssh client with a pty shell held open on a pipe.
+type liveSSH struct {
+	cmd            *exec.Cmd
+	stdin          io.WriteCloser
+	stdout, stderr lockedBuffer
+	done           chan error
+}
+
+// startShell runs `ssh -F conf -tt host` and waits until the target's shell
+// greets it, so the session is live end to end.
+func startShell(t *testing.T, conf, host string) *liveSSH {
+	t.Helper()
+	l := &liveSSH{cmd: exec.Command("ssh", "-F", conf, "-tt", host), done: make(chan error, 1)}
+	var err error
+	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	l.cmd.Stdout, l.cmd.Stderr = &l.stdout, &l.stderr
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { l.done <- l.cmd.Wait() }()
+	t.Cleanup(func() {
+		l.cmd.Process.Kill()
+		<-l.done
+	})
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(l.stdout.String(), "gatehouse demo target: logged in as") {
+		select {
+		case err := <-l.done:
+			l.done <- err
+			t.Fatalf("ssh %s ended before its shell started: %v\nstdout: %s\nstderr: %s", host, err, l.stdout.String(), l.stderr.String())
+		case <-deadline:
+			t.Fatalf("ssh %s: no shell within 30 s\nstdout: %s\nstderr: %s", host, l.stdout.String(), l.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return l
+}
+
+// TestRunSIGTERMTellsSessions is issue 8's graceful stop for `gatehouse
+// run`: with a recorded (proxy) session and a jump session open from the
+// real ssh, cancelling run's context (main maps SIGTERM and SIGINT to that
+// cancellation with signal.NotifyContext) tells the recorded session's admin
+// why on stderr and ends it promptly, seals its recording so that it
+// verifies (record.Verify and stock ssh-keygen -Y verify), and ends the
+// jump session, which cannot be told anything: its SSH runs end to end
+// between client and target, so the bastion can only close its channel.
+func TestRunSIGTERMTellsSessions(t *testing.T) {
+	for _, tool := range []string{"ssh", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := func(name string) ssh.Signer {
+		t.Helper()
+		s, _, err := ensureSSHKey(filepath.Join(dir, name), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	userCA, upCA, hostCA, admin := key("user_ca"), key("upstream_ca"), key("host_ca"), key("admin")
+	hostKey, jumpKey, recKey := key("ssh_host_ed25519_key"), key("jump_target_key"), key("recorded_target_key")
+	recording := key("recording_key")
+	cert, err := signUserCert(userCA, admin.PublicKey(), "admin-sigterm", []string{"admin"}, time.Now().Add(-time.Minute), time.Now().Add(time.Hour),
+		map[string]string{"permit-port-forwarding": "", "permit-pty": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A jump target trusting the user CA; a recorded target trusting only
+	// the upstream CA.
+	jump, err := newDemoTarget(jumpKey, userCA.PublicKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded, err := newDemoTarget(recKey, upCA.PublicKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tstop := context.WithCancel(context.Background())
+	var targets sync.WaitGroup
+	targets.Go(func() { jump.serve(tctx) })
+	targets.Go(func() { recorded.serve(tctx) })
+	defer func() { tstop(); targets.Wait() }()
+	rh, rp, _ := net.SplitHostPort(recorded.addr())
+	upKnown := filepath.Join(dir, "upstream_known_hosts")
+	if err := os.WriteFile(upKnown, fmt.Appendf(nil, "[%s]:%s %s", rh, rp, ssh.MarshalAuthorizedKey(recKey.PublicKey())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	serveAddr, bastionAddr := freePort(t), freePort(t)
+	recDir := filepath.Join(state, "recordings")
+	audit := filepath.Join(state, "audit.jsonl")
+	conf := filepath.Join(dir, "gatehouse.toml")
+	cfgText := fmt.Sprintf(`state_dir = %q
+[serve]
+listen = %q
+[bastion]
+listen = %q
+host_keys = [%q]
+user_ca_keys = %q
+audit_log = %q
+upstream_ca_key = %q
+upstream_known_hosts = %q
+host_ca_key = %q
+recordings_dir = %q
+recording_key = %q
+min_free_space = "1MiB"
+[[bastion.rule]]
+principals = ["admin"]
+jump = [%q]
+[[bastion.rule]]
+principals = ["admin"]
+proxy = [%q]
+logins = [%q]
+`, state, serveAddr, bastionAddr, filepath.Join(dir, "ssh_host_ed25519_key"), filepath.Join(dir, "user_ca.pub"), audit,
+		filepath.Join(dir, "upstream_ca"), upKnown, filepath.Join(dir, "host_ca"), recDir, filepath.Join(dir, "recording_key"),
+		jump.addr(), recorded.addr(), demoRecordedLogin)
+	if err := os.WriteFile(conf, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sshConf, err := demoSSHConfig{dir: dir, bastionAddr: bastionAddr, targetAddr: jump.addr(),
+		bastionKey: hostKey.PublicKey(), targetKey: jumpKey.PublicKey(),
+		recordedAddr: recorded.addr(), hostCA: hostCA.PublicKey()}.write()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var runErr lockedBuffer
+	go func() { done <- run(ctx, []string{"--config", conf, "run"}, &bytes.Buffer{}, &runErr) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", bastionAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("run exited %d before listening: %s", code, runErr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run's bastion did not listen within 30 s: %s", runErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	rec := startShell(t, sshConf, "demo-recorded")
+	jmp := startShell(t, sshConf, "demo-target")
+
+	stopped := time.Now()
+	cancel() // what SIGTERM does: main's signal.NotifyContext cancels run's context
+	const prompt = 10 * time.Second
+	for _, c := range []struct {
+		name string
+		l    *liveSSH
+	}{{"recorded", rec}, {"jump", jmp}} {
+		select {
+		case err := <-c.l.done:
+			if err == nil {
+				t.Errorf("%s session: ssh exited 0 although the server closed it", c.name)
+			}
+			t.Logf("%s session ended after %v: %v; stderr: %q", c.name, time.Since(stopped).Round(time.Millisecond), err, c.l.stderr.String())
+			c.l.done <- err // for the cleanup
+		case <-time.After(prompt):
+			t.Fatalf("%s session still open %v after shutdown\nstderr: %s\nrun: %s", c.name, prompt, c.l.stderr.String(), runErr.String())
+		}
+	}
+	if !strings.Contains(rec.stderr.String(), "gatehouse: session closed: server shutting down") {
+		t.Errorf("the recorded session's admin was not told why:\nstderr: %q", rec.stderr.String())
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run exited %d after shutdown: %s", code, runErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not stop within 30 s of shutdown: %s", runErr.String())
+	}
+
+	// The recording was sealed by the shutdown, not left for Seal.
+	metas, err := record.List(recDir)
+	if err != nil || len(metas) != 1 {
+		t.Fatalf("want one recording, got %d: %v", len(metas), err)
+	}
+	rdir := filepath.Join(recDir, metas[0].ID)
+	if err := record.Verify(rdir, recording.PublicKey()); err != nil {
+		t.Fatalf("recording after shutdown: %v", err)
+	}
+	m, _, err := record.ReadManifest(rdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Failed || m.Closed != "server shutting down" {
+		t.Errorf("manifest: closed %q, failed %v (%s); want closed by the shutdown", m.Closed, m.Failed, m.Failure)
+	}
+	allowed := filepath.Join(dir, "allowed_signers")
+	if err := os.WriteFile(allowed, []byte(record.AllowedSigners(recording.PublicKey())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mf, err := os.Open(filepath.Join(rdir, record.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	kg := exec.Command("ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "gatehouse", "-n", record.RecordingNamespace,
+		"-s", filepath.Join(rdir, record.SignatureName))
+	kg.Stdin = mf
+	if out, err := kg.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -Y verify: %v\n%s", err, out)
+	}
+
+	// The audit log is intact and says how each session ended.
+	af, err := os.Open(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer af.Close()
+	if _, err := record.VerifyAudit(af); err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	auditText, _ := os.ReadFile(audit)
+	for _, want := range []string{`"event":"proxy.end"`, `"reason":"server shutting down"`, `"event":"forward.open"`} {
+		if !strings.Contains(string(auditText), want) {
+			t.Errorf("audit log lacks %s:\n%s", want, auditText)
+		}
+	}
 }
