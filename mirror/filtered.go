@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -195,6 +196,12 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 		r.warn(fmt.Sprintf("include pattern %q matches no package", p))
 	}
 	r.log.Info("selection resolved", "packages", len(res.Selected), "of", u.Len())
+	// The universe is most of the sync's memory; the rest of the build
+	// (the xz writers above all) needs none of it. Collecting it now,
+	// rather than when the heap next doubles, nearly halves the peak RSS
+	// (bookworm + bookworm-updates main amd64: 257 -> 146 MiB).
+	res.Detach()
+	runtime.GC()
 
 	files, err := res.PoolFiles()
 	if err != nil {

@@ -3,6 +3,7 @@ package filter
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -153,6 +154,28 @@ func Resolve(u *Universe, spec Spec) (*Result, error) {
 		return strings.Compare(a.Relation, b.Relation)
 	})
 	return res, nil
+}
+
+// Detach makes r independent of the Universe it was resolved from, so
+// that the Universe (about 85 MiB for bookworm main) can be garbage
+// collected while r is written out: the selected entries keep only the
+// Universe's list of locations. After Detach the Universe must not be
+// used again.
+func (r *Result) Detach() {
+	var from *Universe
+	for _, e := range r.Selected {
+		if e.u != from && from != nil {
+			panic("filter: Detach of a Result from several Universes")
+		}
+		from = e.u
+	}
+	if from == nil {
+		return
+	}
+	small := &Universe{locs: slices.Clone(from.locs), locIndex: maps.Clone(from.locIndex)}
+	for _, e := range r.Selected {
+		e.u = small
+	}
 }
 
 func compareEntries(a, b *Entry) int {

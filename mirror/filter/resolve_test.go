@@ -1,9 +1,11 @@
 package filter
 
 import (
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"weak"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -403,5 +405,31 @@ func TestResolveAcrossSuites(t *testing.T) {
 		if strings.Join(got, " ") != want {
 			t.Errorf("%s lists %v, want %s", suite, got, want)
 		}
+	}
+}
+
+// TestDetach: after Detach the selection still knows its locations, and
+// the Universe, with every entry not selected, can be collected.
+func TestDetach(t *testing.T) {
+	u := universe(t,
+		pkg{name: "a", ver: "1", dep: "b", suite: "stable"},
+		pkg{name: "a", ver: "1+deb1u1", dep: "b", suite: "stable-security"},
+		pkg{name: "b", ver: "1", suite: "stable"},
+		pkg{name: "unused", ver: "1", suite: "stable"},
+	)
+	r := resolve(t, u, Spec{Include: []string{"a"}, WithDependencies: true})
+	w := weak.Make(u)
+	r.Detach()
+	u = nil
+	runtime.GC()
+	if w.Value() != nil {
+		t.Error("the Universe is still reachable from the detached Result")
+	}
+	if d := cmp.Diff([]string{"a=1+deb1u1:amd64", "b=1:amd64"}, names(r)); d != "" {
+		t.Fatalf("selection (-want +got):\n%s", d)
+	}
+	if !r.Selected[0].In("stable-security", "main") || r.Selected[0].In("stable", "main") ||
+		len(r.Selected[1].Locations()) != 1 || r.Selected[1].Locations()[0].Suite != "stable" {
+		t.Errorf("locations lost: %v %v", r.Selected[0].Locations(), r.Selected[1].Locations())
 	}
 }
