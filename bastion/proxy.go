@@ -78,12 +78,13 @@ func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit fu
 	if err := os.MkdirAll(cfg.RecordingsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("[bastion] recordings_dir: %w", err)
 	}
-	if err := sealCrashed(cfg.RecordingsDir, recKey, now, log, audit); err != nil {
-		return nil, fmt.Errorf("[bastion] recordings_dir: %w", err)
-	}
 	index, err := record.OpenAudit(filepath.Join(cfg.RecordingsDir, record.IndexName), now)
 	if err != nil {
 		return nil, fmt.Errorf("[bastion] recordings_dir: recordings index: %w", err)
+	}
+	if err := sealCrashed(cfg.RecordingsDir, recKey, now, log, audit, index); err != nil {
+		index.Close()
+		return nil, fmt.Errorf("[bastion] recordings_dir: %w", err)
 	}
 	return &proxySetup{
 		dialer: dialer,
@@ -101,8 +102,10 @@ func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit fu
 
 // sealCrashed signs, as found, every recording directory without a
 // manifest: a bastion that died mid-session left it open. The manifest
-// says failed, so it is never mistaken for a normally closed recording.
-func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.Logger, audit func(string, map[string]any) error) error {
+// says failed, so it is never mistaken for a normally closed recording,
+// and its final hash goes into the recordings index as a normal close's
+// does, so a manifest replaced later is caught by `recordings verify`.
+func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.Logger, audit func(string, map[string]any) error, index *record.Audit) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -126,6 +129,14 @@ func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.L
 		}
 		log.Warn("bastion: sealed a recording left open by a crash", "dir", rd)
 		audit("recording.sealed", map[string]any{"recording": record.Sanitize(e.Name(), 100), "reason": sealReason})
+		m, _, err := record.ReadManifest(rd)
+		if err == nil {
+			err = index.Log("recording.close", map[string]any{"id": m.ID, "final": m.Final, "failed": true, "reason": sealReason})
+		}
+		if err != nil {
+			log.Error("bastion: recording the sealed recording in the index failed", "dir", rd, "err", err)
+			audit("recording.failed", map[string]any{"recording": record.Sanitize(e.Name(), 100), "reason": "indexing the sealed recording failed: " + record.Sanitize(err.Error(), 300)})
+		}
 	}
 	return nil
 }

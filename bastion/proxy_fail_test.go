@@ -193,6 +193,10 @@ func TestProxyStartup(t *testing.T) {
 	}
 	b2.auditPath = b2.cfg.AuditLog
 	b2.waitEvent(t, "recording.sealed", map[string]string{"recording": "crashed-1"})
+	index, err := os.ReadFile(filepath.Join(b.recDir, record.IndexName))
+	if err != nil || !strings.Contains(string(index), `"final":"`+m.Final+`"`) || !strings.Contains(string(index), `"id":"crashed-1"`) {
+		t.Errorf("the sealed recording's final hash is not in the index (err %v):\n%s", err, index)
+	}
 	if _, err := os.Stat(filepath.Join(notRec, record.ManifestName)); err == nil {
 		t.Errorf("a directory without meta.json was sealed")
 	}
