@@ -222,6 +222,13 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 	}
+	if r.opt.DryRun {
+		sel := make([]string, len(res.Selected))
+		for i, e := range res.Selected {
+			sel[i] = e.String()
+		}
+		return r.plan(pool, sel)
+	}
 	if err := r.fetchPool(ctx, pool); err != nil {
 		return err
 	}

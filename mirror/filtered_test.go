@@ -445,3 +445,59 @@ func TestFilteredSuiteURLs(t *testing.T) {
 		t.Errorf("suite_urls for an unlisted suite: %v", err)
 	}
 }
+
+// TestDryRun: a dry run verifies and plans but changes nothing: for a
+// filtered mirror it lists the closure and what it would download before
+// anything is published; for a verbatim mirror after an upstream change
+// it names only the new pool files, and the published tree, the pool and
+// the recorded state stay as they were.
+func TestDryRun(t *testing.T) {
+	now := time.Now()
+	up := filteredUpstream(t, now.Add(-time.Hour), now.Add(7*24*time.Hour))
+	state := t.TempDir()
+	signing, _, _ := archiveKey(t)
+	cfg := filteredConfig(up)
+	opt := testOptions(t)
+	opt.Signing = signing
+	opt.DryRun = true
+	rep, err := Sync(context.Background(), state, cfg, opt)
+	if err != nil || rep.Result != ResultDryRun || rep.Plan == nil {
+		t.Fatalf("dry run: %v %+v", err, rep)
+	}
+	want := []string{"alt-user 1 amd64", "app 2.1-1 amd64", "app-tools 1.0-1 amd64", "init-system-helpers 1.65 all",
+		"libc-lite 2.36-9 amd64", "libfoo1 1.3-1 amd64", "postfix-lite 3.7-1 amd64", "python3 3.11.2-1 amd64"}
+	if p := rep.Plan; !slices.Equal(p.Selected, want) || p.PoolFiles != len(want) || p.FetchFiles != len(want) || p.PoolBytes == 0 || p.FetchBytes != p.PoolBytes {
+		t.Errorf("plan %+v", p)
+	}
+	if _, _, err := store.ResolveCurrent(StoreRoot(state), testMirror); err == nil {
+		t.Error("a dry run published a snapshot")
+	}
+	if st, err := Status(state, cfg, now); err != nil || st.LastSync != nil || st.PoolFiles != 0 {
+		t.Errorf("a dry run left a trace: %v %+v", err, st)
+	}
+
+	v := up.config()
+	v.Sources = false
+	mustSync(t, state, v)
+	before := publishedTree(t, state)
+	beforeState := sha256File(t, filepath.Join(StoreRoot(state), testMirror, store.StateFile))
+	s := up.repo.Suites()[0]
+	s.Packages = map[string][]apttest.Package{"main": append(slices.Clone(s.Packages["main"]), apttest.Package{Name: "newcomer", Version: "1", Arch: "amd64"})}
+	s.Date, s.ValidUntil = time.Time{}, time.Time{}
+	if err := up.repo.Rebuild(s, up.repo.Suites()[1]); err != nil {
+		t.Fatal(err)
+	}
+	vopt := testOptions(t)
+	vopt.DryRun = true
+	rep, err = Sync(context.Background(), state, v, vopt)
+	if err != nil || rep.Result != ResultDryRun || rep.Plan == nil || rep.Plan.FetchFiles != 1 || rep.Plan.Selected != nil {
+		t.Fatalf("verbatim dry run: %v %+v %+v", err, rep, rep.Plan)
+	}
+	checkUnchanged(t, before, publishedTree(t, state))
+	if got := sha256File(t, filepath.Join(StoreRoot(state), testMirror, store.StateFile)); got != beforeState {
+		t.Error("a dry run changed the recorded state")
+	}
+	if rep := mustSync(t, state, v); rep.Result != ResultPublished || rep.FilesFetched < 1 {
+		t.Errorf("the real sync after the dry run: %+v", rep)
+	}
+}

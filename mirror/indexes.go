@@ -218,6 +218,9 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 	}
+	if r.opt.DryRun {
+		return r.plan(pool, nil)
+	}
 	if err := r.fetchPool(ctx, pool); err != nil {
 		return err
 	}

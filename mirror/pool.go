@@ -223,6 +223,23 @@ func (r *run) fetchPool(ctx context.Context, ps *poolSet) error {
 	return err
 }
 
+// plan fills the Report's Plan from the pool a dry run would publish and
+// returns errDryRun, which ends the build with nothing published.
+func (r *run) plan(ps *poolSet, selected []string) error {
+	p := &Plan{PoolFiles: len(ps.files), Selected: selected}
+	for _, e := range ps.files {
+		p.PoolBytes += e.Size
+		rel, _ := poolRel(e.Filename)
+		if dest, err := r.st.PoolPath(rel); err == nil && havePool(dest, e.Size) {
+			continue
+		}
+		p.FetchFiles++
+		p.FetchBytes += e.Size
+	}
+	r.rep.Plan = p
+	return errDryRun
+}
+
 // Outcomes of fetchPoolFile.
 const (
 	poolPresent = iota
@@ -237,9 +254,7 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}
-	// Pool paths are immutable upstream and every file was verified before
-	// it was renamed into place, so the size is enough (store.HasPoolFile).
-	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
+	if havePool(dest, e.Size) {
 		return poolPresent, nil
 	}
 	// Directories are made one at a time: parallel mkdirs in one parent
@@ -277,6 +292,14 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	default:
 		return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
 	}
+}
+
+// havePool reports whether the pool file dest is in place. Pool paths are
+// immutable upstream and every file was verified before it was renamed
+// into place, so the size is enough (store.HasPoolFile).
+func havePool(dest string, size int64) bool {
+	fi, err := os.Lstat(dest)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
 }
 
 func isDir(p string) bool {

@@ -34,7 +34,14 @@ const (
 	ResultCurrent   = "current"
 	ResultFailed    = "failed"
 	ResultRefused   = "refused"
+	// ResultDryRun: Options.DryRun verified the upstream and planned a
+	// publish (Report.Plan) but changed nothing.
+	ResultDryRun = "dry-run"
 )
+
+// errDryRun stops a dry run's build after planning; Sync reports it as
+// ResultDryRun.
+var errDryRun = errors.New("dry run: stopped before fetching pool files")
 
 // Phases named in progress events.
 const (
@@ -64,6 +71,11 @@ type Options struct {
 	// filtered mirrors (Sync) and that Verify checks them against. Verbatim
 	// mirrors do not use it.
 	Signing SigningConfig
+	// DryRun makes Sync fetch and verify the upstream's Releases and
+	// indexes (and, for a filtered mirror, resolve the selection), then
+	// report in Report.Plan what it would fetch and publish, without
+	// fetching pool files, publishing or recording anything.
+	DryRun bool
 }
 
 // Event is one progress report of a running sync.
@@ -101,6 +113,21 @@ type Report struct {
 	GCError   string `json:"gc_error,omitempty"`
 	// Warnings are problems that did not stop the sync.
 	Warnings []string `json:"warnings,omitempty"`
+	// Plan is what a dry run would have published (ResultDryRun only).
+	Plan *Plan `json:"plan,omitempty"`
+}
+
+// Plan is what a sync would publish, as worked out by a dry run.
+type Plan struct {
+	// PoolFiles and PoolBytes are the pool the new snapshot would name;
+	// FetchFiles and FetchBytes the part of it not yet downloaded.
+	PoolFiles  int   `json:"pool_files"`
+	PoolBytes  int64 `json:"pool_bytes"`
+	FetchFiles int   `json:"fetch_files"`
+	FetchBytes int64 `json:"fetch_bytes"`
+	// Selected lists a filtered mirror's packages, "name version arch",
+	// sorted; nil for a verbatim mirror.
+	Selected []string `json:"selected,omitempty"`
 }
 
 // SuiteReport describes the Release of one suite as accepted by a sync.
@@ -263,6 +290,20 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 	r.extra = readExtra(r.state)
 
 	err = r.sync(ctx)
+	if opt.DryRun && (err == nil || errors.Is(err, errDryRun)) {
+		// Nothing was published, so nothing is recorded: the state stays
+		// what the last real sync left.
+		if r.client != nil {
+			s := r.client.Stats()
+			rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
+			r.client.CloseIdleConnections()
+		}
+		if err != nil {
+			rep.Result = ResultDryRun
+		}
+		rep.Duration = time.Since(start)
+		return rep, nil
+	}
 	if r.client != nil {
 		s := r.client.Stats()
 		rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes

@@ -131,7 +131,8 @@ func mirrorsFor(g *globals, args []string, changes bool) (*fileConfig, []mirror.
 }
 
 func newMirrorSyncCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var dryRun bool
+	c := &cobra.Command{
 		Use:   "sync [NAME...]",
 		Short: "Fetch, verify and publish mirrors (cron/timer entry point)",
 		Long: `Sync all configured mirrors, or the named ones: fetch the upstream's
@@ -139,6 +140,10 @@ InRelease, verify it against the mirror's keyring with APT's rule, refuse
 rollback, expired or future-dated metadata, fetch and verify every index and
 pool file, and publish a new snapshot atomically. A failed or interrupted sync
 leaves the published mirror exactly as it was; the next run resumes.
+
+With --dry-run it verifies the upstream's Releases and indexes (and resolves
+a filtered mirror's selection), then prints what it would fetch and publish,
+and changes nothing: a preview of a new mirror's size or of an include list.
 
 Exit 0 when every mirror was published or already current, 3 when a mirror
 was refused by verification, 1 on other failures.`,
@@ -151,7 +156,7 @@ was refused by verification, 1 on other failures.`,
 			var firstErr, refused error
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)
@@ -182,6 +187,8 @@ was refused by verification, 1 on other failures.`,
 			return firstErr
 		},
 	}
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "verify and plan only: print what would be fetched and published, change nothing")
+	return c
 }
 
 func printSyncReport(w io.Writer, r *mirror.Report) {
@@ -196,6 +203,16 @@ func printSyncReport(w io.Writer, r *mirror.Report) {
 			vu = ", valid until " + s.ValidUntil.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "  %s: dated %s%s%s\n", s.Suite, s.Date.UTC().Format(time.RFC3339), vu, map[bool]string{true: "", false: " (unchanged)"}[s.Changed])
+	}
+	if p := r.Plan; p != nil {
+		if p.Selected != nil {
+			fmt.Fprintf(w, "  would publish %d packages:\n", len(p.Selected))
+			for _, s := range p.Selected {
+				fmt.Fprintf(w, "    %s\n", s)
+			}
+		}
+		fmt.Fprintf(w, "  pool: %d files (%s), of which %d files (%s) to download; nothing was changed\n",
+			p.PoolFiles, humanBytes(p.PoolBytes), p.FetchFiles, humanBytes(p.FetchBytes))
 	}
 	for _, x := range r.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", x)

@@ -126,6 +126,14 @@ func TestFilteredMirrorCLI(t *testing.T) {
 	if code, out, errs := ghRun(t, "--config", conf, "keys", "init-archive-key"); code != 0 {
 		t.Fatalf("init-archive-key: exit %d\n%s\n%s", code, out, errs)
 	}
+	code, out, errs := ghRun(t, "--config", conf, "mirror", "sync", "--dry-run")
+	if code != 0 || !strings.Contains(out, "ops: dry-run") || !strings.Contains(out, "would publish 6 packages") ||
+		!strings.Contains(out, "    app 2.0-1 amd64\n") || !strings.Contains(out, "nothing was changed") {
+		t.Fatalf("filtered dry run: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, _ := ghRun(t, "--config", conf, "mirror", "status"); code != 0 || !strings.Contains(out, "nothing published yet") {
+		t.Fatalf("status after a dry run: exit %d\n%s", code, out)
+	}
 	if code, out, errs := ghRun(t, "--config", conf, "mirror", "sync"); code != 0 || !strings.Contains(out, "ops: published") {
 		t.Fatalf("filtered sync: exit %d\n%s\n%s", code, out, errs)
 	}
