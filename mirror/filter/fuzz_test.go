@@ -155,7 +155,15 @@ func FuzzAdd(f *testing.F) {
 			if err != nil {
 				return
 			}
+			n := u.Len()
 			if err := u.Add("s", "main", p); err != nil {
+				continue
+			}
+			if u.Len() == n {
+				// The same package listed again (name, version,
+				// architecture and file): only its location was added,
+				// and the entry keeps the first stanza's text, which may
+				// differ in other fields.
 				continue
 			}
 			var e *Entry
