@@ -53,6 +53,9 @@ func Export(ctx context.Context, stateDir string, cfgs []Config, to, since strin
 	}
 	var srcs []bundle.Source
 	for _, cfg := range cfgs {
+		if slices.ContainsFunc(cfg.Suites, isFlat) {
+			return nil, fmt.Errorf("export: mirror %s is a flat repository, which bundles do not carry yet; export mirrors with dists/ suites", cfg.Name)
+		}
 		st, err := openStore(stateDir, &cfg, opt)
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
@@ -342,6 +345,9 @@ func startImport(ctx context.Context, stateDir string, cfgs []Config, me bundle.
 	st, err := openStore(stateDir, &cfg, opt)
 	if err != nil {
 		return nil, nil, err
+	}
+	if slices.ContainsFunc(cfg.Suites, isFlat) {
+		return nil, nil, fmt.Errorf("mirror %s: a flat repository cannot be imported from a bundle yet", cfg.Name)
 	}
 	if cfg.Mode == ModeFiltered {
 		// The bundle's Releases are already the exporter's; re-filtering

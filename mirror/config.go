@@ -25,7 +25,10 @@ type Config struct {
 	// appliance without a line out has none.
 	URL string `toml:"url"`
 	// Suites to mirror, e.g. ["bookworm", "bookworm-updates"]. A suite ending
-	// in "/" names a flat repository path below URL.
+	// in "/" names a flat repository directory below URL ("./" for URL
+	// itself), exactly as the suite of a "deb URL dir/" sources line; a
+	// mirror's suites are all flat or none, and flat ones take no
+	// components.
 	Suites []string `toml:"suites"`
 	// SuiteURLs gives the archive root of suites that are not below URL,
 	// e.g. {"bookworm-security" = "http://example.org/debian-security"}:
@@ -181,6 +184,20 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: include, exclude, with_dependencies and with_recommends apply to mode = \"filtered\" only; set the mode or remove them", where)
 	case c.WithRecommends && !c.WithDependencies:
 		return fmt.Errorf("%s: with_recommends needs with_dependencies = true", where)
+	}
+	flat := 0
+	for _, s := range c.Suites {
+		if isFlat(s) {
+			flat++
+		}
+	}
+	switch {
+	case flat > 0 && flat < len(c.Suites):
+		return fmt.Errorf("%s: suites mixes flat repository directories (ending in \"/\") with dists/ suites; use one [[mirror]] for each kind", where)
+	case flat > 0 && len(c.Components) > 0:
+		return fmt.Errorf("%s: a flat repository (suite ending in \"/\") has no components: remove components, as its sources line has none", where)
+	case flat > 0 && c.Mode == ModeFiltered:
+		return fmt.Errorf("%s: mode = \"filtered\" needs a repository with dists/; mirror a flat repository verbatim", where)
 	}
 	for s, u := range c.SuiteURLs {
 		if !slices.Contains(c.Suites, s) {

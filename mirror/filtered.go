@@ -47,7 +47,7 @@ func (r *run) localDir(suite string) string {
 	if r.cfg.Mode == ModeFiltered {
 		return upstreamDir + "/dists/" + suite
 	}
-	return "dists/" + suite
+	return publishedDir(suite)
 }
 
 // signingKey loads the appliance's archive key for a filtered mirror.

@@ -105,7 +105,7 @@ func readManifest(st *store.Store, id string) (*manifest, error) {
 		return nil, fmt.Errorf("snapshot %s: %s is damaged or of an unknown version", id, manifestFile)
 	}
 	for name, s := range m.Suites {
-		if s == nil || store.CheckRel("dists/"+name) != nil {
+		if s == nil || store.CheckRel(publishedDir(name)) != nil {
 			return nil, fmt.Errorf("snapshot %s: %s names an invalid suite %q", id, manifestFile, name)
 		}
 		for _, f := range s.Files {
@@ -260,7 +260,7 @@ func (r *run) writeSnapshotFile(sn *store.Snapshot, rel string, b []byte) error 
 
 // linkSuite carries an unchanged suite's whole dists tree forward.
 func (r *run) linkSuite(sn *store.Snapshot, sr *suiteRun) error {
-	src, err := r.st.SnapshotPath(r.curID, sr.dir)
+	src, err := r.st.SnapshotPath(r.curID, sr.local)
 	if err != nil {
 		return err
 	}
@@ -275,7 +275,7 @@ func (r *run) linkSuite(sn *store.Snapshot, sr *suiteRun) error {
 		if err != nil {
 			return err
 		}
-		return sn.Link(r.curID, sr.dir+"/"+filepath.ToSlash(rel))
+		return sn.Link(r.curID, sr.local+"/"+filepath.ToSlash(rel))
 	})
 }
 
@@ -382,10 +382,10 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 	want := fetch.Want{Size: me.Size, SHA256: me.SHA256, SHA512: me.SHA512}
 	var ferr error
 	if sr.rel.AcquireByHash {
-		_, ferr = r.client.Get(ctx, r.url(sr.name, sr.dir+"/"+apt.ByHashPath(me.Path, algo, hex)), dest, want)
+		_, ferr = r.client.Get(ctx, r.url(sr.name, joinRel(sr.dir, apt.ByHashPath(me.Path, algo, hex))), dest, want)
 	}
 	if !sr.rel.AcquireByHash || errors.Is(ferr, fetch.ErrNotFound) {
-		_, ferr = r.client.Get(ctx, r.url(sr.name, sr.dir+"/"+me.Path), dest, want)
+		_, ferr = r.client.Get(ctx, r.url(sr.name, joinRel(sr.dir, me.Path)), dest, want)
 	}
 	if errors.Is(ferr, fetch.ErrNotFound) {
 		return false, nil
@@ -450,7 +450,7 @@ func (r *run) carryByHash(sn *store.Snapshot, suite string) error {
 	}
 	paths := slices.Sorted(maps.Keys(ages))
 	for _, bh := range paths {
-		rel := "dists/" + suite + "/" + bh
+		rel := publishedDir(suite) + "/" + bh
 		p, err := sn.Path(rel)
 		if err != nil {
 			return err

@@ -98,8 +98,8 @@ func parsedIndexes(ms *manifestSuite) []string {
 // escaping entry is the upstream's (or an attacker's) doing.
 func collectPool(snapDir, suite string, ms *manifestSuite, ps *poolSet) error {
 	for _, rel := range parsedIndexes(ms) {
-		p := filepath.Join(snapDir, "dists", filepath.FromSlash(suite), filepath.FromSlash(rel))
-		where := "dists/" + suite + "/" + rel
+		p := filepath.Join(snapDir, filepath.FromSlash(publishedDir(suite)), filepath.FromSlash(rel))
+		where := publishedDir(suite) + "/" + rel
 		if err := readIndex(p, suite, where, ps); err != nil {
 			return err
 		}
@@ -119,6 +119,9 @@ func readIndex(p, suite, where string, ps *poolSet) error {
 	}
 	defer rd.Close()
 	add := func(filename string, size int64, s256, s512 string) error {
+		if isFlat(suite) {
+			filename = flatPoolKey(filename)
+		}
 		if _, ok := poolRel(filename); !ok {
 			return fmt.Errorf("%s: file %q is not below pool/; gatehouse serves only dists/ and pool/ of an archive", where, filename)
 		}
@@ -147,8 +150,8 @@ func readIndex(p, suite, where string, ps *poolSet) error {
 				return indexErr(err)
 			}
 			for _, sf := range s.Files {
-				fn := s.Directory + "/" + sf.Name
-				if _, err := apt.CleanRepoPath(fn); err != nil {
+				fn, err := apt.CleanRepoPath(s.Directory + "/" + sf.Name)
+				if err != nil {
 					return refuse(where+": source "+s.Name, err)
 				}
 				if err := add(fn, sf.Size, sf.SHA256, sf.SHA512); err != nil {
@@ -277,7 +280,11 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	} else {
 		want.SHA256 = e.SHA256
 	}
-	_, err = r.client.Get(ctx, r.url(e.Suite, e.Filename), dest, want)
+	src := e.Filename
+	if isFlat(e.Suite) {
+		src = strings.TrimPrefix(src, "pool/") // see flatPoolKey
+	}
+	_, err = r.client.Get(ctx, r.url(e.Suite, src), dest, want)
 	switch {
 	case err == nil:
 		return poolFetched, nil

@@ -17,7 +17,7 @@ import (
 // suiteRun is one suite's Release as fetched and checked by a sync.
 type suiteRun struct {
 	name string
-	dir  string // "dists/<name>", upstream
+	dir  string // upstream, relative to the archive root: "dists/<name>" (see remoteDir)
 	// local is where the upstream's Release and indexes go in a snapshot:
 	// dir itself for a verbatim mirror; for a filtered one a directory
 	// beside dists/ that serve never exposes (see upstreamDir).
@@ -65,7 +65,7 @@ func refuse(where string, err error) error {
 // fetchRelease gets and checks the Release of one suite. With a published
 // snapshot it asks conditionally, so an unchanged upstream costs one 304.
 func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) {
-	sr := &suiteRun{name: name, dir: "dists/" + name, local: r.localDir(name)}
+	sr := &suiteRun{name: name, dir: remoteDir(name), local: r.localDir(name)}
 	r.progress(Event{Suite: name, Phase: PhaseRelease})
 	prev, hadPrev := r.state.Suites[name]
 	var val fetch.Validators
@@ -75,7 +75,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	if published && hadPrev {
 		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
 	}
-	url := r.baseOf(name) + "/" + sr.dir + "/"
+	url := r.baseOf(name) + "/" + joinRel(sr.dir, "")
 	data, v, notMod, err := r.client.GetBytes(ctx, url+"InRelease", maxReleaseSize, val)
 	switch {
 	case err == nil && notMod:

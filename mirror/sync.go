@@ -350,11 +350,8 @@ func (r *run) sync(ctx context.Context) error {
 		return fmt.Errorf("mirror %s: url is not set, so there is nothing to sync from; set url to the archive root holding dists/ and pool/ (a mirror filled only by `gatehouse mirror import` needs no sync)", cfg.Name)
 	}
 	for _, s := range cfg.Suites {
-		if strings.HasSuffix(s, "/") {
-			return fmt.Errorf("mirror %s: suite %q: flat repositories are not supported by sync yet; mirror a repository with dists/", cfg.Name, s)
-		}
-		if err := store.CheckRel("dists/" + s); err != nil {
-			return fmt.Errorf("mirror %s: suite %q is not a valid path below dists/: %w", cfg.Name, s, err)
+		if err := store.CheckRel(publishedDir(s)); err != nil {
+			return fmt.Errorf("mirror %s: suite %q is not a valid path below dists/ (or, ending in \"/\", a flat repository directory): %w", cfg.Name, s, err)
 		}
 	}
 	kr, err := pgp.LoadKeyring(cfg.Keyring)

@@ -126,8 +126,8 @@ func publishedKeyring(cfg Config, opt Options) (*pgp.Keyring, error) {
 // files found intact, for reading the pool list; nil when the Release itself
 // cannot be trusted.
 func verifySuite(snapDir, suite string, cfg Config, kr *pgp.Keyring, listed *manifestSuite, now time.Time, log *slog.Logger, report func(string, ...any)) (*manifestSuite, error) {
-	dir := filepath.Join(snapDir, "dists", filepath.FromSlash(suite))
-	where := "dists/" + suite
+	dir := filepath.Join(snapDir, filepath.FromSlash(publishedDir(suite)))
+	where := publishedDir(suite)
 	var body []byte
 	inr, err := os.ReadFile(filepath.Join(dir, "InRelease"))
 	switch {

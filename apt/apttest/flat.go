@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,11 +23,22 @@ import (
 // with Filename relative to the root. apt uses it with a "deb URL/ ./"
 // line (Repo.SourcesLine with no components).
 func BuildFlat(dir string, key *pgp.SigningKey, pkgs []Package) (*Repo, error) {
+	return BuildFlatIn(dir, "", key, pkgs)
+}
+
+// BuildFlatIn is BuildFlat for a flat repository in the subdirectory sub
+// of the archive root dir ("deb URL/ sub/"): Release, indexes and .debs go
+// into dir/sub, and Filename is relative to dir (as apt resolves it:
+// against the URL, not URL/sub/).
+func BuildFlatIn(dir, sub string, key *pgp.SigningKey, pkgs []Package) (*Repo, error) {
+	if sub != "" && (path.Clean(sub) != sub || strings.HasPrefix(sub, ".") || strings.HasPrefix(sub, "/")) {
+		return nil, fmt.Errorf("apttest: flat subdirectory %q is not a clean relative path", sub)
+	}
 	r, err := newRepo(dir, key)
 	if err != nil {
 		return nil, err
 	}
-	r.flat = true
+	r.flat, r.flatSub = true, sub
 	if err := r.RebuildFlat(pkgs); err != nil {
 		return nil, err
 	}
@@ -49,7 +62,7 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 		if err := p.check(); err != nil {
 			return fmt.Errorf("apttest: flat repository: %w", err)
 		}
-		rel := flatPath(p)
+		rel := r.flatRel(p)
 		if jobs[rel] {
 			return fmt.Errorf("apttest: flat repository: package %s listed twice", rel)
 		}
@@ -66,7 +79,7 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	g.SetLimit(poolParallelism())
 	for i := range pkgs {
 		p := &pkgs[i]
-		j := &poolJob{rel: flatPath(p), make: func(ctx context.Context) ([]byte, error) { return buildDeb(ctx, p) }}
+		j := &poolJob{rel: r.flatRel(p), make: func(ctx context.Context) ([]byte, error) { return buildDeb(ctx, p) }}
 		g.Go(func() error {
 			fi, err := runPoolJob(ctx, r.Dir, j)
 			if err == nil {
@@ -80,10 +93,10 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	iw := &indexWriter{dir: r.Dir, s: s, mtime: r.stamp}
+	iw := &indexWriter{dir: filepath.Join(r.Dir, r.flatSub), s: s, mtime: r.stamp}
 	stanzas := make([]*deb822.Paragraph, 0, len(pkgs))
 	for i := range pkgs {
-		stanzas = append(stanzas, packagesStanza(s, &pkgs[i], flatPath(&pkgs[i]), infos[flatPath(&pkgs[i])]))
+		stanzas = append(stanzas, packagesStanza(s, &pkgs[i], r.flatRel(&pkgs[i]), infos[r.flatRel(&pkgs[i])]))
 	}
 	body, err := paragraphsBytes(stanzas)
 	if err != nil {
@@ -97,12 +110,15 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	if err != nil {
 		return err
 	}
-	if err := r.sign(r.Key, r.Dir, rel, ".", date); err != nil {
+	if err := r.sign(r.Key, filepath.Join(r.Dir, r.flatSub), rel, ".", date); err != nil {
 		return err
 	}
 	r.dates[".flat"] = date
 	return nil
 }
+
+// flatRel is the Filename of p in a flat repository.
+func (r *Repo) flatRel(p *Package) string { return path.Join(r.flatSub, flatPath(p)) }
 
 func flatPath(p *Package) string {
 	return fmt.Sprintf("%s_%s_%s.deb", p.Name, noEpoch(p.Version), p.Arch)

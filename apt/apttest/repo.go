@@ -81,11 +81,13 @@ type Repo struct {
 	// written in Dir (archive-keyring.gpg/.asc), outside dists/ and pool/.
 	KeyringPath, ArmoredKeyPath string
 
-	mu     sync.Mutex
-	flat   bool
-	suites []Suite
-	pool   map[string]string // "name_version_arch" → pool path of the last build
-	dates  map[string]time.Time
+	mu   sync.Mutex
+	flat bool
+	// flatSub is a flat repository's directory below Dir ("" = Dir).
+	flatSub string
+	suites  []Suite
+	pool    map[string]string // "name_version_arch" → pool path of the last build
+	dates   map[string]time.Time
 	// stamp is the modification time of the metadata files of the
 	// current build: whole seconds, strictly after the previous build's,
 	// so that If-Modified-Since (one-second resolution) never mistakes a

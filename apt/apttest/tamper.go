@@ -20,7 +20,7 @@ func (r *Repo) Path(rel string) string { return filepath.Join(r.Dir, filepath.Fr
 func (r *Repo) Resign(suite string, key *pgp.SigningKey) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	dir, where := r.Dir, "."
+	dir, where := filepath.Join(r.Dir, r.flatSub), "."
 	if suite != "" {
 		dir, where = filepath.Join(r.Dir, "dists", filepath.FromSlash(suite)), "dists/"+suite
 	}

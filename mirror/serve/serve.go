@@ -8,13 +8,22 @@
 //	/NAME/dists/REL       ROOT/NAME/snapshots/<current>/dists/REL
 //	/NAME/pool/REL        ROOT/NAME/pool/REL
 //
+// A flat repository's snapshot has store.FlatDir instead of dists/, and
+// its clients ask for files by their upstream paths (the Release, its
+// indexes, and every Filename relative to the archive root):
+//
+//	/NAME/REL             ROOT/NAME/snapshots/<current>/flat/REL if that is a file,
+//	                      else ROOT/NAME/pool/REL
+//
 // Each dists request resolves "current" exactly once and then opens the file
 // inside that snapshot directory, so a publish during the request cannot mix
 // two snapshots, and an open file keeps being served even if its snapshot is
 // pruned meanwhile. Files are opened through os.Root, which refuses any path
 // or symlink leading outside the snapshot or pool directory; in addition,
-// request paths with ".", ".." or empty elements, backslashes or NUL bytes
+// request paths with ".." or empty elements, backslashes or NUL bytes
 // (also when percent-encoded) are rejected before any file system access.
+// "." elements are dropped first: apt asks for "URL/./InRelease" for a
+// flat repository's "./" suite.
 // Only regular files are served; directories are 404 (no listings).
 //
 // Responses go through http.ServeContent: Range (single, suffix, multiple;
@@ -121,6 +130,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// The path is already percent-decoded, so "%2e%2e" and "%2f" arrive
 	// here as ".." and "/" and are checked like their literal forms.
+	for strings.Contains(p, "/./") {
+		p = strings.ReplaceAll(p, "/./", "/")
+	}
 	if err := store.CheckRel(p[1:]); err != nil {
 		http.Error(w, "400 bad request", http.StatusBadRequest)
 		return
@@ -130,35 +142,60 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	top, rel, ok := strings.Cut(rest, "/")
-	if !ok {
+	if rest == "" {
 		http.NotFound(w, r)
 		return
 	}
-	var dir string
-	switch top {
-	case "dists":
-		id, snap, err := store.ResolveCurrent(h.root, name)
-		if errors.Is(err, store.ErrNoCurrent) {
-			http.Error(w, "503 mirror "+name+" has not been published yet", http.StatusServiceUnavailable)
-			return
-		}
-		if err != nil {
-			h.log.Error("serve: resolve current snapshot", "mirror", name, "err", err)
-			http.Error(w, "500 internal server error", http.StatusInternalServerError)
-			return
-		}
-		dir, rel = snap, rest // the snapshot holds "dists/..."
+	top, rel, _ := strings.Cut(rest, "/")
+	id, snap, err := store.ResolveCurrent(h.root, name)
+	if errors.Is(err, store.ErrNoCurrent) && top != "pool" {
+		http.Error(w, "503 mirror "+name+" has not been published yet", http.StatusServiceUnavailable)
+		return
+	}
+	if err != nil && !errors.Is(err, store.ErrNoCurrent) {
+		h.log.Error("serve: resolve current snapshot", "mirror", name, "err", err)
+		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		return
+	}
+	pool := filepath.Join(h.root, name, store.PoolDir)
+	if err == nil {
 		// Which generation answered: lets an operator correlate a client's
 		// view with "mirror list" when debugging.
 		w.Header().Set("X-Gatehouse-Snapshot", id)
-	case "pool":
-		dir = filepath.Join(h.root, name, store.PoolDir)
+		if flat := filepath.Join(snap, store.FlatDir); isDir(flat) {
+			if isFileIn(flat, rest) {
+				h.serveFile(w, r, flat, rest, false)
+			} else {
+				h.serveFile(w, r, pool, rest, true)
+			}
+			return
+		}
+	}
+	switch {
+	case top == "dists" && rel != "":
+		h.serveFile(w, r, snap, rest, false) // the snapshot holds "dists/..."
+	case top == "pool" && rel != "":
+		h.serveFile(w, r, pool, rel, true)
 	default:
 		http.NotFound(w, r)
-		return
 	}
-	h.serveFile(w, r, dir, rel, top == "pool")
+}
+
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+// isFileIn reports whether rel is a regular file inside dir, following no
+// path out of it.
+func isFileIn(dir, rel string) bool {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	fi, err := root.Stat(rel)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, dir, rel string, pool bool) {

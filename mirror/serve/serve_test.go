@@ -303,7 +303,8 @@ func TestEscapesRefused(t *testing.T) {
 		"/debian/pool/main\\..\\..\\secret",
 		"/debian/dists/stable/InRelease%00",
 		"/debian/dists/stable/InRelease%00.deb",
-		"/debian/dists/./stable/InRelease",
+		"/debian/./../secret",
+		"/debian/pool/./../../secret",
 		"/debian//dists/stable/InRelease",
 		"/debian/dists/stable/evil",
 		"/debian/pool/evil/secret",
@@ -338,8 +339,13 @@ func TestEscapesRefused(t *testing.T) {
 		}
 	}
 	// Sanity: the raw client does reach real files.
-	if code, _ := rawGet(t, addr, "/debian/dists/stable/InRelease"); code != 200 {
+	code, want := rawGet(t, addr, "/debian/dists/stable/InRelease")
+	if code != 200 {
 		t.Fatalf("raw GET of a real file: %d", code)
+	}
+	// "." elements are harmless and apt sends them for a "./" flat suite.
+	if code, got := rawGet(t, addr, "/debian/./dists/././stable/InRelease"); code != 200 || !bytes.Equal(got, want) {
+		t.Errorf("GET with ./ elements: %d", code)
 	}
 	if code, _ := rawGet(t, addr, "/debian/pool/main/h/hello/hello_1.0-1%2bb1_amd64.deb"); code != 200 {
 		t.Errorf("percent-encoded + in a pool name: %d", code)

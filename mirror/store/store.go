@@ -60,6 +60,11 @@ const (
 	// beside its destination (mirror/fetch uses ".tmp-*"). GC removes those
 	// older than an hour.
 	TempPrefix = ".tmp-"
+	// FlatDir is the directory of a snapshot that holds a flat
+	// repository's Release and indexes at their upstream paths (a snapshot
+	// of a dists/ archive has dists/ instead). serve routes a mirror whose
+	// current snapshot has it as a flat one.
+	FlatDir = "flat"
 )
 
 const tmpSuffix = ".tmp"
