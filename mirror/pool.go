@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -233,7 +234,7 @@ func (r *run) plan(ps *poolSet, selected []string) error {
 	for _, e := range ps.files {
 		p.PoolBytes += e.Size
 		rel, _ := poolRel(e.Filename)
-		if dest, err := r.st.PoolPath(rel); err == nil && havePool(dest, e.Size) {
+		if r.st.HasPoolFile(rel, e.Size) {
 			continue
 		}
 		p.FetchFiles++
@@ -253,20 +254,30 @@ const (
 // fetchPoolFile fetches one pool file unless it is present with its size.
 func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	rel, _ := poolRel(e.Filename)
-	dest, err := r.st.PoolPath(rel)
+	dest, present, err := r.st.PoolFile(rel, e.Size)
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}
-	if havePool(dest, e.Size) {
+	if present {
 		return poolPresent, nil
 	}
 	// Directories are made one at a time: parallel mkdirs in one parent
 	// (pool/main/s/ holds thousands of package directories) contend on its
 	// lock in the kernel, which costs more CPU than the downloads. Once the
 	// directory exists, fetch.Get's own MkdirAll is a stat.
-	if dir := filepath.Dir(dest); !isDir(dir) {
+	if dir := filepath.Dir(dest); !r.knownDir(dir) {
 		r.dirMu.Lock()
-		err := os.MkdirAll(dir, 0o755)
+		// One mkdir is the common case (the parent exists); MkdirAll
+		// stats its way up first.
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = os.MkdirAll(dir, 0o755)
+		} else if errors.Is(err, fs.ErrExist) && isDir(dir) {
+			err = nil
+		}
+		if err == nil {
+			r.dirs[dir] = true
+		}
 		r.dirMu.Unlock()
 		if err != nil {
 			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
@@ -301,12 +312,11 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	}
 }
 
-// havePool reports whether the pool file dest is in place. Pool paths are
-// immutable upstream and every file was verified before it was renamed
-// into place, so the size is enough (store.HasPoolFile).
-func havePool(dest string, size int64) bool {
-	fi, err := os.Lstat(dest)
-	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
+// knownDir reports whether this sync made or found the pool directory dir.
+func (r *run) knownDir(dir string) bool {
+	r.dirMu.Lock()
+	defer r.dirMu.Unlock()
+	return r.dirs[dir]
 }
 
 func isDir(p string) bool {

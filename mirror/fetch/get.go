@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,10 +36,6 @@ import (
 func (c *Client) Get(ctx context.Context, url, dest string, want Want) (int64, error) {
 	if err := want.check(); err != nil {
 		return 0, fmt.Errorf("GET %s: %w", url, unwrapInternal(err))
-	}
-	dir := filepath.Dir(dest)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, fmt.Errorf("GET %s: create directory for %s: %w", url, dest, err)
 	}
 	p := &partial{url: url, want: want}
 	defer p.discard()
@@ -148,6 +145,14 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 	}
 	if p.tmp == nil {
 		tmp, err := os.CreateTemp(filepath.Dir(dest), tempPattern)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The directory is made here rather than up front: callers
+			// that fetch thousands of files into existing directories
+			// save a stat each.
+			if err = os.MkdirAll(filepath.Dir(dest), 0o755); err == nil {
+				tmp, err = os.CreateTemp(filepath.Dir(dest), tempPattern)
+			}
+		}
 		if err != nil {
 			return permanent(fmt.Errorf("GET %s: create temporary file beside %s: %w", url, dest, err))
 		}

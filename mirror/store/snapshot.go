@@ -119,7 +119,7 @@ func (sn *Snapshot) Path(rel string) (string, error) {
 	if err := CheckRel(rel); err != nil {
 		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
 	}
-	if err := noSymlinks(sn.tmp, rel); err != nil {
+	if err := noSymlinks(sn.tmp, rel, nil); err != nil {
 		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
 	}
 	return filepath.Join(sn.tmp, filepath.FromSlash(rel)), nil

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,6 +114,13 @@ type Store struct {
 
 	mu   sync.Mutex
 	lock *os.File // non-nil while this Store holds the lock
+
+	// realDirs caches pool directories (relative to the pool) that
+	// PoolPath found to be directories, not symlinks. Only this program
+	// creates entries in the pool, and never symlinks, so a directory
+	// stays one; the cache spares a sync of 20,000 files some 60,000
+	// lstat calls.
+	realDirs sync.Map
 }
 
 // Open returns the Store for mirror name under root, creating ROOT/NAME,
@@ -258,26 +266,47 @@ func CheckRel(rel string) error {
 // noSymlinks fails if any existing element of rel below base is a symlink
 // (or an intermediate element is not a directory). The store itself never
 // creates symlinks in the pool or in dists, so any one found is foreign.
-func noSymlinks(base, rel string) error {
+// realDirs, when not nil, remembers the directories found real (see
+// Store.realDirs).
+func noSymlinks(base, rel string, realDirs *sync.Map) error {
+	_, err := lstatNoSymlinks(base, rel, realDirs)
+	return err
+}
+
+// lstatNoSymlinks is noSymlinks that also returns the final element's
+// FileInfo, nil when it (or a directory above it) does not exist.
+func lstatNoSymlinks(base, rel string, realDirs *sync.Map) (fs.FileInfo, error) {
 	p := base
 	els := strings.Split(rel, "/")
 	for i, el := range els {
 		p = filepath.Join(p, el)
+		last := i == len(els)-1
+		if !last && realDirs != nil {
+			if _, ok := realDirs.Load(p); ok {
+				continue
+			}
+		}
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if fi.Mode()&os.ModeSymlink != 0 {
-			return fmt.Errorf("path %q: %s is a symlink", rel, p)
+			return nil, fmt.Errorf("path %q: %s is a symlink", rel, p)
 		}
-		if i < len(els)-1 && !fi.IsDir() {
-			return fmt.Errorf("path %q: %s is not a directory", rel, p)
+		if last {
+			return fi, nil
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("path %q: %s is not a directory", rel, p)
+		}
+		if realDirs != nil {
+			realDirs.Store(p, struct{}{})
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // PoolPath returns the absolute path for rel inside the pool, where rel is
@@ -289,7 +318,7 @@ func (s *Store) PoolPath(rel string) (string, error) {
 		return "", fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
 	base := filepath.Join(s.dir, PoolDir)
-	if err := noSymlinks(base, rel); err != nil {
+	if err := noSymlinks(base, rel, &s.realDirs); err != nil {
 		return "", fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
 	return filepath.Join(base, filepath.FromSlash(rel)), nil
@@ -300,12 +329,23 @@ func (s *Store) PoolPath(rel string) (string, error) {
 // renamed into place, so size is the cheap check for "already fetched";
 // CheckPoolFile re-hashes.
 func (s *Store) HasPoolFile(rel string, size int64) bool {
-	p, err := s.PoolPath(rel)
-	if err != nil {
-		return false
+	_, ok, err := s.PoolFile(rel, size)
+	return err == nil && ok
+}
+
+// PoolFile is PoolPath and HasPoolFile in one pass over the path, for the
+// sync's hot loop.
+func (s *Store) PoolFile(rel string, size int64) (path string, present bool, err error) {
+	if err := CheckRel(rel); err != nil {
+		return "", false, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
-	fi, err := os.Lstat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
+	base := filepath.Join(s.dir, PoolDir)
+	fi, err := lstatNoSymlinks(base, rel, &s.realDirs)
+	if err != nil {
+		return "", false, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
+	}
+	present = fi != nil && fi.Mode().IsRegular() && fi.Size() == size
+	return filepath.Join(base, filepath.FromSlash(rel)), present, nil
 }
 
 // CheckPoolFile re-reads rel and returns an error unless it is a regular
@@ -382,7 +422,7 @@ func (s *Store) SnapshotPath(id, rel string) (string, error) {
 		return "", fmt.Errorf("store: snapshot %s: %w", id, err)
 	}
 	base := filepath.Join(s.dir, SnapshotsDir, id)
-	if err := noSymlinks(base, rel); err != nil {
+	if err := noSymlinks(base, rel, nil); err != nil {
 		return "", fmt.Errorf("store: snapshot %s: %w", id, err)
 	}
 	return filepath.Join(base, filepath.FromSlash(rel)), nil
