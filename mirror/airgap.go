@@ -53,9 +53,6 @@ func Export(ctx context.Context, stateDir string, cfgs []Config, to, since strin
 	}
 	var srcs []bundle.Source
 	for _, cfg := range cfgs {
-		if slices.ContainsFunc(cfg.Suites, isFlat) {
-			return nil, fmt.Errorf("export: mirror %s is a flat repository, which bundles do not carry yet; export mirrors with dists/ suites", cfg.Name)
-		}
 		st, err := openStore(stateDir, &cfg, opt)
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
@@ -287,7 +284,7 @@ func importBundle(ctx context.Context, stateDir string, cfgs []Config, from stri
 		// Deferred after unlock, so it runs first: the unfinished snapshot
 		// goes while the lock is still held. A no-op after Commit.
 		defer im.sn.Abort()
-		for _, area := range []string{"dists", store.PoolDir} {
+		for _, area := range []string{"dists", store.FlatDir, store.PoolDir} {
 			for _, f := range bm.FilesOf(me.Name, area) {
 				im.filesTotal++
 				im.bytesTotal += f.Size
@@ -346,9 +343,6 @@ func startImport(ctx context.Context, stateDir string, cfgs []Config, me bundle.
 	if err != nil {
 		return nil, nil, err
 	}
-	if slices.ContainsFunc(cfg.Suites, isFlat) {
-		return nil, nil, fmt.Errorf("mirror %s: a flat repository cannot be imported from a bundle yet", cfg.Name)
-	}
 	if cfg.Mode == ModeFiltered {
 		// The bundle's Releases are already the exporter's; re-filtering
 		// them here would need the upstream's, which the bundle lacks.
@@ -390,7 +384,7 @@ func startImport(ctx context.Context, stateDir string, cfgs []Config, me bundle.
 func (im *importRun) suiteOf(rel string) string {
 	best := ""
 	for _, s := range im.r.cfg.Suites {
-		if strings.HasPrefix(rel, "dists/"+s+"/") && len(s) > len(best) {
+		if strings.HasPrefix(rel, publishedDir(s)+"/") && len(s) > len(best) {
 			best = s
 		}
 	}
@@ -405,7 +399,7 @@ func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (strin
 	im.files++
 	im.bytes += f.Size
 	r.progress(Event{Phase: PhaseImport, Files: im.files, FilesTotal: im.filesTotal, Bytes: im.bytes, BytesTotal: im.bytesTotal})
-	if strings.HasPrefix(rel, "dists/") {
+	if strings.HasPrefix(rel, "dists/") || strings.HasPrefix(rel, store.FlatDir+"/") {
 		if im.suiteOf(rel) == "" {
 			return "", nil
 		}
@@ -497,7 +491,7 @@ func (im *importRun) verifyDists(ctx context.Context) error {
 
 // readRelease loads the extracted InRelease (or Release + Release.gpg).
 func (im *importRun) readRelease(suite string) (*suiteRun, error) {
-	sr := &suiteRun{name: suite, dir: "dists/" + suite, local: "dists/" + suite}
+	sr := &suiteRun{name: suite, dir: publishedDir(suite), local: publishedDir(suite)}
 	read := func(name string) ([]byte, error) {
 		p, err := im.sn.Path(sr.dir + "/" + name)
 		if err != nil {
@@ -542,7 +536,7 @@ func (im *importRun) dropUnsigned(suite string, ms *manifestSuite) error {
 			keep[bh] = true
 		}
 	}
-	root := filepath.Join(im.sn.Dir(), "dists", filepath.FromSlash(suite))
+	root := filepath.Join(im.sn.Dir(), filepath.FromSlash(publishedDir(suite)))
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -553,7 +547,7 @@ func (im *importRun) dropUnsigned(suite string, ms *manifestSuite) error {
 		}
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if rel != "." && im.suiteOf("dists/"+suite+"/"+rel+"/") != suite {
+			if rel != "." && im.suiteOf(publishedDir(suite)+"/"+rel+"/") != suite {
 				return filepath.SkipDir // a nested suite of its own
 			}
 			return nil

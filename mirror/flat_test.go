@@ -15,7 +15,7 @@ import (
 // root and in a subdirectory, are mirrored verbatim; real apt-get installs
 // from the served mirror with the upstream's key; an update is picked up,
 // verify checks the tree, a tampered upstream index is refused with the
-// tree unchanged, and export says flat mirrors are not carried yet.
+// tree unchanged, and a bundle carries the mirror to another appliance.
 func TestFlatRepository(t *testing.T) {
 	for _, tc := range []struct{ name, suite, sub string }{{"root", "./", ""}, {"subdir", "x86_64/", "x86_64"}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,9 +93,23 @@ func TestFlatRepository(t *testing.T) {
 			}
 			checkUnchanged(t, before, publishedTree(t, state))
 
+			// Across an air gap: export, import into a second appliance
+			// that trusts the exporter, serve, real apt.
 			k := apttest.NewKey(t, "ed25519")
-			if _, err := Export(context.Background(), state, []Config{cfg}, filepath.Join(t.TempDir(), "b"), "", k, 0, testOptions(t)); err == nil || !strings.Contains(err.Error(), "flat") {
-				t.Errorf("export of a flat mirror: %v", err)
+			bundlePath := filepath.Join(t.TempDir(), "flat.bundle")
+			if _, err := Export(context.Background(), state, []Config{cfg}, bundlePath, "", k, 0, testOptions(t)); err != nil {
+				t.Fatalf("export of a flat mirror: %v", err)
+			}
+			inner := t.TempDir()
+			in := cfg
+			in.URL = ""
+			agImport(t, inner, in, bundlePath, agKeyring(t, k))
+			client2 := apttest.AptClient(t, "deb [signed-by="+repo.KeyringPath+"] "+serveMirror(t, inner)+"/ "+tc.suite+"\n")
+			if out, err := client2.Update(); err != nil {
+				t.Fatalf("apt-get update from the imported flat mirror: %v\n%s", err, out)
+			}
+			if out, err := client2.InstallDownloadOnly("tool"); err != nil || !strings.Contains(out, "1.1") {
+				t.Fatalf("apt-get install from the imported flat mirror: %v\n%s", err, out)
 			}
 		})
 	}

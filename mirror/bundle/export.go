@@ -56,8 +56,8 @@ type Source struct {
 	Name string
 	// SnapshotID is the exporter's snapshot ID, recorded in the manifest.
 	SnapshotID string
-	// SnapshotDir is the snapshot directory holding dists/; every regular
-	// file below dists/ is exported.
+	// SnapshotDir is the snapshot directory holding dists/ (or flat/);
+	// every regular file below them is exported.
 	SnapshotDir string
 	// Suites are recorded in the manifest for the importer.
 	Suites []string
@@ -154,28 +154,37 @@ func prepare(ctx context.Context, srcs []Source, opt ExportOptions) (*Manifest, 
 			return nil, nil, nil, fmt.Errorf("bundle: mirror %s given twice", src.Name)
 		}
 		man.Mirrors = append(man.Mirrors, MirrorEntry{Name: src.Name, Snapshot: src.SnapshotID, Suites: src.Suites, Since: src.SinceID})
-		dists := filepath.Join(src.SnapshotDir, "dists")
-		err := filepath.WalkDir(dists, func(p string, d fs.DirEntry, err error) error {
+		var err error
+		for _, area := range []string{"dists", store.FlatDir} {
+			top := filepath.Join(src.SnapshotDir, area)
+			if _, serr := os.Lstat(top); errors.Is(serr, fs.ErrNotExist) {
+				continue // a snapshot has dists/ or, for a flat repository, flat/
+			}
+			err = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if d.IsDir() {
+					return ctx.Err()
+				}
+				if !d.Type().IsRegular() {
+					return fmt.Errorf("%s is not a regular file; a snapshot holds only regular files", p)
+				}
+				rel, err := filepath.Rel(src.SnapshotDir, p)
+				if err != nil {
+					return err
+				}
+				sum, size, err := hashFile(p)
+				if err != nil {
+					return err
+				}
+				files = append(files, planned{File{Path: src.Name + "/" + filepath.ToSlash(rel), Size: size, SHA256: sum}, p})
+				return nil
+			})
 			if err != nil {
-				return err
+				break
 			}
-			if d.IsDir() {
-				return ctx.Err()
-			}
-			if !d.Type().IsRegular() {
-				return fmt.Errorf("%s is not a regular file; a snapshot holds only regular files", p)
-			}
-			rel, err := filepath.Rel(src.SnapshotDir, p)
-			if err != nil {
-				return err
-			}
-			sum, size, err := hashFile(p)
-			if err != nil {
-				return err
-			}
-			files = append(files, planned{File{Path: src.Name + "/" + filepath.ToSlash(rel), Size: size, SHA256: sum}, p})
-			return nil
-		})
+		}
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("bundle: mirror %s: reading snapshot %s: %w", src.Name, src.SnapshotID, err)
 		}

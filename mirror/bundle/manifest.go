@@ -41,6 +41,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -109,7 +110,9 @@ type MirrorEntry struct {
 
 // File is one file of a bundle.
 type File struct {
-	// Path is "<mirror>/dists/..." or "<mirror>/pool/...", slash-separated.
+	// Path is "<mirror>/dists/...", "<mirror>/flat/..." (a flat
+	// repository's Release and indexes, see store.FlatDir) or
+	// "<mirror>/pool/...", slash-separated.
 	Path string `json:"path"`
 	// Size is the file's length in bytes.
 	Size int64 `json:"size"`
@@ -147,7 +150,7 @@ var mirrorName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 // below the mirror ("dists/..." or "pool/...").
 func SplitPath(p string) (mirror, rel string, ok bool) {
 	mirror, rel, ok = strings.Cut(p, "/")
-	if !ok || !(strings.HasPrefix(rel, "dists/") || strings.HasPrefix(rel, "pool/")) {
+	if !ok || !(strings.HasPrefix(rel, "dists/") || strings.HasPrefix(rel, store.FlatDir+"/") || strings.HasPrefix(rel, "pool/")) {
 		return "", "", false
 	}
 	return mirror, rel, true
@@ -155,7 +158,7 @@ func SplitPath(p string) (mirror, rel string, ok bool) {
 
 // ParseManifest decodes and validates manifest.json. Every rule a reader
 // relies on is checked here: known format, valid and unique mirror names,
-// each file below a listed mirror's dists/ or pool/ with a clean relative
+// each file below a listed mirror's dists/, flat/ or pool/ with a clean relative
 // path, sizes non-negative, SHA-256 well-formed, paths strictly sorted.
 // Errors wrap ErrInvalid.
 func ParseManifest(b []byte) (*Manifest, error) {
@@ -190,7 +193,12 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		}
 		names[me.Name] = true
 		for _, s := range me.Suites {
-			if err := store.CheckRel("dists/" + s); err != nil {
+			dir := "dists/" + s
+			if strings.HasSuffix(s, "/") {
+				// A flat repository directory, "./" for the root.
+				dir = strings.TrimSuffix(store.FlatDir+"/"+strings.Trim(path.Clean("/"+s), "/"), "/")
+			}
+			if err := store.CheckRel(dir); err != nil {
 				return nil, invalid("%s: mirror %q: invalid suite %q", ManifestName, me.Name, s)
 			}
 		}
@@ -199,7 +207,7 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		where := fmt.Sprintf("%s: files[%d] %q", ManifestName, i, f.Path)
 		mirror, _, ok := SplitPath(f.Path)
 		if !ok || !names[mirror] {
-			return nil, invalid("%s: not below <mirror>/dists/ or <mirror>/pool/ of a listed mirror", where)
+			return nil, invalid("%s: not below <mirror>/dists/, flat/ or pool/ of a listed mirror", where)
 		}
 		if err := store.CheckRel(f.Path); err != nil {
 			return nil, invalid("%s: %v", where, err)
