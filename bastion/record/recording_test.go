@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -751,5 +752,49 @@ func TestVerifyAllWithIndex(t *testing.T) {
 	os.WriteFile(p, bytes.Replace(b, []byte(`"id":"a"`), []byte(`"id":"A"`), 1), 0o600)
 	if _, err := VerifyAll(root, signer.PublicKey()); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("edited index: %v", err)
+	}
+}
+
+// TestMetaCache: a second List reads only new recordings' meta.json and
+// forgets deleted ones.
+func TestMetaCache(t *testing.T) {
+	root := t.TempDir()
+	mk := func(id string, start time.Time) {
+		if err := os.MkdirAll(filepath.Join(root, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(Meta{ID: id, Start: start})
+		if err := os.WriteFile(filepath.Join(root, id, MetaFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	mk("a-1", t0)
+	mk("b-1", t0.Add(time.Hour))
+	var c MetaCache
+	ids := func() []string {
+		ms, err := c.List(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.ID)
+		}
+		return out
+	}
+	if got := ids(); !slices.Equal(got, []string{"a-1", "b-1"}) {
+		t.Fatalf("first list %v", got)
+	}
+	// A cached meta.json is not read again: making it unreadable changes
+	// nothing; a new recording is read; a deleted one is forgotten.
+	os.WriteFile(filepath.Join(root, "a-1", MetaFile), []byte("{not json"), 0o600)
+	mk("c-1", t0.Add(2*time.Hour))
+	os.RemoveAll(filepath.Join(root, "b-1"))
+	if got := ids(); !slices.Equal(got, []string{"a-1", "c-1"}) {
+		t.Fatalf("second list %v", got)
+	}
+	if _, err := List(root); err == nil {
+		t.Error("an uncached List did not read the damaged meta.json")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -187,21 +188,43 @@ func verifyFile(path string, mf ManifestFile) []string {
 // skipped and reported together in the returned error, alongside the
 // recordings that could be read.
 func List(root string) ([]Meta, error) {
+	return (&MetaCache{}).List(root)
+}
+
+// MetaCache makes repeated Lists of one root cheap: a recording's
+// meta.json is written once, when the recording starts, so each is read
+// only the first time it is listed. (The status page lists the recordings
+// on every view; a bastion may keep thousands.) Safe for concurrent use.
+type MetaCache struct {
+	mu sync.Mutex
+	m  map[string]Meta
+}
+
+// List is the package's List, reading only the meta.json files this
+// cache has not read yet; recordings gone from root are forgotten.
+func (c *MetaCache) List(root string) ([]Meta, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("recordings %s: %w", root, err)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m
+	c.m = make(map[string]Meta, len(entries))
 	var metas []Meta
 	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() || !validID(e.Name()) {
 			continue
 		}
-		m, err := readMeta(filepath.Join(root, e.Name()))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), err))
-			continue
+		m, ok := old[e.Name()]
+		if !ok {
+			if m, err = readMeta(filepath.Join(root, e.Name())); err != nil {
+				errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), err))
+				continue
+			}
 		}
+		c.m[e.Name()] = m
 		metas = append(metas, m)
 	}
 	sort.SliceStable(metas, func(i, j int) bool {

@@ -40,6 +40,8 @@ type sessionsView struct {
 	live    *liveSessions // nil when the bastion runs in another process
 	log     *slog.Logger
 
+	metas record.MetaCache // the recordings' meta.json, read once each
+
 	mu       sync.Mutex
 	pub      ssh.PublicKey
 	verified map[string]verifyEntry // by recording id
@@ -177,7 +179,7 @@ func (sv *sessionsView) pageData(r *http.Request) *sessionsData {
 	if sv.recDir == "" {
 		return d
 	}
-	metas, err := record.List(sv.recDir)
+	metas, err := sv.metas.List(sv.recDir)
 	switch {
 	case err != nil && metas == nil && errors.Is(err, fs.ErrNotExist):
 		// No session recorded yet: the bastion creates the directory.
