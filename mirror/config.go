@@ -176,8 +176,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: mode must be \"verbatim\" or \"filtered\", got %q", where, c.Mode)
 	case c.Mode == ModeFiltered && len(c.Include) == 0:
 		return fmt.Errorf("%s: mode = \"filtered\" needs include, e.g. include = [\"openssh-server\", \"priority:required\"]", where)
-	case c.Mode == ModeFiltered && (c.Sources || c.Installer):
-		return fmt.Errorf("%s: a filtered mirror carries binary packages only: set sources and installer to false, or use mode = \"verbatim\"", where)
+	case c.Mode == ModeFiltered && c.Installer:
+		return fmt.Errorf("%s: a filtered mirror carries no debian-installer indexes: set installer to false, or use mode = \"verbatim\"", where)
 	case c.Mode == ModeFiltered && len(c.Architectures) == 0:
 		return fmt.Errorf("%s: a filtered mirror needs architectures, e.g. [\"amd64\"], to resolve dependencies for", where)
 	case c.Mode == ModeVerbatim && (len(c.Include) > 0 || len(c.Exclude) > 0 || c.WithDependencies || c.WithRecommends):

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +130,8 @@ func (r *run) reloadUnchanged(sr *suiteRun) error {
 }
 
 // filterWanted keeps of the upstream's index files those a filtered
-// mirror is made from: Packages and the configured Translations.
+// mirror is made from: Packages, Sources (wantedIndexes offers them only
+// with sources = true) and the configured Translations.
 func filterWanted(files []apt.FileEntry) []apt.FileEntry {
 	return slices.DeleteFunc(files, func(e apt.FileEntry) bool {
 		dir, base := path.Split(compress.TrimSuffix(e.Path))
@@ -138,6 +140,8 @@ func filterWanted(files []apt.FileEntry) []apt.FileEntry {
 			return true
 		case base == "Packages":
 			return !strings.Contains(dir, "/binary-")
+		case base == "Sources":
+			return !strings.HasSuffix(dir, "/source/")
 		case strings.HasPrefix(base, "Translation-"):
 			return !strings.HasSuffix(dir, "/i18n/")
 		}
@@ -214,6 +218,10 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 		}
 	}
 	pool := newPoolSet()
+	srcFiles, err := r.filteredSources(ctx, sn, suites, up, res, pool)
+	if err != nil {
+		return err
+	}
 	for _, f := range files {
 		if _, ok := poolRel(f.Path); !ok {
 			return refused("mirror %s: %s is not below pool/; gatehouse serves only dists/ and pool/ of an archive", r.cfg.Name, f.Path)
@@ -235,7 +243,7 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 
 	r.progress(Event{Phase: PhasePublish})
 	for _, sr := range suites {
-		ms, err := r.writeFiltered(sn, sr, up[sr.name], res)
+		ms, err := r.writeFiltered(sn, sr, up[sr.name], res, srcFiles[sr.name])
 		if err != nil {
 			return fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
 		}
@@ -324,37 +332,17 @@ func readVerified(p, where string, fn func(io.Reader) error) error {
 
 // writeFiltered writes one suite's filtered indexes and re-signed Release
 // into the snapshot and returns its manifest entry.
-func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite, res *filter.Result) (*manifestSuite, error) {
-	dir, err := sn.Path(sr.dir)
+func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite, res *filter.Result, srcFiles []apt.FileEntry) (*manifestSuite, error) {
+	dir, ix, err := r.filteredIndexes(sn, sr, upms)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
-		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
-	})
-	if len(comps) == 0 {
-		return nil, fmt.Errorf("upstream has none of the components %q", r.cfg.Components)
-	}
-	// binary-all only where apt would have read the upstream's; otherwise
-	// the "all" packages are in every binary-ARCH, as upstream had them.
-	arches := slices.Clone(r.cfg.Architectures)
-	if sr.rel.WantsArchAll() && len(sr.rel.Architectures) > 0 {
-		arches = append(arches, "all")
-	}
-	var compressions []string
-	for _, f := range upms.Files {
-		if s := compress.Suffix(f.Path); s != "" && !slices.Contains(compressions, s) {
-			compressions = append(compressions, s)
-		}
-	}
-	ix := filter.Indexes{Suite: sr.name, Components: comps, Architectures: arches, Compressions: compressions}
+	comps, arches := ix.Components, ix.Architectures
 	files, err := filter.WriteIndexes(dir, res, ix)
 	if err != nil {
 		return nil, err
 	}
+	files = append(files, srcFiles...)
 	for _, comp := range comps {
 		for _, lang := range r.cfg.Translations {
 			name := "Translation-" + lang
@@ -392,6 +380,112 @@ func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuit
 	slices.SortFunc(ms.Files, func(a, b manifestEntry) int { return strings.Compare(a.Path, b.Path) })
 	r.resignedUntil = ms.ValidUntil
 	return ms, nil
+}
+
+// filteredIndexes creates the suite's directory in the snapshot and says
+// which indexes the filtered suite has: the configured components the
+// upstream has, the configured architectures (and "all" only where apt
+// would have read the upstream's; otherwise the "all" packages are in
+// every binary-ARCH, as upstream had them), in the compressions the
+// upstream offered.
+func (r *run) filteredIndexes(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (string, filter.Indexes, error) {
+	dir, err := sn.Path(sr.dir)
+	if err != nil {
+		return "", filter.Indexes{}, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", filter.Indexes{}, err
+	}
+	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
+		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
+	})
+	if len(comps) == 0 {
+		return "", filter.Indexes{}, fmt.Errorf("upstream has none of the components %q", r.cfg.Components)
+	}
+	arches := slices.Clone(r.cfg.Architectures)
+	if sr.rel.WantsArchAll() && len(sr.rel.Architectures) > 0 {
+		arches = append(arches, "all")
+	}
+	var compressions []string
+	for _, f := range upms.Files {
+		if s := compress.Suffix(f.Path); s != "" && !slices.Contains(compressions, s) {
+			compressions = append(compressions, s)
+		}
+	}
+	return dir, filter.Indexes{Suite: sr.name, Components: comps, Architectures: arches, Compressions: compressions}, nil
+}
+
+// filteredSources writes, with sources = true, each suite's Sources with
+// the source packages the selected binaries were built from, adds their
+// files to pool, and returns the Sources files per suite for its Release.
+// A source the upstream's Sources lack is a warning, not an error: the
+// binaries install without it.
+func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, up map[string]*manifestSuite, res *filter.Result, pool *poolSet) (map[string][]apt.FileEntry, error) {
+	if !r.cfg.Sources {
+		return nil, nil
+	}
+	type src struct{ name, version string }
+	wanted := map[src]bool{}
+	for _, e := range res.Selected {
+		n, v := e.Source()
+		wanted[src{n, v}] = false
+	}
+	out := map[string][]apt.FileEntry{}
+	for _, sr := range suites {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		dir, ix, err := r.filteredIndexes(sn, sr, up[sr.name])
+		if err != nil {
+			return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
+		}
+		for _, comp := range ix.Components {
+			rel := cheapestVariant(up[sr.name], comp+"/source/Sources")
+			if rel == "" {
+				continue
+			}
+			p, err := sn.Path(sr.local + "/" + rel)
+			if err != nil {
+				return nil, err
+			}
+			var addErr error
+			err = readVerified(p, sr.dir+"/"+rel, func(rd io.Reader) error {
+				fs, err := filter.WriteSources(dir, ix, comp, rd, func(n, v string) bool {
+					_, ok := wanted[src{n, v}]
+					return ok
+				}, func(s *apt.Source) {
+					wanted[src{s.Name, s.Version}] = true
+					for _, f := range s.Files {
+						fn := s.Directory + "/" + f.Name
+						if _, ok := poolRel(fn); !ok {
+							addErr = cmp.Or(addErr, refused("mirror %s: source %s: %s is not below pool/", r.cfg.Name, s.Name, fn))
+							continue
+						}
+						addErr = cmp.Or(addErr, pool.add(poolEntry{Filename: fn, Suite: sr.name, Size: f.Size, SHA256: f.SHA256, SHA512: f.SHA512}, "mirror "+r.cfg.Name))
+					}
+				})
+				out[sr.name] = append(out[sr.name], fs...)
+				return err
+			})
+			if err == nil {
+				err = addErr
+			}
+			if err != nil {
+				return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
+			}
+		}
+	}
+	var missing []string
+	for s, ok := range wanted {
+		if !ok {
+			missing = append(missing, s.name+" "+s.version)
+		}
+	}
+	slices.Sort(missing)
+	for _, m := range missing {
+		r.warn("source package " + m + " of a selected binary is in no suite's Sources")
+	}
+	return out, nil
 }
 
 // cheapestVariant returns the path of the variant of index k (a path

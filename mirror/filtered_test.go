@@ -23,7 +23,7 @@ import (
 // filteredUpstream is a two-suite archive: "stable" holds apttest's
 // dependency graph plus packages no selection wants, "stable-updates" a
 // newer "app" whose dependencies stay in stable.
-func filteredUpstream(t *testing.T, date, validUntil time.Time) *upstream {
+func filteredUpstream(t *testing.T, date, validUntil time.Time, mods ...func(*apttest.Suite)) *upstream {
 	t.Helper()
 	graph := apttest.DependencyGraph("amd64")
 	graph = append(graph,
@@ -39,6 +39,10 @@ func filteredUpstream(t *testing.T, date, validUntil time.Time) *upstream {
 		NotAutomatic: true, ButAutomaticUpgrades: true, Compressions: []string{".xz", ".zst"},
 		Packages: map[string][]apttest.Package{"main": {{Name: "app", Version: "2.1-1", Arch: "amd64",
 			PreDepends: "init-system-helpers (>= 1.50)", Depends: "libfoo1 (>= 1.3), mail-transport-agent | postfix-lite, python3:any"}}}}
+	for _, m := range mods {
+		m(&stable)
+		m(&updates)
+	}
 	return newUpstream(t, stable, updates)
 }
 
@@ -499,5 +503,84 @@ func TestDryRun(t *testing.T) {
 	}
 	if rep := mustSync(t, state, v); rep.Result != ResultPublished || rep.FilesFetched < 1 {
 		t.Errorf("the real sync after the dry run: %+v", rep)
+	}
+}
+
+// servedSources lists "name version" of a published Sources file.
+func servedSources(t *testing.T, state, rel string) []string {
+	t.Helper()
+	_, dir, err := store.ResolveCurrent(StoreRoot(state), testMirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := compress.Open(f, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := apt.NewSourcesReader(rd, rel)
+	var out []string
+	for {
+		s, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s.Name+" "+s.Version)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestFilteredSources: with sources = true a filtered mirror also carries
+// the source packages its binaries were built from, and nothing else;
+// real apt-get source fetches them with the appliance key.
+func TestFilteredSources(t *testing.T) {
+	now := time.Now()
+	up := filteredUpstream(t, now.Add(-time.Hour), now.Add(7*24*time.Hour), func(s *apttest.Suite) { s.Sources = true })
+	state := t.TempDir()
+	signing, pubPath, _ := archiveKey(t)
+	cfg := filteredConfig(up)
+	cfg.Sources = true
+	opt := testOptions(t)
+	opt.Signing = signing
+	rep := mustSyncOpt(t, state, cfg, opt)
+	if len(rep.Warnings) != 0 {
+		t.Errorf("warnings: %q", rep.Warnings)
+	}
+	want := []string{"alt-user 1", "app-tools 1.0-1", "init-system-helpers 1.65", "libc-lite 2.36-9", "libfoo 1.3-1", "postfix-lite 3.7-1", "python3 3.11.2-1"}
+	if got := servedSources(t, state, "dists/stable/main/source/Sources.xz"); !slices.Equal(got, want) {
+		t.Errorf("stable Sources\n%q\nwant\n%q", got, want)
+	}
+	if got := servedSources(t, state, "dists/stable-updates/main/source/Sources.zst"); !slices.Equal(got, []string{"app 2.1-1"}) {
+		t.Errorf("stable-updates Sources %q", got)
+	}
+	if problems, err := Verify(context.Background(), state, cfg, opt); err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %q", err, problems)
+	}
+	mirrorURL := serveMirror(t, state)
+	client := apttest.AptClient(t, filteredSources(mirrorURL, pubPath)+
+		"deb-src [signed-by="+pubPath+"] "+mirrorURL+" stable main\n"+
+		"deb-src [signed-by="+pubPath+"] "+mirrorURL+" stable-updates main\n")
+	if out, err := client.Update(); err != nil {
+		t.Fatalf("apt-get update: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	if out, err := client.RunIn(work, "source", "--download-only", "app", "libfoo"); err != nil {
+		t.Fatalf("apt-get source: %v\n%s", err, out)
+	}
+	for _, f := range []string{"app_2.1-1.dsc", "libfoo_1.3-1.dsc"} {
+		if _, err := os.Stat(filepath.Join(work, f)); err != nil {
+			t.Errorf("apt-get source did not fetch %s: %v", f, err)
+		}
+	}
+	if out, err := client.RunIn(work, "source", "--download-only", "unrelated"); err == nil {
+		t.Errorf("apt-get source found a source the selection left out:\n%s", out)
 	}
 }

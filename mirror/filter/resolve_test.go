@@ -8,6 +8,8 @@ import (
 	"weak"
 
 	"github.com/google/go-cmp/cmp"
+
+	"gatehouse/apt"
 )
 
 func TestResolve(t *testing.T) {
@@ -431,5 +433,30 @@ func TestDetach(t *testing.T) {
 	if !r.Selected[0].In("stable-security", "main") || r.Selected[0].In("stable", "main") ||
 		len(r.Selected[1].Locations()) != 1 || r.Selected[1].Locations()[0].Suite != "stable" {
 		t.Errorf("locations lost: %v %v", r.Selected[0].Locations(), r.Selected[1].Locations())
+	}
+}
+
+// TestEntrySource: the source an entry was built from, as Debian policy
+// defines it.
+func TestEntrySource(t *testing.T) {
+	text := "Package: a\nVersion: 1.2-3+b1\nArchitecture: amd64\nSource: asrc (1.2-3)\nFilename: pool/a.deb\nSize: 1\nSHA256: " + strings.Repeat("1", 64) + "\n\n" +
+		"Package: b\nVersion: 2.0\nArchitecture: all\nsource: bsrc\nFilename: pool/b.deb\nSize: 1\nSHA256: " + strings.Repeat("2", 64) + "\n\n" +
+		"Package: c\nVersion: 3\nArchitecture: all\nDescription: x\n Source: not-a-field\nFilename: pool/c.deb\nSize: 1\nSHA256: " + strings.Repeat("3", 64) + "\n"
+	u := NewUniverse()
+	pr := apt.NewPackagesReader(strings.NewReader(text), "Packages")
+	for {
+		p, err := pr.Next()
+		if err != nil {
+			break
+		}
+		if err := u.Add("s", "main", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string][2]string{"a": {"asrc", "1.2-3"}, "b": {"bsrc", "2.0"}, "c": {"c", "3"}} {
+		n, v := u.byName[name][0].Source()
+		if n != want[0] || v != want[1] {
+			t.Errorf("%s: Source() = %q %q, want %q", name, n, v, want)
+		}
 	}
 }

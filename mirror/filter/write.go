@@ -165,16 +165,88 @@ func WriteTranslation(suiteDir string, sel *Result, ix Indexes, component, name 
 	})
 }
 
+// MaxSourcesBytes bounds the decompressed upstream Sources file
+// WriteSources reads. Debian's largest (bookworm main) is about 45 MB.
+const MaxSourcesBytes = 1 << 30
+
+// WriteSources streams an upstream Sources file of ix.Suite's component
+// (upstream is its decompressed, verified content) and writes
+// suiteDir/COMPONENT/source/Sources in every variant of ix with the
+// stanzas want accepts (by source name and version), as the upstream had
+// them, in upstream order; found is called with each one, for the caller
+// to fetch its files. Stanzas are checked as apt.SourcesReader checks
+// them, and a bad one fails the whole file. It returns the files for the
+// Release as WriteIndexes does.
+func WriteSources(suiteDir string, ix Indexes, component string, upstream io.Reader, want func(name, version string) bool, found func(*apt.Source)) ([]apt.FileEntry, error) {
+	if err := ix.check(); err != nil {
+		return nil, err
+	}
+	if !slices.Contains(ix.Components, component) {
+		return nil, fmt.Errorf("filter: sources of component %q, which Indexes does not list", component)
+	}
+	where := path.Join(ix.Suite, component, "source", "Sources")
+	return writeVariants(suiteDir, path.Join(component, "source"), "Sources", ix.suffixes(), func(w io.Writer) error {
+		sr := apt.NewSourcesReader(&capReader{r: upstream, left: MaxSourcesBytes}, "upstream "+where)
+		dw := deb822.NewWriter(w)
+		for {
+			s, err := sr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading upstream %s: %w", where, err)
+			}
+			if !want(s.Name, s.Version) {
+				continue
+			}
+			if err := dw.Write(s.Para); err != nil {
+				return fmt.Errorf("writing %s: %w", where, err)
+			}
+			found(s)
+		}
+		return dw.Flush()
+	})
+}
+
+// Source returns the source package the entry was built from, as its
+// Source field gives it ("name" or "name (version)"): without the field
+// the entry's own name, and without a version there the entry's version
+// (a binNMU such as 1.2-3+b1 names its source version explicitly).
+func (e *Entry) Source() (name, version string) {
+	name, version = e.Name, e.Version
+	for line := range strings.SplitSeq(e.stanza, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !strings.EqualFold(k, "Source") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if n, rest, ok := strings.Cut(v, " "); ok {
+			name = n
+			if r := strings.TrimSpace(rest); strings.HasPrefix(r, "(") && strings.HasSuffix(r, ")") {
+				version = strings.TrimSpace(r[1 : len(r)-1])
+			}
+		} else if v != "" {
+			name = v
+		}
+		break
+	}
+	return name, version
+}
+
 // capReader fails once more than left bytes were read, so an oversized
 // input is an error rather than a silently shortened one.
 type capReader struct {
-	r    io.Reader
-	left int64
+	r     io.Reader
+	left  int64
+	limit int64 // the initial left, for the message
 }
 
 func (c *capReader) Read(p []byte) (int, error) {
+	if c.limit == 0 {
+		c.limit = c.left
+	}
 	if c.left < 0 {
-		return 0, fmt.Errorf("input exceeds %d bytes", int64(MaxTranslationBytes))
+		return 0, fmt.Errorf("input exceeds %d bytes", c.limit)
 	}
 	if int64(len(p)) > c.left+1 {
 		p = p[:c.left+1]
@@ -182,7 +254,7 @@ func (c *capReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.left -= int64(n)
 	if c.left < 0 {
-		return 0, fmt.Errorf("input exceeds %d bytes", int64(MaxTranslationBytes))
+		return 0, fmt.Errorf("input exceeds %d bytes", c.limit)
 	}
 	return n, err
 }
