@@ -17,7 +17,7 @@ import (
 // verify checks the tree, a tampered upstream index is refused with the
 // tree unchanged, and a bundle carries the mirror to another appliance.
 func TestFlatRepository(t *testing.T) {
-	for _, tc := range []struct{ name, suite, sub string }{{"root", "./", ""}, {"subdir", "x86_64/", "x86_64"}} {
+	for _, tc := range []struct{ name, suite, sub string }{{"root", "./", ""}, {"slash", "/", ""}, {"subdir", "x86_64/", "x86_64"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			key := apttest.NewKey(t, "ed25519")

@@ -109,3 +109,31 @@ Signed-By:
 		}
 	}
 }
+
+// TestImportAptSourcesFlat: a flat repository's stanza (a suite ending in
+// "/", no Components) becomes a valid flat [[mirror]].
+func TestImportAptSourcesFlat(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "vendor.sources", `Types: deb
+URIs: https://example.org/vendor/x86_64/
+Suites: /
+Signed-By: /usr/share/keyrings/vendor.gpg
+`)
+	res, err := ImportAptSources([]string{f}, dir, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Mirrors) != 1 {
+		t.Fatalf("want 1 mirror, got %+v", res.Mirrors)
+	}
+	m := res.Mirrors[0]
+	if !slices.Equal(m.Suites, []string{"/"}) || len(m.Components) != 0 || m.URL != "https://example.org/vendor/x86_64" {
+		t.Errorf("flat mirror: %+v", m)
+	}
+	if err := m.Validate(); err != nil {
+		t.Errorf("the imported flat mirror does not validate: %v", err)
+	}
+	if publishedDir("/") != "flat" || remoteDir("/") != "" || publishedDir("x86_64/") != "flat/x86_64" {
+		t.Errorf("flat directories: %q %q %q", publishedDir("/"), remoteDir("/"), publishedDir("x86_64/"))
+	}
+}
