@@ -21,7 +21,9 @@
 // pruned meanwhile. Files are opened through os.Root, which refuses any path
 // or symlink leading outside the snapshot or pool directory; in addition,
 // request paths with ".." or empty elements, backslashes or NUL bytes
-// (also when percent-encoded) are rejected before any file system access.
+// (also when percent-encoded) are rejected before any file system access,
+// and so are names of files still being written (store.TempPrefix), which
+// are not verified yet.
 // "." elements are dropped first: apt asks for "URL/./InRelease" for a
 // flat repository's "./" suite.
 // Only regular files are served; directories are 404 (no listings).
@@ -135,6 +137,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := store.CheckRel(p[1:]); err != nil {
 		http.Error(w, "400 bad request", http.StatusBadRequest)
+		return
+	}
+	if strings.Contains(p, "/"+store.TempPrefix) {
+		http.NotFound(w, r)
 		return
 	}
 	name, rest, _ := strings.Cut(p[1:], "/")

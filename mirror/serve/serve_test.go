@@ -101,6 +101,8 @@ func newFixture(t testing.TB) *fixture {
 	if err := os.Symlink(root, filepath.Join(st.Dir(), store.PoolDir, "evil")); err != nil {
 		t.Fatal(err)
 	}
+	// A download in progress: not verified yet, so never served.
+	put(filepath.Join(filepath.Dir(p), store.TempPrefix+"get-123"), []byte("Origin: unverified partial"))
 	return f
 }
 
@@ -304,6 +306,7 @@ func TestEscapesRefused(t *testing.T) {
 		"/debian/dists/stable/InRelease%00",
 		"/debian/dists/stable/InRelease%00.deb",
 		"/debian/./../secret",
+		"/debian/pool/main/h/hello/" + store.TempPrefix + "get-123",
 		"/debian/pool/./../../secret",
 		"/debian//dists/stable/InRelease",
 		"/debian/dists/stable/evil",
