@@ -317,14 +317,9 @@ func (r *run) addUniverse(sn *store.Snapshot, sr *suiteRun, ms *manifestSuite, u
 // readVerified opens an index file of the snapshot, decompressed and
 // bounded, for fn.
 func readVerified(p, where string, fn func(io.Reader) error) error {
-	f, err := os.Open(p)
+	rd, err := openIndex(p, where)
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	rd, err := compress.OpenLimit(f, p, maxIndexText)
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
 	}
 	defer rd.Close()
 	return fn(rd)

@@ -78,8 +78,8 @@ func filteredConfig(up *upstream) Config {
 	return c
 }
 
-// servedPackages lists "name version arch" of a published Packages file.
-func servedPackages(t *testing.T, state, rel string) []string {
+// servedIndex returns the decompressed content of a published index.
+func servedIndex(t *testing.T, state, rel string) io.Reader {
 	t.Helper()
 	_, dir, err := store.ResolveCurrent(StoreRoot(state), testMirror)
 	if err != nil {
@@ -89,12 +89,18 @@ func servedPackages(t *testing.T, state, rel string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	rd, err := compress.Open(f, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := apt.NewPackagesReader(rd, rel)
+	return rd
+}
+
+// servedPackages lists "name version arch" of a published Packages file.
+func servedPackages(t *testing.T, state, rel string) []string {
+	t.Helper()
+	pr := apt.NewPackagesReader(servedIndex(t, state, rel), rel)
 	var out []string
 	for {
 		p, err := pr.Next()
@@ -509,20 +515,7 @@ func TestDryRun(t *testing.T) {
 // servedSources lists "name version" of a published Sources file.
 func servedSources(t *testing.T, state, rel string) []string {
 	t.Helper()
-	_, dir, err := store.ResolveCurrent(StoreRoot(state), testMirror)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rd, err := compress.Open(f, rel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sr := apt.NewSourcesReader(rd, rel)
+	sr := apt.NewSourcesReader(servedIndex(t, state, rel), rel)
 	var out []string
 	for {
 		s, err := sr.Next()

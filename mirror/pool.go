@@ -108,15 +108,32 @@ func collectPool(snapDir, suite string, ms *manifestSuite, ps *poolSet) error {
 	return nil
 }
 
-func readIndex(p, suite, where string, ps *poolSet) error {
+// openIndex opens an index file of a snapshot (where names it in errors),
+// decompressed and bounded by maxIndexText. Closing it closes the file.
+func openIndex(p, where string) (io.ReadCloser, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return fmt.Errorf("reading index: %w", err)
+		return nil, fmt.Errorf("reading index: %w", err)
 	}
-	defer f.Close()
 	rd, err := compress.OpenLimit(f, p, maxIndexText)
 	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return indexReader{rd, f}, nil
+}
+
+type indexReader struct {
+	io.ReadCloser
+	f *os.File
+}
+
+func (r indexReader) Close() error { return errors.Join(r.ReadCloser.Close(), r.f.Close()) }
+
+func readIndex(p, suite, where string, ps *poolSet) error {
+	rd, err := openIndex(p, where)
+	if err != nil {
+		return err
 	}
 	defer rd.Close()
 	add := func(filename string, size int64, s256, s512 string) error {
