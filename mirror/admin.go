@@ -150,6 +150,9 @@ func List(stateDir string, cfg Config) ([]store.SnapshotInfo, error) {
 // MirrorStatus is what `gatehouse mirror status` shows for one mirror.
 type MirrorStatus struct {
 	Mirror string `json:"mirror"`
+	// Mode is the configured mode: ModeVerbatim or ModeFiltered (whose
+	// suites' Valid-Until is the re-signed one clients see).
+	Mode string `json:"mode"`
 	// Published is the snapshot clients see, "" when none.
 	Published   string               `json:"published,omitempty"`
 	Suites      []SuiteStatus        `json:"suites"`
@@ -184,7 +187,7 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms := &MirrorStatus{Mirror: cfg.Name}
+	ms := &MirrorStatus{Mirror: cfg.Name, Mode: cfg.Mode}
 	if id, err := st.Current(); err == nil {
 		ms.Published = id
 	} else if !errors.Is(err, store.ErrNoCurrent) {

@@ -260,9 +260,16 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 				if pub == "" {
 					pub = "nothing published yet"
 				}
-				fmt.Fprintf(g.stdout, "%s: %s; pool %d files, %s\n", st.Mirror, pub, st.PoolFiles, humanBytes(st.PoolBytes))
-				if st.LastSync != nil {
-					fmt.Fprintf(g.stdout, "  last sync: %+v\n", *st.LastSync)
+				fmt.Fprintf(g.stdout, "%s (%s): %s; pool %d files, %s\n", st.Mirror, st.Mode, pub, st.PoolFiles, humanBytes(st.PoolBytes))
+				if ls := st.LastSync; ls != nil {
+					fmt.Fprintf(g.stdout, "  last sync: %s at %s, took %s, %d files (%s) fetched\n", ls.Result, ls.Finished.UTC().Format(time.RFC3339),
+						ls.Finished.Sub(ls.Started).Round(time.Millisecond), ls.Files, humanBytes(ls.Bytes))
+					if ls.Error != "" {
+						fmt.Fprintf(g.stdout, "    error: %s\n", ls.Error)
+					}
+				}
+				if !st.LastSuccess.IsZero() && (st.LastSync == nil || !st.LastSuccess.Equal(st.LastSync.Finished)) {
+					fmt.Fprintf(g.stdout, "  last success: %s\n", st.LastSuccess.UTC().Format(time.RFC3339))
 				}
 				for _, s := range st.Suites {
 					fmt.Fprintf(g.stdout, "  %s: dated %s", s.Suite, s.Date.UTC().Format(time.RFC3339))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -142,6 +143,10 @@ func TestFilteredMirrorCLI(t *testing.T) {
 	}
 	if code, out, errs := ghRun(t, "--config", conf, "mirror", "verify"); code != 0 {
 		t.Fatalf("verify of the filtered mirror: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, _ := ghRun(t, "--config", conf, "mirror", "status"); code != 0 || !strings.Contains(out, "ops (filtered): ") ||
+		!regexp.MustCompile(`\n  last sync: current at \S+Z, took \S+, 0 files \(0 B\) fetched\n`).MatchString(out) {
+		t.Fatalf("status of the filtered mirror: exit %d\n%s", code, out)
 	}
 	code, pub, errs := ghRun(t, "--config", conf, "keys", "export-archive-key")
 	if code != 0 {
