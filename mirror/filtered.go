@@ -413,8 +413,10 @@ func (r *run) filteredIndexes(sn *store.Snapshot, sr *suiteRun, upms *manifestSu
 // filteredSources writes, with sources = true, each suite's Sources with
 // the source packages the selected binaries were built from, adds their
 // files to pool, and returns the Sources files per suite for its Release.
-// A source the upstream's Sources lack is a warning, not an error: the
-// binaries install without it.
+// A source listed by several suites is carried by the first (in the
+// configured order) only, as apt-get source takes one. A source the
+// upstream's Sources lack is a warning, not an error: the binaries install
+// without it.
 func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, up map[string]*manifestSuite, res *filter.Result, pool *poolSet) (map[string][]apt.FileEntry, error) {
 	if !r.cfg.Sources {
 		return nil, nil
@@ -446,8 +448,8 @@ func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []
 			var addErr error
 			err = readVerified(p, sr.dir+"/"+rel, func(rd io.Reader) error {
 				fs, err := filter.WriteSources(dir, ix, comp, rd, func(n, v string) bool {
-					_, ok := wanted[src{n, v}]
-					return ok
+					done, ok := wanted[src{n, v}]
+					return ok && !done
 				}, func(s *apt.Source) {
 					wanted[src{s.Name, s.Version}] = true
 					for _, f := range s.Files {

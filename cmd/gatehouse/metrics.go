@@ -265,7 +265,7 @@ code{background:#f6f6f6;padding:0 .2em}
 <h2>Mirrors</h2>
 {{if not .Mirrors}}<p>No mirrors configured.</p>{{end}}
 {{range .Mirrors}}
-<h3 id="m-{{.Mirror}}">{{.Mirror}}</h3>
+<h3 id="m-{{.Mirror}}">{{.Mirror}} <small>({{.Mode}})</small></h3>
 <table>
 <tr><th>published snapshot</th><td>{{if .Published}}{{.Published}}{{else}}<span class="bad">nothing published yet</span>{{end}}</td></tr>
 <tr><th>last success</th><td>{{ts .LastSuccess}}</td></tr>
