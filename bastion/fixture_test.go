@@ -128,6 +128,14 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 	if mut != nil {
 		mut(f, &f.cfg)
 	}
+	f.start(t)
+	return f
+}
+
+// start runs a bastion with f.cfg on a loopback port until the test ends
+// (or f.stop).
+func (f *fixture) start(t testing.TB) {
+	t.Helper()
 	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +159,6 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 		}
 	})
 	t.Cleanup(f.stopFn)
-	return f
 }
 
 // writeKRL (re)writes the KRL from ssh-keygen -k spec lines, atomically.

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,29 +107,7 @@ func newProxyBastion(t testing.TB, e *proxyEnv, mut func(c *Config)) *proxyBasti
 		mut(&f.cfg)
 	}
 	b.recDir = f.cfg.RecordingsDir
-	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.srv = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.port = ln.Addr().(*net.TCPAddr).Port
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	f.stopFn = sync.OnceFunc(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if err := srv.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	t.Cleanup(f.stopFn)
+	f.start(t)
 	return b
 }
 
