@@ -164,9 +164,9 @@ func componentOf(rel string, comps []string) string {
 // fillFiltered builds a filtered mirror's snapshot: every suite's upstream
 // indexes, verified against the upstream Release, go below upstreamDir;
 // one dependency closure over all suites selects the packages; their
-// pool files are fetched and verified; and each suite gets regenerated
-// Packages and Translation files and a Release signed with the
-// appliance's key.
+// pool files (and, with sources = true, their sources' files) are fetched
+// and verified; and each suite gets regenerated Packages, Translation and
+// Sources files and a Release signed with the appliance's key.
 func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, man *manifest) error {
 	up := map[string]*manifestSuite{}
 	u := filter.NewUniverse()
@@ -201,7 +201,7 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 	}
 	r.log.Info("selection resolved", "packages", len(res.Selected), "of", u.Len())
 	// The universe is most of the sync's memory; the rest of the build
-	// (the xz writers above all) needs none of it. Collecting it now,
+	// (chiefly the xz writers) needs none of it. Collecting it now,
 	// rather than when the heap next doubles, nearly halves the peak RSS
 	// (bookworm + bookworm-updates main amd64: 257 -> 146 MiB).
 	res.Detach()
