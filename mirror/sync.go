@@ -291,24 +291,19 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 	r.extra = readExtra(r.state)
 
 	err = r.sync(ctx)
+	if r.client != nil {
+		s := r.client.Stats()
+		rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
+		r.client.CloseIdleConnections()
+	}
 	if opt.DryRun && (err == nil || errors.Is(err, errDryRun)) {
 		// Nothing was published, so nothing is recorded: the state stays
 		// what the last real sync left.
-		if r.client != nil {
-			s := r.client.Stats()
-			rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
-			r.client.CloseIdleConnections()
-		}
 		if err != nil {
 			rep.Result = ResultDryRun
 		}
 		rep.Duration = time.Since(start)
 		return rep, nil
-	}
-	if r.client != nil {
-		s := r.client.Stats()
-		rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
-		r.client.CloseIdleConnections()
 	}
 	rep.FilesReused = r.reused
 	rep.Missing = r.missing
