@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -278,27 +277,8 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	if present {
 		return poolPresent, nil
 	}
-	// Directories are made one at a time: parallel mkdirs in one parent
-	// (pool/main/s/ holds thousands of package directories) contend on its
-	// lock in the kernel, which costs more CPU than the downloads. Once the
-	// directory exists, fetch.Get's own MkdirAll is a stat.
-	if dir := filepath.Dir(dest); !r.knownDir(dir) {
-		r.dirMu.Lock()
-		// One mkdir is the common case (the parent exists); MkdirAll
-		// stats its way up first.
-		err := os.Mkdir(dir, 0o755)
-		if errors.Is(err, fs.ErrNotExist) {
-			err = os.MkdirAll(dir, 0o755)
-		} else if errors.Is(err, fs.ErrExist) && isDir(dir) {
-			err = nil
-		}
-		if err == nil {
-			r.dirs[dir] = true
-		}
-		r.dirMu.Unlock()
-		if err != nil {
-			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
-		}
+	if err := r.st.MkdirPool(filepath.Dir(dest)); err != nil {
+		return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 	}
 	want := fetch.Want{Size: e.Size}
 	// The strongest hash only: hashing twice costs CPU the sync needs,
@@ -327,16 +307,4 @@ func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
 	default:
 		return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
 	}
-}
-
-// knownDir reports whether this sync made or found the pool directory dir.
-func (r *run) knownDir(dir string) bool {
-	r.dirMu.Lock()
-	defer r.dirMu.Unlock()
-	return r.dirs[dir]
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }

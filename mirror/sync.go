@@ -190,8 +190,6 @@ type run struct {
 	// client holding the old file never gets 304 for the new one.
 	pubTime time.Time
 	progMu  sync.Mutex
-	dirMu   sync.Mutex      // serializes pool directory creation
-	dirs    map[string]bool // pool directories known to exist, under dirMu
 	reused  int
 	missing []string
 
@@ -282,7 +280,7 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 	defer unlock()
 
 	r := &run{cfg: cfg, opt: opt, log: opt.logger().With("mirror", cfg.Name), now: opt.clock()(), st: st, rep: rep,
-		base: strings.TrimRight(cfg.URL, "/"), dirs: map[string]bool{}}
+		base: strings.TrimRight(cfg.URL, "/")}
 	started := r.now
 	r.state, err = st.ReadState()
 	if err != nil {

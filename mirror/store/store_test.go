@@ -649,3 +649,41 @@ func TestSnapshotIDsNeverGoBackwards(t *testing.T) {
 		t.Fatalf("newest snapshot %+v is not the current one %s", cur, ids[len(ids)-1])
 	}
 }
+
+// TestMkdirPoolAndPoolFile: MkdirPool makes nested pool directories once,
+// refuses a file or symlink in the way, and PoolFile then sees a file
+// placed there; a symlink planted above a pool file is still refused.
+func TestMkdirPoolAndPoolFile(t *testing.T) {
+	s := openLocked(t, t.TempDir(), "m")
+	p, present, err := s.PoolFile("main/h/hello/hello_1_all.deb", 5)
+	if err != nil || present {
+		t.Fatalf("PoolFile of a missing file: %v %t", err, present)
+	}
+	for range 2 {
+		if err := s.MkdirPool(filepath.Dir(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, present, err := s.PoolFile("main/h/hello/hello_1_all.deb", 5); err != nil || !present {
+		t.Fatalf("PoolFile of a present file: %v %t", err, present)
+	}
+	if _, present, _ := s.PoolFile("main/h/hello/hello_1_all.deb", 6); present {
+		t.Error("a file of the wrong size counts as present")
+	}
+	if err := s.MkdirPool(p); err == nil {
+		t.Error("MkdirPool over a regular file succeeded")
+	}
+	pool := filepath.Join(s.Dir(), PoolDir)
+	if err := os.Symlink(t.TempDir(), filepath.Join(pool, "contrib")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MkdirPool(filepath.Join(pool, "contrib")); err == nil {
+		t.Error("MkdirPool accepted a symlink as a directory")
+	}
+	if _, _, err := s.PoolFile("contrib/x/x.deb", 1); err == nil {
+		t.Error("PoolFile below a symlink succeeded")
+	}
+}
