@@ -168,17 +168,21 @@ func componentOf(rel string, comps []string) string {
 // and verified; and each suite gets regenerated Packages, Translation and
 // Sources files and a Release signed with the appliance's key.
 func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, man *manifest) error {
-	up := map[string]*manifestSuite{}
+	fs := make([]*filteredSuite, 0, len(suites))
 	u := filter.NewUniverse()
 	for _, sr := range suites {
 		ms, err := r.fetchIndexes(ctx, sn, sr)
 		if err != nil {
 			return err
 		}
-		up[sr.name] = ms
 		if err := r.addUniverse(sn, sr, ms, u); err != nil {
 			return err
 		}
+		f, err := r.newFilteredSuite(sn, sr, ms)
+		if err != nil {
+			return fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
+		}
+		fs = append(fs, f)
 	}
 	res, err := filter.Resolve(u, filter.Spec{Include: r.cfg.Include, Exclude: r.cfg.Exclude,
 		WithDependencies: r.cfg.WithDependencies, WithRecommends: r.cfg.WithRecommends, Architectures: r.cfg.Architectures})
@@ -218,8 +222,7 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 		}
 	}
 	pool := newPoolSet()
-	srcFiles, err := r.filteredSources(ctx, sn, suites, up, res, pool)
-	if err != nil {
+	if err := r.filteredSources(ctx, fs, res, pool); err != nil {
 		return err
 	}
 	for _, f := range files {
@@ -242,8 +245,9 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 	}
 
 	r.progress(Event{Phase: PhasePublish})
-	for _, sr := range suites {
-		ms, err := r.writeFiltered(sn, sr, up[sr.name], res, srcFiles[sr.name])
+	for _, f := range fs {
+		sr := f.suiteRun
+		ms, err := r.writeFiltered(f, res)
 		if err != nil {
 			return fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
 		}
@@ -325,19 +329,17 @@ func readVerified(p, where string, fn func(io.Reader) error) error {
 	return fn(rd)
 }
 
-// writeFiltered writes one suite's filtered indexes and re-signed Release
-// into the snapshot and returns its manifest entry.
-func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite, res *filter.Result, srcFiles []apt.FileEntry) (*manifestSuite, error) {
-	dir, ix, err := r.filteredIndexes(sn, sr, upms)
-	if err != nil {
-		return nil, err
-	}
+// writeFiltered writes one suite's filtered Packages and Translations and
+// its re-signed Release (listing those and f.files) into the snapshot and
+// returns its manifest entry.
+func (r *run) writeFiltered(f *filteredSuite, res *filter.Result) (*manifestSuite, error) {
+	sr, upms, dir, ix := f.suiteRun, f.up, f.dir, f.ix
 	comps, arches := ix.Components, ix.Architectures
 	files, err := filter.WriteIndexes(dir, res, ix)
 	if err != nil {
 		return nil, err
 	}
-	files = append(files, srcFiles...)
+	files = append(files, f.files...)
 	for _, comp := range comps {
 		for _, lang := range r.cfg.Translations {
 			name := "Translation-" + lang
@@ -345,13 +347,13 @@ func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuit
 			if src == "" {
 				continue
 			}
-			p, err := sn.Path(sr.local + "/" + src)
+			p, err := f.sn.Path(sr.local + "/" + src)
 			if err != nil {
 				return nil, err
 			}
 			err = readVerified(p, sr.dir+"/"+src, func(rd io.Reader) error {
-				fs, err := filter.WriteTranslation(dir, res, ix, comp, name, rd)
-				files = append(files, fs...)
+				out, err := filter.WriteTranslation(dir, res, ix, comp, name, rd)
+				files = append(files, out...)
 				return err
 			})
 			if err != nil {
@@ -377,25 +379,36 @@ func (r *run) writeFiltered(sn *store.Snapshot, sr *suiteRun, upms *manifestSuit
 	return ms, nil
 }
 
-// filteredIndexes creates the suite's directory in the snapshot and says
-// which indexes the filtered suite has: the configured components the
-// upstream has, the configured architectures (and "all" only where apt
+// filteredSuite is one suite of a filtered sync: the upstream's verified
+// indexes and where and in which shape its own go.
+type filteredSuite struct {
+	*suiteRun
+	up    *manifestSuite  // the upstream's index files, below sr.local
+	sn    *store.Snapshot // the snapshot being built
+	dir   string          // its dists/<suite>, absolute
+	ix    filter.Indexes
+	files []apt.FileEntry // written so far besides Packages and Translations (Sources)
+}
+
+// newFilteredSuite creates the suite's directory in the snapshot and
+// decides which indexes the filtered suite has: the configured components
+// the upstream has, the configured architectures (and "all" only where apt
 // would have read the upstream's; otherwise the "all" packages are in
 // every binary-ARCH, as upstream had them), in the compressions the
 // upstream offered.
-func (r *run) filteredIndexes(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (string, filter.Indexes, error) {
+func (r *run) newFilteredSuite(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (*filteredSuite, error) {
 	dir, err := sn.Path(sr.dir)
 	if err != nil {
-		return "", filter.Indexes{}, err
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", filter.Indexes{}, err
+		return nil, err
 	}
 	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
 		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
 	})
 	if len(comps) == 0 {
-		return "", filter.Indexes{}, fmt.Errorf("upstream has none of the components %q", r.cfg.Components)
+		return nil, fmt.Errorf("upstream has none of the components %q", r.cfg.Components)
 	}
 	arches := slices.Clone(r.cfg.Architectures)
 	if sr.rel.WantsArchAll() && len(sr.rel.Architectures) > 0 {
@@ -407,19 +420,21 @@ func (r *run) filteredIndexes(sn *store.Snapshot, sr *suiteRun, upms *manifestSu
 			compressions = append(compressions, s)
 		}
 	}
-	return dir, filter.Indexes{Suite: sr.name, Components: comps, Architectures: arches, Compressions: compressions}, nil
+	return &filteredSuite{suiteRun: sr, up: upms, sn: sn, dir: dir,
+		ix: filter.Indexes{Suite: sr.name, Components: comps, Architectures: arches, Compressions: compressions}}, nil
 }
 
 // filteredSources writes, with sources = true, each suite's Sources with
 // the source packages the selected binaries were built from, adds their
-// files to pool, and returns the Sources files per suite for its Release.
+// files to pool, and adds the Sources files to each suite's files for its
+// Release.
 // A source listed by several suites is carried by the first (in the
 // configured order) only, as apt-get source takes one. A source the
 // upstream's Sources lack is a warning, not an error: the binaries install
 // without it.
-func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, up map[string]*manifestSuite, res *filter.Result, pool *poolSet) (map[string][]apt.FileEntry, error) {
+func (r *run) filteredSources(ctx context.Context, fs []*filteredSuite, res *filter.Result, pool *poolSet) error {
 	if !r.cfg.Sources {
-		return nil, nil
+		return nil
 	}
 	type src struct{ name, version string }
 	wanted := map[src]bool{}
@@ -427,27 +442,23 @@ func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []
 		n, v := e.Source()
 		wanted[src{n, v}] = false
 	}
-	out := map[string][]apt.FileEntry{}
-	for _, sr := range suites {
+	for _, fsu := range fs {
+		sr := fsu.suiteRun
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		dir, ix, err := r.filteredIndexes(sn, sr, up[sr.name])
-		if err != nil {
-			return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
-		}
-		for _, comp := range ix.Components {
-			rel := cheapestVariant(up[sr.name], comp+"/source/Sources")
+		for _, comp := range fsu.ix.Components {
+			rel := cheapestVariant(fsu.up, comp+"/source/Sources")
 			if rel == "" {
 				continue
 			}
-			p, err := sn.Path(sr.local + "/" + rel)
+			p, err := fsu.sn.Path(sr.local + "/" + rel)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			var addErr error
 			err = readVerified(p, sr.dir+"/"+rel, func(rd io.Reader) error {
-				fs, err := filter.WriteSources(dir, ix, comp, rd, func(n, v string) bool {
+				out, err := filter.WriteSources(fsu.dir, fsu.ix, comp, rd, func(n, v string) bool {
 					done, ok := wanted[src{n, v}]
 					return ok && !done
 				}, func(s *apt.Source) {
@@ -461,14 +472,14 @@ func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []
 						addErr = cmp.Or(addErr, pool.add(poolEntry{Filename: fn, Suite: sr.name, Size: f.Size, SHA256: f.SHA256, SHA512: f.SHA512}, "mirror "+r.cfg.Name))
 					}
 				})
-				out[sr.name] = append(out[sr.name], fs...)
+				fsu.files = append(fsu.files, out...)
 				return err
 			})
 			if err == nil {
 				err = addErr
 			}
 			if err != nil {
-				return nil, fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
+				return fmt.Errorf("mirror %s: suite %s: %w", r.cfg.Name, sr.name, err)
 			}
 		}
 	}
@@ -482,7 +493,7 @@ func (r *run) filteredSources(ctx context.Context, sn *store.Snapshot, suites []
 	for _, m := range missing {
 		r.warn("source package " + m + " of a selected binary is in no suite's Sources")
 	}
-	return out, nil
+	return nil
 }
 
 // cheapestVariant returns the path of the variant of index k (a path
