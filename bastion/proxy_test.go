@@ -131,6 +131,27 @@ func (b *proxyBastion) proxyConfig(t testing.TB, key sshtest.Key, cert string) s
 	)
 }
 
+// scpUpload copies data with the real scp (extra options such as "-O"
+// first) through the recording proxy to name on the target, checks that
+// it arrived byte for byte, and returns the session's recording directory.
+func (b *proxyBastion) scpUpload(t *testing.T, data []byte, name string, opts ...string) string {
+	t.Helper()
+	sshtest.Require(t, "scp")
+	src := filepath.Join(b.dir, name+".src")
+	writeFile(t, src, data)
+	dst := filepath.Join(b.dir, name)
+	key, cert, id := b.admin(t)
+	args := append(append([]string{}, opts...), "-F", b.proxyConfig(t, key, cert), "-q", src, "web1:"+dst)
+	if out, err := runCmd(t, "scp", args...); err != nil {
+		t.Fatalf("scp %v: %v\n%s\naudit: %v", opts, err, out, b.events(t))
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file copied with scp %v differs (%d of %d bytes, %v)", opts, len(got), len(data), err)
+	}
+	dir, _ := b.recordingOf(t, id)
+	return dir
+}
+
 // recordingOf waits for the proxy.end of the session with key id id and
 // returns its recording directory.
 func (b *proxyBastion) recordingOf(t testing.TB, id string) (string, event) {
@@ -371,21 +392,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("scp-sftp", func(t *testing.T) {
 		t.Parallel()
-		sshtest.Require(t, "scp")
-		data := bytes.Repeat([]byte("gatehouse scp test\x00\xff"), 50000)
-		src := filepath.Join(b.dir, "upload.bin")
-		writeFile(t, src, data)
-		dst := filepath.Join(b.dir, "uploaded.bin")
-		key, cert, id := b.admin(t)
-		cfg := b.proxyConfig(t, key, cert)
-		if out, err := runCmd(t, "scp", "-F", cfg, "-q", src, "web1:"+dst); err != nil {
-			t.Fatalf("scp: %v\n%s\naudit: %v", err, out, b.events(t))
-		}
-		got, err := os.ReadFile(dst)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("uploaded file differs (%d of %d bytes, %v)", len(got), len(data), err)
-		}
-		dir, _ := b.recordingOf(t, id)
+		dir := b.scpUpload(t, bytes.Repeat([]byte("gatehouse scp test\x00\xff"), 50000), "uploaded.bin")
 		ev, err := os.ReadFile(filepath.Join(dir, record.EventsFile))
 		if err != nil {
 			t.Fatal(err)
@@ -401,21 +408,8 @@ func TestProxy(t *testing.T) {
 
 	t.Run("scp-legacy", func(t *testing.T) {
 		t.Parallel()
-		sshtest.Require(t, "scp")
-		data := bytes.Repeat([]byte("legacy scp \x00\x01\xfe\xff"), 20000)
-		src := filepath.Join(b.dir, "legacy-src.bin")
-		writeFile(t, src, data)
-		dst := filepath.Join(b.dir, "legacy-dst.bin")
-		key, cert, id := b.admin(t)
-		cfg := b.proxyConfig(t, key, cert)
 		// -O: the old protocol, an exec of "scp -t" on the target.
-		if out, err := runCmd(t, "scp", "-O", "-F", cfg, "-q", src, "web1:"+dst); err != nil {
-			t.Fatalf("scp -O: %v\n%s", err, out)
-		}
-		if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("file copied with scp -O differs (%d of %d bytes, %v)", len(got), len(data), err)
-		}
-		dir, _ := b.recordingOf(t, id)
+		dir := b.scpUpload(t, bytes.Repeat([]byte("legacy scp \x00\x01\xfe\xff"), 20000), "legacy-dst.bin", "-O")
 		ev, err := os.ReadFile(filepath.Join(dir, record.EventsFile))
 		if err != nil || !strings.Contains(string(ev), "scp -t") {
 			t.Errorf("events.jsonl does not show the scp command: %v\n%s", err, ev)

@@ -340,13 +340,7 @@ func TestRelayRecordingFailureClosesSession(t *testing.T) {
 	if strings.Contains(rest, "second") {
 		t.Errorf("unrecorded input reached the target and came back: %q", rest)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("session still open after the recording failed")
-	}
+	waitClosed(t, s, "the recording failed")
 	if err := f.result(t); !errors.Is(err, ErrRecording) {
 		t.Fatalf("relay returned %v, want ErrRecording", err)
 	}
@@ -402,13 +396,7 @@ func TestRelayContextEndsSession(t *testing.T) {
 	readUntil(t, out, "started")
 	idle := errors.New("idle timeout")
 	cancel(idle)
-	done := make(chan error, 1)
-	go func() { done <- s.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("session still open after the context ended")
-	}
+	waitClosed(t, s, "the context ended")
 	if err := f.result(t); !errors.Is(err, idle) {
 		t.Fatalf("relay returned %v, want the context's cause", err)
 	}
@@ -438,5 +426,17 @@ func TestRelayRefusedWithoutRecording(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatalf("the command reached the target: %v", err)
+	}
+}
+
+// waitClosed fails unless the session ends within 10 s of what happened.
+func waitClosed(t *testing.T, s *ssh.Session, after string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still open after " + after)
 	}
 }
