@@ -131,7 +131,7 @@ func TestFilteredSync(t *testing.T) {
 	now := time.Now()
 	up := filteredUpstream(t, now.Add(-time.Hour), now.Add(7*24*time.Hour))
 	state := t.TempDir()
-	signing, pubPath, key := archiveKey(t)
+	signing, pubPath, _ := archiveKey(t)
 	cfg := filteredConfig(up)
 	opt := testOptions(t)
 	opt.Signing = signing
@@ -265,7 +265,6 @@ func TestFilteredSync(t *testing.T) {
 	if _, err := Sync(context.Background(), state, cfg, noKey); err == nil || !strings.Contains(err.Error(), "init-archive-key") {
 		t.Errorf("sync without [signing] key: %v", err)
 	}
-	_ = key
 }
 
 // TestFilteredOutlivesUpstream: a filtered mirror synced while the
