@@ -14,8 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"gatehouse/bastion/internal/sanitize"
 )
 
 // MaxAuditLine is the largest audit line, in bytes without the newline, that
@@ -402,46 +402,5 @@ func (l *lineReader) next() (line []byte, complete bool, err error) {
 }
 
 // Sanitize makes an untrusted string (certificate key id, principal, path)
-// safe to log or echo to a terminal: invalid UTF-8 bytes become \xNN,
-// control and other non-printable runes (including bidi overrides) become
-// \uNNNN, and a backslash becomes \\ so the escapes are unambiguous. If max >
-// 0 the result is at most max bytes, ending in "..." when cut.
-func Sanitize(s string, max int) string {
-	var b []byte
-	const ell = "..."
-	cut := false
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		var piece string
-		switch {
-		case r == utf8.RuneError && size == 1:
-			piece = fmt.Sprintf(`\x%02x`, s[i])
-		case r == '\\':
-			piece = `\\`
-		case r == ' ' || unicode.IsPrint(r):
-			piece = s[i : i+size]
-		case r <= 0xFFFF:
-			piece = fmt.Sprintf(`\u%04x`, r)
-		default:
-			piece = fmt.Sprintf(`\U%08x`, r)
-		}
-		if max > 0 && len(b)+len(piece) > max {
-			cut = true
-			break
-		}
-		b = append(b, piece...)
-		i += size
-	}
-	if cut {
-		for len(b)+len(ell) > max && len(b) > 0 {
-			// Remove whole pieces' tail bytes; escapes are ASCII and printable
-			// runes are whole, so trim back to a rune start.
-			_, size := utf8.DecodeLastRune(b)
-			b = b[:len(b)-size]
-		}
-		if len(ell) <= max {
-			b = append(b, ell...)
-		}
-	}
-	return string(b)
-}
+// safe to log or echo to a terminal; see sanitize.String, which it is.
+func Sanitize(s string, max int) string { return sanitize.String(s, max) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"gatehouse/bastion/internal/sanitize"
 	"gatehouse/bastion/record"
 )
 
@@ -21,8 +23,21 @@ import (
 // one packet (≤32 KiB of payload) per read anyway.
 const relayBuf = 32 << 10
 
-// maxCommandLog bounds an exec command in events.jsonl (escaped form).
-const maxCommandLog = 64 << 10
+// DefaultMaxCommandBytes is the longest exec command (and env value)
+// relayed when RelayOptions.MaxCommandBytes is 0. Each is recorded in
+// full, so the bound is what one event may carry.
+const DefaultMaxCommandBytes = 64 << 10
+
+// MaxCommandLimit is the highest MaxCommandBytes that makes sense:
+// x/crypto drops a packet over 256 KiB (the connection with it) before
+// any request handler runs, so a larger limit could never be reached and
+// a longer command would end the connection without a word to the admin.
+const MaxCommandLimit = 255 << 10
+
+// DefaultAcceptEnv are the environment names relayed when
+// RelayOptions.AcceptEnv is nil: locale and terminal type only, as
+// OpenSSH's default sshd_config accepts.
+var DefaultAcceptEnv = []string{"LANG", "LC_*", "TERM"}
 
 // Activity tracks when a connection last carried channel data, for the
 // idle timeout: keepalives and other protocol traffic do not count. One
@@ -58,6 +73,65 @@ type RelayOptions struct {
 	Now func() time.Time
 	// Log receives refused requests and relay failures; nil discards.
 	Log *slog.Logger
+	// AcceptEnv lists the environment variables relayed, as names or
+	// patterns with * and ? (OpenSSH's AcceptEnv syntax); nil means
+	// DefaultAcceptEnv, empty relays none. Each relayed name and value is
+	// recorded: a value can carry a command ("eval $LC_X").
+	AcceptEnv []string
+	// MaxCommandBytes bounds an exec command and an env value; longer
+	// ones are refused, the admin told why on stderr. 0 means
+	// DefaultMaxCommandBytes.
+	MaxCommandBytes int
+	// SFTPExtensions are SFTP extensions relayed besides
+	// DefaultSFTPExtensions, recorded by name and size only; any other
+	// extension is answered OP_UNSUPPORTED without reaching the target.
+	SFTPExtensions []string
+}
+
+// MatchEnv reports whether an environment variable name matches an
+// AcceptEnv pattern: '*' matches any run of characters, '?' any one
+// character, everything else itself.
+func MatchEnv(pattern, name string) bool {
+	for len(pattern) > 0 {
+		switch pattern[0] {
+		case '*':
+			for i := len(name); i >= 0; i-- {
+				if MatchEnv(pattern[1:], name[i:]) {
+					return true
+				}
+			}
+			return false
+		case '?':
+			if name == "" {
+				return false
+			}
+		default:
+			if name == "" || name[0] != pattern[0] {
+				return false
+			}
+		}
+		pattern, name = pattern[1:], name[1:]
+	}
+	return name == ""
+}
+
+// ValidEnvPattern checks an AcceptEnv pattern: the characters of a
+// portable environment name (letters, digits, '_') and the wildcards,
+// so that a pattern can never match a name with '=' or a NUL in it.
+func ValidEnvPattern(p string) error {
+	if p == "" || len(p) > 256 {
+		return errors.New("want 1-256 characters")
+	}
+	if strings.Count(p, "*") > 4 {
+		return errors.New("at most 4 '*' per pattern")
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '*' || c == '?') {
+			return fmt.Errorf("%q: only letters, digits, '_', '*' and '?' are allowed", sanitize.String(p, 100))
+		}
+	}
+	return nil
 }
 
 // ErrRecording wraps a recording failure that ended a session.
@@ -65,18 +139,23 @@ var ErrRecording = errors.New("recording failed")
 
 // Relay proxies the admin's session channel down (with its requests
 // downReqs) to a new session channel on up, recording it in rec as
-// channel chanN (rec nil: not recorded). It forwards pty-req, env (LANG,
-// LC_*, TERM only), window-change, one shell/exec/subsystem (sftp only),
+// channel chanN (rec nil: not recorded). It forwards pty-req, env (names
+// in opts.AcceptEnv, each recorded with its value), window-change, one
+// shell, exec (recorded in full, up to opts.MaxCommandBytes) or subsystem
+// (sftp only),
 // signal and break; it refuses agent and X11 forwarding and anything
 // else. The target's exit-status or exit-signal is passed back after its
 // output. Output and, when the recording asks for it, input go to the
 // recording's chNN.cast and chNN.ttyrec; an sftp subsystem is not
-// byte-recorded but logged per file operation as "sftp" events.
+// byte-recorded: every request is parsed before it is relayed and logged
+// with its arguments and result as an "sftp" event (see sftpAudit).
 //
 // Relay returns when both sides are done, after closing down. It returns
 // nil for a normal end, an error wrapping ErrRecording when the
 // recording failed (the session is cut at once and the admin is told),
-// or context.Cause(ctx) when ctx ended it (a cause other than plain
+// an error wrapping ErrSFTPViolation when the sftp stream broke the
+// protocol (this channel is closed, the connection may go on), or
+// context.Cause(ctx) when ctx ended it (a cause other than plain
 // cancellation is shown to the admin: "gatehouse: session closed:
 // idle timeout"). After an error the target's
 // channel may still be open (sshd holds a session channel until its
@@ -91,10 +170,16 @@ func Relay(ctx context.Context, down ssh.Channel, downReqs <-chan *ssh.Request, 
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.AcceptEnv == nil {
+		opts.AcceptEnv = DefaultAcceptEnv
+	}
+	if opts.MaxCommandBytes <= 0 {
+		opts.MaxCommandBytes = DefaultMaxCommandBytes
+	}
 	upCh, upReqs, err := up.OpenChannel("session", nil)
 	if err != nil {
 		go ssh.DiscardRequests(downReqs)
-		fmt.Fprintf(down.Stderr(), "gatehouse: target refused the session: %s\r\n", record.Sanitize(err.Error(), 200))
+		fmt.Fprintf(down.Stderr(), "gatehouse: target refused the session: %s\r\n", sanitize.String(err.Error(), 200))
 		down.Close()
 		return fmt.Errorf("upstream: open session channel: %w", err)
 	}
@@ -195,7 +280,7 @@ loop:
 	rc, sa := r.rc, r.sftp
 	r.mu.Unlock()
 	var cerr error
-	if sa != nil && r.rec != nil {
+	if sa != nil {
 		cerr = sa.finish()
 	}
 	if rc != nil {
@@ -241,7 +326,7 @@ func (r *relay) fail(err error) {
 		// A bare cancellation says nothing the admin can use.
 	default:
 		// A cause the caller gave, such as "idle timeout".
-		why = record.Sanitize(err.Error(), 200)
+		why = sanitize.String(err.Error(), 200)
 	}
 	if why == "" || eofSent {
 		// The target's output already ended with EOF: nothing more can
@@ -325,11 +410,7 @@ type (
 
 // request handles one admin request and says whether it succeeded.
 func (r *relay) request(req *ssh.Request) bool {
-	deny := func(why string) bool {
-		r.opts.Log.Info("request refused", "channel", r.n, "request", record.Sanitize(req.Type, 60), "why", why)
-		r.event("request.denied", map[string]any{"request": record.Sanitize(req.Type, 60), "reason": why})
-		return false
-	}
+	deny := func(why string) bool { return r.denyWith(req, why, nil) }
 	forward := func() bool {
 		ok, err := r.up.SendRequest(req.Type, req.WantReply, req.Payload)
 		return err == nil && (ok || !req.WantReply)
@@ -355,11 +436,16 @@ func (r *relay) request(req *ssh.Request) bool {
 		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 			return deny("malformed env")
 		}
-		if p.Name != "LANG" && p.Name != "TERM" && !strings.HasPrefix(p.Name, "LC_") {
-			return deny("env " + record.Sanitize(p.Name, 60) + " not in the allow-list (LANG, LC_*, TERM)")
+		name, value := sanitize.String(p.Name, 200), sanitize.String(p.Value, 0)
+		if !slices.ContainsFunc(r.opts.AcceptEnv, func(pat string) bool { return MatchEnv(pat, p.Name) }) {
+			return r.denyWith(req, "env "+name+" not in [bastion] accept_env", map[string]any{"name": name, "value": value})
+		}
+		if len(p.Name)+len(p.Value) > r.opts.MaxCommandBytes {
+			why := fmt.Sprintf("env %s: %d bytes, more than [bastion] max_command_bytes (%d)", name, len(p.Name)+len(p.Value), r.opts.MaxCommandBytes)
+			return r.denyWith(req, why, map[string]any{"name": name, "bytes": len(p.Value)})
 		}
 		ok := forward()
-		r.event("env", map[string]any{"name": record.Sanitize(p.Name, 60), "accepted": ok})
+		r.event("env", map[string]any{"name": name, "value": value, "accepted": ok})
 		return ok
 	case "window-change":
 		var p winReq
@@ -385,7 +471,7 @@ func (r *relay) request(req *ssh.Request) bool {
 		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 			return deny("malformed signal")
 		}
-		if err := r.marker("signal " + record.Sanitize(p.S, 30)); err != nil {
+		if err := r.marker("signal " + sanitize.String(p.S, 30)); err != nil {
 			return false
 		}
 		return forward()
@@ -404,6 +490,32 @@ func (r *relay) request(req *ssh.Request) bool {
 		return deny("X11 forwarding is never relayed")
 	}
 	return deny("request type not relayed")
+}
+
+// denyWith refuses req, logging and recording why with extra fields.
+func (r *relay) denyWith(req *ssh.Request, why string, extra map[string]any) bool {
+	r.opts.Log.Info("request refused", "channel", r.n, "request", sanitize.String(req.Type, 60), "why", why)
+	f := map[string]any{"request": sanitize.String(req.Type, 60), "reason": why}
+	for k, v := range extra {
+		f[k] = v
+	}
+	r.event("request.denied", f)
+	return false
+}
+
+// tell writes a line to the admin's stderr: why a request was refused.
+// A client that does not read cannot hold the relay: the write gives up
+// after two seconds.
+func (r *relay) tell(msg string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fmt.Fprintf(r.down.Stderr(), "gatehouse: %s\r\n", msg)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 }
 
 // marker records an asciicast marker if the channel is byte-recorded.
@@ -441,28 +553,36 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 			return deny("malformed exec")
 		}
-		fields["command"] = record.Sanitize(p.S, maxCommandLog)
-		if len(p.S) > maxCommandLog/4 {
-			// Sanitize may have cut it: say how long it really was.
-			fields["command_bytes"] = len(p.S)
+		if len(p.S) > r.opts.MaxCommandBytes {
+			why := fmt.Sprintf("command of %d bytes refused: longer than [bastion] max_command_bytes (%d)", len(p.S), r.opts.MaxCommandBytes)
+			r.tell(why)
+			return r.denyWith(req, why, map[string]any{"command_start": sanitize.String(p.S, 1024), "command_bytes": len(p.S)})
 		}
+		// In full: the limit above bounds it, and escaping is reversible.
+		fields["command"] = sanitize.String(p.S, 0)
+		fields["command_bytes"] = len(p.S)
 	case "subsystem":
 		var p stringReq
 		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 			return deny("malformed subsystem")
 		}
 		if p.S != "sftp" {
-			return deny("subsystem " + record.Sanitize(p.S, 60) + " is not relayed (only sftp)")
+			why := "subsystem " + sanitize.String(p.S, 60) + " is not relayed (only sftp)"
+			r.tell(why)
+			return deny(why)
 		}
 		fields["subsystem"] = "sftp"
 		isSFTP = true
 	}
 	var rc *record.Channel
 	var sa *sftpAudit
+	if isSFTP {
+		// Audited even unrecorded: the auditor also refuses what it
+		// cannot follow.
+		sa = newSFTPAudit(r.sftpEvent, append(slices.Clone(DefaultSFTPExtensions), r.opts.SFTPExtensions...))
+	}
 	if r.rec != nil {
-		if isSFTP {
-			sa = newSFTPAudit(r.sftpEvent)
-		} else {
+		if !isSFTP {
 			var err error
 			if rc, err = r.rec.Channel(r.n, kind, term, cols, rows); err != nil {
 				r.fail(r.recErr(err))
@@ -488,7 +608,11 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 	r.copiers.Add(2)
 	r.mu.Unlock()
 	outs := make(chan struct{}, 2)
-	go func() { r.copyOut(r.down, r.up, outs) }()
+	if sa != nil {
+		go r.copySFTPOut(sa, outs)
+	} else {
+		go func() { r.copyOut(r.down, r.up, outs) }()
+	}
 	go func() { r.copyOut(r.down.Stderr(), r.up.Stderr(), outs) }()
 	go func() {
 		<-outs
@@ -507,19 +631,12 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 		close(r.outDone)
 	}()
 	ok := forward()
-	go r.copyIn()
-	return ok
-}
-
-// sftpEvent logs one sftp file operation with sanitized paths.
-func (r *relay) sftpEvent(f map[string]any) error {
-	for _, k := range []string{"path", "target"} {
-		if s, ok := f[k].(string); ok {
-			f[k] = record.Sanitize(s, 4*maxSFTPPath)
-		}
+	if sa != nil {
+		go r.copySFTPIn(sa)
+	} else {
+		go r.copyIn()
 	}
-	f["channel"] = r.n
-	return r.rec.Event("sftp", f)
+	return ok
 }
 
 // copyOut relays target output (stdout or stderr) to the admin, recording
@@ -553,12 +670,6 @@ func (r *relay) recordOut(p []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.finished {
-		return nil
-	}
-	if r.sftp != nil {
-		if err := r.sftp.fromServer(p); err != nil {
-			return fmt.Errorf("%w: channel %d: %w", ErrRecording, r.n, err)
-		}
 		return nil
 	}
 	if r.rc != nil {
@@ -600,12 +711,6 @@ func (r *relay) recordIn(p []byte) error {
 	if r.finished {
 		return nil
 	}
-	if r.sftp != nil {
-		if err := r.sftp.fromClient(p); err != nil {
-			return fmt.Errorf("%w: channel %d: %w", ErrRecording, r.n, err)
-		}
-		return nil
-	}
 	if r.rc != nil {
 		return r.recErr(r.rc.Input(p))
 	}
@@ -630,8 +735,8 @@ func (r *relay) recordExit(req *ssh.Request) error {
 		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 			return nil
 		}
-		label = "exit-signal " + record.Sanitize(p.Signal, 30)
-		fields["signal"] = record.Sanitize(p.Signal, 30)
+		label = "exit-signal " + sanitize.String(p.Signal, 30)
+		fields["signal"] = sanitize.String(p.Signal, 30)
 		fields["core_dumped"] = p.CoreDumped
 	}
 	if err := r.marker(label); err != nil {

@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -113,7 +116,7 @@ func TestRelaySFTPRealClient(t *testing.T) {
 		{"op": "open", "path": remote + "/up.bin", "result": "ok"},
 		{"op": "close", "path": remote + "/up.bin", "bytes_written": size, "bytes_read": 0.0, "result": "ok"},
 		{"op": "close", "path": remote + "/up.bin", "bytes_read": size, "bytes_written": 0.0, "result": "ok"},
-		{"op": "rename", "path": remote + "/up.bin", "target": remote + "/moved.bin", "result": "ok"},
+		{"op": "posix-rename", "path": remote + "/up.bin", "target": remote + "/moved.bin", "result": "ok"},
 		{"op": "mkdir", "path": remote + "/sub", "result": "ok"},
 		{"op": "rmdir", "path": remote + "/sub", "result": "ok"},
 		{"op": "remove", "path": remote + "/moved.bin", "result": "ok"},
@@ -152,105 +155,228 @@ func sftpPacket(typ byte, fields ...any) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
 }
 
-// TestSFTPAuditSequence feeds a hand-built open/write/close/read
-// sequence one byte at a time, so every packet is split across chunks.
+// feedAll runs client then server bytes through a, in chunks of size k,
+// and returns what it relays each way and the replies it made.
+func feedAll(t *testing.T, a *sftpAudit, client, server []byte, k int) (toUp, toDown, replies []byte) {
+	t.Helper()
+	for i := 0; i < len(client); i += k {
+		up, rep, err := a.fromClient(client[i:min(i+k, len(client))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		toUp, replies = append(toUp, up...), append(replies, rep...)
+		a.sent()
+	}
+	for i := 0; i < len(server); i += k {
+		down, _, _, err := a.fromServer(server[i:min(i+k, len(server))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		toDown = append(toDown, down...)
+	}
+	return toUp, toDown, replies
+}
+
+// TestSFTPAuditSequence feeds a hand-built session one byte at a time,
+// so every packet is split across chunks: each operation is one event
+// with its arguments and result, writes are summarised per handle, and
+// both streams are relayed unchanged.
 func TestSFTPAuditSequence(t *testing.T) {
 	var got []map[string]any
-	a := newSFTPAudit(func(f map[string]any) error { got = append(got, f); return nil })
-	data := strings.Repeat("x", 40000) // beyond the kept prefix
+	a := newSFTPAudit(func(f map[string]any) error { got = append(got, f); return nil }, DefaultSFTPExtensions)
+	data := strings.Repeat("x", 40000) // beyond the held prefix
+	attrs := func(mode uint32) []any { return []any{uint32(attrPermissions), mode} }
 	client := bytes.Join([][]byte{
 		sftpPacket(fxpInit, uint32(3)),
-		sftpPacket(fxpOpen, uint32(1), "/srv/a.txt", uint32(0x1a), uint32(0)),
+		sftpPacket(fxpOpen, append([]any{uint32(1), "/srv/a.txt", uint32(0x1a)}, attrs(0o640)...)...),
 		sftpPacket(fxpWrite, uint32(2), "H1", uint64(0), data),
 		sftpPacket(fxpWrite, uint32(3), "H1", uint64(40000), "tail"),
 		sftpPacket(fxpRead, uint32(4), "H1", uint64(0), uint32(100)),
+		sftpPacket(fxpWrite, uint32(9), "H1", uint64(100000), "gap"),
 		sftpPacket(fxpClose, uint32(5), "H1"),
 		sftpPacket(fxpExtended, uint32(6), "posix-rename@openssh.com", "/srv/a.txt", "/srv/b.txt"),
-		sftpPacket(fxpSetstat, uint32(7), "/srv/b.txt", uint32(0)),
+		sftpPacket(fxpSetstat, append([]any{uint32(7), "/srv/b.txt"}, attrs(0o4755)...)...),
+		sftpPacket(fxpExtended, append([]any{uint32(8), "lsetstat@openssh.com", "/srv/l"}, attrs(0o4777)...)...),
 	}, nil)
 	server := bytes.Join([][]byte{
-		sftpPacket(fxpVersion, uint32(3)),
+		sftpPacket(fxpVersion, uint32(3), "posix-rename@openssh.com", "1"),
 		sftpPacket(fxpHandle, uint32(1), "H1"),
 		sftpPacket(fxpStatus, uint32(2), uint32(0), "", ""),
 		sftpPacket(fxpStatus, uint32(3), uint32(4), "failure", ""), // failed write: not counted
 		sftpPacket(fxpData, uint32(4), "0123456789"),
+		sftpPacket(fxpStatus, uint32(9), uint32(0), "", ""),
 		sftpPacket(fxpStatus, uint32(5), uint32(0), "", ""),
 		sftpPacket(fxpStatus, uint32(6), uint32(0), "", ""),
 		sftpPacket(fxpStatus, uint32(7), uint32(3), "denied", ""),
+		sftpPacket(fxpStatus, uint32(8), uint32(0), "", ""),
 	}, nil)
-	for i := range client {
-		if err := a.fromClient(client[i : i+1]); err != nil {
-			t.Fatal(err)
-		}
+	toUp, toDown, replies := feedAll(t, a, client, server, 1)
+	if !bytes.Equal(toUp, client) || !bytes.Equal(toDown, server) || len(replies) != 0 {
+		t.Fatalf("streams changed: %d/%d bytes up, %d/%d down, %d bytes of replies", len(toUp), len(client), len(toDown), len(server), len(replies))
 	}
-	for i := range server {
-		if err := a.fromServer(server[i : i+1]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h := hexHandle("H1")
 	want := []map[string]any{
-		{"op": "open", "path": "/srv/a.txt", "flags": "write,create,trunc", "result": "ok"},
-		{"op": "close", "path": "/srv/a.txt", "bytes_read": uint64(10), "bytes_written": uint64(40000), "result": "ok"},
-		{"op": "rename", "path": "/srv/a.txt", "target": "/srv/b.txt", "result": "ok"},
-		{"op": "setstat", "path": "/srv/b.txt", "result": "permission denied"},
+		{"op": "version", "version": uint32(3), "extensions": []string{"posix-rename@openssh.com"}},
+		{"op": "open", "id": uint32(1), "path": "/srv/a.txt", "flags": "write,create,trunc", "attrs": map[string]any{"mode": "0640"}, "handle": h, "result": "ok"},
+		{"op": "close", "path": "/srv/a.txt", "handle": h, "flags": "write,create,trunc", "bytes_read": uint64(10), "bytes_written": uint64(40003),
+			"reads": uint64(1), "writes": uint64(2), "failed_writes": uint64(1), "write_ranges": [][2]uint64{{0, 40000}, {100000, 100003}}, "result": "ok"},
+		{"op": "posix-rename", "name": "posix-rename@openssh.com", "id": uint32(6), "path": "/srv/a.txt", "target": "/srv/b.txt", "result": "ok"},
+		{"op": "setstat", "id": uint32(7), "path": "/srv/b.txt", "attrs": map[string]any{"mode": "4755"}, "result": "permission denied", "message": "denied"},
+		{"op": "lsetstat", "name": "lsetstat@openssh.com", "id": uint32(8), "path": "/srv/l", "attrs": map[string]any{"mode": "4777"}, "result": "ok"},
 	}
 	if len(got) != len(want) {
-		t.Fatalf("events %v, want %v", got, want)
+		t.Fatalf("%d events, want %d:\n%v", len(got), len(want), got)
 	}
 	for i := range want {
-		if findEvent(got[i:i+1], want[i]) == nil || len(got[i]) != len(want[i]) {
-			t.Errorf("event %d: %v, want %v", i, got[i], want[i])
+		if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+			t.Errorf("event %d:\n got %v\nwant %v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestSFTPAuditRefuses: what the auditor does not relay.
+func TestSFTPAuditRefuses(t *testing.T) {
+	t.Run("duplicate-id", func(t *testing.T) {
+		// OPEN for writing and STAT with the same id in one chunk: the
+		// channel is closed and nothing of the chunk is relayed; the open
+		// is still recorded.
+		var got []map[string]any
+		a := newSFTPAudit(func(f map[string]any) error { got = append(got, f); return nil }, nil)
+		chunk := append(sftpPacket(fxpOpen, uint32(1), "/srv/evil", uint32(0x1a), uint32(0)), sftpPacket(fxpStat, uint32(1), "/srv")...)
+		up, _, err := a.fromClient(chunk)
+		if !errors.Is(err, ErrSFTPViolation) || len(up) != 0 {
+			t.Fatalf("duplicate id: err %v, %d bytes relayed", err, len(up))
+		}
+		if err := a.finish(); err != nil {
+			t.Fatal(err)
+		}
+		if findEvent(got, map[string]any{"op": "violation"}) == nil ||
+			findEvent(got, map[string]any{"op": "open", "path": "/srv/evil", "flags": "write,create,trunc", "result": "not relayed: channel closed"}) == nil {
+			t.Errorf("events: %v", got)
+		}
+	})
+	t.Run("unknown-extension", func(t *testing.T) {
+		var got []map[string]any
+		a := newSFTPAudit(func(f map[string]any) error { got = append(got, f); return nil }, []string{"allowed@example.org"})
+		refused := sftpPacket(fxpExtended, uint32(7), "evil@example.org", "/x")
+		allowed := sftpPacket(fxpExtended, uint32(8), "allowed@example.org", "/y")
+		up, replies, err := a.fromClient(append(refused, allowed...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(up, allowed) {
+			t.Errorf("relayed %q, want only the allowed extension", up)
+		}
+		r := &sftpReader{b: replies[4:]}
+		if typ, id, code := r.b[0], (&sftpReader{b: r.b[1:]}).u32(), binary.BigEndian.Uint32(r.b[5:]); typ != fxpStatus || id != 7 || code != fxOpUnsupported {
+			t.Errorf("reply %q, want STATUS OP_UNSUPPORTED for id 7", replies)
+		}
+		if findEvent(got, map[string]any{"op": "extended", "name": "evil@example.org", "result": "refused: extension not in [bastion] sftp_extensions"}) == nil {
+			t.Errorf("events: %v", got)
+		}
+	})
+	t.Run("unknown-type", func(t *testing.T) {
+		a := newSFTPAudit(func(map[string]any) error { return nil }, nil)
+		up, replies, err := a.fromClient(sftpPacket(99, uint32(3), "x"))
+		if err != nil || len(up) != 0 || len(replies) == 0 {
+			t.Errorf("type 99: err %v, relayed %d bytes, replies %d bytes", err, len(up), len(replies))
+		}
+	})
+}
+
+// TestSFTPReplyBetweenPackets: a reply the auditor makes while a target
+// packet is half written waits for that packet's end.
+func TestSFTPReplyBetweenPackets(t *testing.T) {
+	a := newSFTPAudit(func(map[string]any) error { return nil }, nil)
+	var down bytes.Buffer
+	if _, _, err := a.fromClient(sftpPacket(fxpRead, uint32(1), "H", uint64(0), uint32(20000))); err != nil {
+		t.Fatal(err)
+	}
+	// Larger than the held prefix, so its start is relayed before its end
+	// arrives.
+	data := sftpPacket(fxpData, uint32(1), strings.Repeat("d", 20000))
+	out, b, mid, err := a.fromServer(data[:sftpPrefixCap+100])
+	if err != nil || !mid {
+		t.Fatalf("err %v mid %v", err, mid)
+	}
+	if err := a.writeDown(&down, out, b, mid); err != nil {
+		t.Fatal(err)
+	}
+	_, replies, err := a.fromClient(sftpPacket(fxpExtended, uint32(2), "nope@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.reply(&down, replies)
+	out, b, mid, err = a.fromServer(data[sftpPrefixCap+100:])
+	if err != nil || mid {
+		t.Fatalf("err %v mid %v", err, mid)
+	}
+	a.writeDown(&down, out, b, mid)
+	if want := append(slices.Clone(data), replies...); !bytes.Equal(down.Bytes(), want) {
+		t.Errorf("admin got %q, want %q", down.Bytes(), want)
 	}
 }
 
 func TestSFTPAuditRejectsHostileInput(t *testing.T) {
 	emit := func(map[string]any) error { return nil }
 	huge := binary.BigEndian.AppendUint32(nil, maxSFTPPacket+1)
-	if err := newSFTPAudit(emit).fromClient(huge); err == nil {
+	if _, _, err := newSFTPAudit(emit, nil).fromClient(huge); err == nil {
 		t.Error("oversized packet length accepted")
 	}
-	if err := newSFTPAudit(emit).fromClient([]byte{0, 0, 0, 0}); err == nil {
+	if _, _, err := newSFTPAudit(emit, nil).fromClient([]byte{0, 0, 0, 0}); err == nil {
 		t.Error("empty packet accepted")
 	}
 	// A WRITE claiming more data than its packet holds.
 	lie := sftpPacket(fxpWrite, uint32(1), "H", uint64(0), uint32(1<<30))
-	if err := newSFTPAudit(emit).fromClient(lie); err == nil {
+	if _, _, err := newSFTPAudit(emit, nil).fromClient(lie); err == nil {
 		t.Error("write with a lying length accepted")
 	}
 	// An OPEN whose path field overruns the packet.
 	bad := sftpPacket(fxpOpen, uint32(1), uint32(500))
-	if err := newSFTPAudit(emit).fromClient(bad); err == nil {
+	if _, _, err := newSFTPAudit(emit, nil).fromClient(bad); err == nil {
 		t.Error("malformed open accepted")
 	}
 	// Unanswered requests are bounded.
-	a := newSFTPAudit(emit)
+	a := newSFTPAudit(emit, nil)
 	var err error
 	for i := uint32(0); i <= maxSFTPPending && err == nil; i++ {
-		err = a.fromClient(sftpPacket(fxpStat, i, "/x"))
+		_, _, err = a.fromClient(sftpPacket(fxpStat, i, "/x"))
 	}
 	if err == nil {
 		t.Error("unbounded outstanding requests")
 	}
 }
 
+// FuzzSFTPAudit: whatever both sides send, the auditor stays within its
+// bounds, relays whole packets only (each relayed client packet appears
+// byte for byte in the input), and answers only with well-formed STATUS
+// packets.
 func FuzzSFTPAudit(f *testing.F) {
 	f.Add(sftpPacket(fxpOpen, uint32(1), "/a", uint32(1), uint32(0)), sftpPacket(fxpHandle, uint32(1), "h"))
 	f.Add(sftpPacket(fxpWrite, uint32(2), "h", uint64(0), "data"), sftpPacket(fxpStatus, uint32(2), uint32(0)))
 	f.Add(sftpPacket(fxpRealpath, uint32(3), "."), sftpPacket(fxpName, uint32(3), uint32(1), "/root", "", uint32(0)))
+	f.Add(sftpPacket(fxpExtended, uint32(4), "lsetstat@openssh.com", "/x", uint32(attrPermissions|attrExtended), uint32(0o4777), uint32(1), "k", "v"), sftpPacket(fxpStatus, uint32(4), uint32(0)))
+	f.Add(sftpPacket(fxpExtended, uint32(5), "copy-data", "h", uint64(0), uint64(9), "h", uint64(3)), []byte{})
+	f.Add(sftpPacket(fxpExtended, uint32(6), "users-groups-by-id@openssh.com", "\x00\x00\x00\x00", ""), []byte{})
+	f.Add(sftpPacket(fxpExtended, uint32(7), "unknown@example.org"), []byte{})
 	f.Add([]byte{0, 0, 0, 1, 200}, []byte{0, 0, 0, 5, 101, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, client, server []byte) {
 		n := 0
-		a := newSFTPAudit(func(map[string]any) error { n++; return nil })
+		a := newSFTPAudit(func(map[string]any) error { n++; return nil }, nil)
+		var up, replies []byte
+		in := client
 		// Alternate chunks of both directions, as a live channel would.
 		for len(client) > 0 || len(server) > 0 {
 			k := min(len(client), 7)
-			if a.fromClient(client[:k]) != nil {
+			u, r, err := a.fromClient(client[:k])
+			if err != nil {
 				return
 			}
+			up, replies = append(up, u...), append(replies, r...)
+			a.sent()
 			client = client[k:]
 			k = min(len(server), 5)
-			if a.fromServer(server[:k]) != nil {
+			if _, _, _, err := a.fromServer(server[:k]); err != nil {
 				return
 			}
 			server = server[k:]
@@ -258,6 +384,30 @@ func FuzzSFTPAudit(f *testing.F) {
 		a.finish()
 		if len(a.pending) > maxSFTPPending || len(a.handles) > maxSFTPHandles || len(a.client.prefix) > sftpPrefixCap {
 			t.Fatalf("bounds exceeded: %d pending, %d handles", len(a.pending), len(a.handles))
+		}
+		// Relayed bytes are a subsequence of whole packets of the input.
+		for len(up) >= 4 {
+			l := int(binary.BigEndian.Uint32(up)) + 4
+			if l > len(up) {
+				l = len(up) // the last packet may be partial
+			}
+			pkt := up[:l]
+			i := bytes.Index(in, pkt)
+			if i < 0 {
+				t.Fatalf("relayed a packet that was not sent: %q", pkt)
+			}
+			in = in[i+l:]
+			up = up[l:]
+		}
+		for len(replies) > 0 {
+			if len(replies) < 9 || replies[4] != fxpStatus {
+				t.Fatalf("malformed reply %q", replies)
+			}
+			l := int(binary.BigEndian.Uint32(replies)) + 4
+			if l > len(replies) {
+				t.Fatalf("truncated reply %q", replies)
+			}
+			replies = replies[l:]
 		}
 	})
 }
