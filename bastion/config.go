@@ -3,11 +3,14 @@ package bastion
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gatehouse/bastion/policy"
+	"gatehouse/bastion/record"
+	"gatehouse/bastion/upstream"
 )
 
 // Duration is a time.Duration that decodes from TOML strings such as "24h"
@@ -43,6 +46,7 @@ const (
 	DefaultPenalty                     = time.Minute
 	DefaultDialTimeout                 = 10 * time.Second
 	DefaultMinFreeSpace                = ByteSize(1 << 30)
+	DefaultMaxCommandBytes             = ByteSize(upstream.DefaultMaxCommandBytes)
 )
 
 // Config is the [bastion] table of the configuration file. Zero values mean
@@ -119,8 +123,30 @@ type Config struct {
 	// RecordingKey signs recording manifests (SSHSIG, namespace
 	// "gatehouse-recording"); its .pub verifies them.
 	RecordingKey string `toml:"recording_key"`
-	// RecordInput also records what the admin typed.
+	// RecordInput also records what the admin sends on shell and exec
+	// channels (keystrokes, including passwords typed at a prompt that
+	// does not echo, and stdin piped to a command) as "i" events in the
+	// .cast; the .ttyrec holds output only. Off, only the output, the
+	// commands and the environment are recorded.
 	RecordInput bool `toml:"record_input"`
+	// AcceptEnv lists the environment variables a proxied session may
+	// pass to the target, as names or patterns with * and ? (OpenSSH's
+	// AcceptEnv syntax; default ["LANG", "LC_*", "TERM"]; [] passes none).
+	// Each passed name and value is recorded, refused ones as refused:
+	// a value can carry a command (eval "$LC_X").
+	AcceptEnv []string `toml:"accept_env"`
+	// MaxCommandBytes bounds an exec command and an env value in a
+	// proxied session (default "64KiB", at most "255KiB"); longer ones are
+	// refused with a message on the admin's stderr. Each command is
+	// recorded in full, so this bounds one recording event.
+	MaxCommandBytes ByteSize `toml:"max_command_bytes"`
+	// SFTPExtensions are SFTP extensions relayed besides the ones the
+	// auditor parses (posix-rename, hardlink, fsync, lsetstat, statvfs,
+	// fstatvfs, copy-data, home-directory, expand-path, limits,
+	// users-groups-by-id); they are recorded by name and size only. Any
+	// other extension is answered "unsupported" without reaching the
+	// target.
+	SFTPExtensions []string `toml:"sftp_extensions"`
 	// MinFreeSpace refuses new recorded sessions below this much free disk
 	// space in RecordingsDir, e.g. "1GiB" (default 1GiB).
 	MinFreeSpace ByteSize `toml:"min_free_space"`
@@ -191,6 +217,12 @@ func (c *Config) Defaults() {
 	if c.MinFreeSpace == 0 {
 		c.MinFreeSpace = DefaultMinFreeSpace
 	}
+	if c.AcceptEnv == nil {
+		c.AcceptEnv = slices.Clone(upstream.DefaultAcceptEnv)
+	}
+	if c.MaxCommandBytes == 0 {
+		c.MaxCommandBytes = DefaultMaxCommandBytes
+	}
 }
 
 // Validate reports the first invalid setting, naming its key in the
@@ -244,6 +276,19 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxUnauthenticatedPerSource < 0 {
 		return bad("max_unauthenticated_per_source", "must not be negative")
+	}
+	for _, p := range c.AcceptEnv {
+		if err := upstream.ValidEnvPattern(p); err != nil {
+			return bad("accept_env", "pattern %q: %v", sanitize(p), err)
+		}
+	}
+	if c.MaxCommandBytes < 1 || c.MaxCommandBytes > upstream.MaxCommandLimit {
+		return bad("max_command_bytes", "%d bytes is outside 1..%d (\"255KiB\"): x/crypto drops a packet over 256 KiB with the connection, before the bastion could tell the admin why", c.MaxCommandBytes, upstream.MaxCommandLimit)
+	}
+	for _, e := range c.SFTPExtensions {
+		if e == "" || len(e) > 200 || record.Sanitize(e, 0) != e || strings.ContainsAny(e, " \t") {
+			return bad("sftp_extensions", "%q is not an extension name (like \"name@example.org\")", sanitize(e))
+		}
 	}
 	if _, err := policy.New(c.Rules); err != nil {
 		return fmt.Errorf("[[bastion.rule]]: %w", err)

@@ -50,6 +50,19 @@ jump = ["127.0.0.1:2223", "10.20.0.0/16:22", "db1.internal:5432"]
 		t.Errorf("rules: %+v", c.Rules)
 	}
 
+	if c.MaxCommandBytes != 64<<10 || strings.Join(c.AcceptEnv, " ") != "LANG LC_* TERM" {
+		t.Errorf("proxy defaults: max_command_bytes %d, accept_env %q", c.MaxCommandBytes, c.AcceptEnv)
+	}
+	// An explicit empty list passes no environment at all.
+	var none Config
+	if _, err := toml.Decode("accept_env = []\nmax_command_bytes = \"255KiB\"\nsftp_extensions = [\"x@example.org\"]", &none); err != nil {
+		t.Fatal(err)
+	}
+	none.Defaults()
+	if none.AcceptEnv == nil || len(none.AcceptEnv) != 0 || none.MaxCommandBytes != 255<<10 {
+		t.Errorf("accept_env = [] decoded as %#v, max_command_bytes %d", none.AcceptEnv, none.MaxCommandBytes)
+	}
+
 	if _, err := toml.Decode(`max_cert_lifetime = "1 day"`, &c); err == nil || !strings.Contains(err.Error(), "24h") {
 		t.Errorf("bad duration: %v", err)
 	}
@@ -72,6 +85,12 @@ jump = ["127.0.0.1:2223", "10.20.0.0/16:22", "db1.internal:5432"]
 		{"handshake_timeout", func(c *Config) { c.HandshakeTimeout.Duration = -time.Second }},
 		{"max_session", func(c *Config) { c.MaxSession.Duration = -time.Second }},
 		{"bastion.rule", func(c *Config) { c.Rules = []policy.Rule{{Principals: []string{"a"}, Jump: []string{"nonsense"}}} }},
+		{"accept_env", func(c *Config) { c.AcceptEnv = []string{"LD_PRELOAD=x"} }},
+		{"accept_env", func(c *Config) { c.AcceptEnv = []string{""} }},
+		{"max_command_bytes", func(c *Config) { c.MaxCommandBytes = 256 << 10 }},
+		{"max_command_bytes", func(c *Config) { c.MaxCommandBytes = -1 }},
+		{"sftp_extensions", func(c *Config) { c.SFTPExtensions = []string{"bad\x00name"} }},
+		{"sftp_extensions", func(c *Config) { c.SFTPExtensions = []string{""} }},
 	} {
 		c := base()
 		tc.mut(&c)

@@ -451,13 +451,21 @@ func (pc *proxyConn) handle(nc gossh.NewChannel) {
 		return
 	}
 	err = upstream.Relay(pc.ctx, countedChannel{Channel: ch, in: &pc.in, out: &pc.out}, reqs, pc.up, pc.rec, n, upstream.RelayOptions{
-		Activity: pc.act,
-		DenyPTY:  !pc.id.PermitPTY,
-		Now:      s.now,
-		Log:      s.log,
+		Activity:        pc.act,
+		DenyPTY:         !pc.id.PermitPTY,
+		Now:             s.now,
+		Log:             s.log,
+		AcceptEnv:       s.cfg.AcceptEnv,
+		MaxCommandBytes: int(s.cfg.MaxCommandBytes),
+		SFTPExtensions:  s.cfg.SFTPExtensions,
 	})
-	if errors.Is(err, upstream.ErrRecording) {
+	switch {
+	case errors.Is(err, upstream.ErrRecording):
 		pc.recordingFailed(err)
+	case errors.Is(err, upstream.ErrSFTPViolation):
+		// The channel is closed; the connection goes on. The recording
+		// has the details, the audit log that it happened.
+		s.auditLog("sftp.refused", pc.fields(map[string]any{"channel": n, "reason": record.Sanitize(err.Error(), 300)}))
 	}
 }
 

@@ -54,7 +54,7 @@ func newProxyEnv(t testing.TB) *proxyEnv {
 	if e.recPub, _, _, _, err = gossh.ParseAuthorizedKey(pubData); err != nil {
 		t.Fatal(err)
 	}
-	e.sshd = sshtest.StartSSHD(t, sshtest.SSHDOptions{TrustedUserCAKeys: e.upCA.Pub, Extra: []string{"Subsystem sftp internal-sftp"}})
+	e.sshd = sshtest.StartSSHD(t, sshtest.SSHDOptions{TrustedUserCAKeys: e.upCA.Pub, Extra: []string{"Subsystem sftp internal-sftp", "AcceptEnv LANG LC_* TERM GH_*"}})
 	e.upKnown = filepath.Join(dir, "upstream_known_hosts")
 	writeFile(t, e.upKnown, []byte(fmt.Sprintf("[127.0.0.1]:%d %s", e.sshd.Port, catFiles(t, e.sshd.HostKey.Pub))))
 	e.clientKnow = filepath.Join(dir, "client_known_hosts")
