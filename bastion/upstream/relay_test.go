@@ -440,3 +440,24 @@ func waitClosed(t *testing.T, s *ssh.Session, after string) {
 		t.Fatal("session still open after " + after)
 	}
 }
+
+// TestMatchEnv: OpenSSH AcceptEnv patterns.
+func TestMatchEnv(t *testing.T) {
+	for _, tc := range []struct {
+		pat, name string
+		want      bool
+	}{
+		{"LANG", "LANG", true}, {"LANG", "LANGUAGE", false}, {"LC_*", "LC_ALL", true}, {"LC_*", "LC_", true},
+		{"LC_*", "LD_PRELOAD", false}, {"*", "ANY", true}, {"A?C", "ABC", true}, {"A?C", "AC", false},
+		{"*_X*", "LC_XY", true}, {"*_X*", "LCX", false}, {"", "", true}, {"LANG", "", false},
+	} {
+		if got := MatchEnv(tc.pat, tc.name); got != tc.want {
+			t.Errorf("MatchEnv(%q, %q) = %v", tc.pat, tc.name, got)
+		}
+	}
+	for _, bad := range []string{"", "A=B", "LC_ ", "a/b", "*****"} {
+		if ValidEnvPattern(bad) == nil {
+			t.Errorf("pattern %q accepted", bad)
+		}
+	}
+}

@@ -72,6 +72,10 @@ func TestRelaySFTPRealClient(t *testing.T) {
 	script := strings.Join([]string{
 		"put " + local + " " + remote + "/up.bin",
 		"get " + remote + "/up.bin " + dir + "/down.bin",
+		"chmod 640 " + remote + "/up.bin",
+		"ln " + remote + "/up.bin " + remote + "/hard.bin",
+		"cp " + remote + "/up.bin " + remote + "/copy.bin",
+		"df " + remote,
 		"rename " + remote + "/up.bin " + remote + "/moved.bin",
 		"mkdir " + remote + "/sub",
 		"rmdir " + remote + "/sub",
@@ -117,6 +121,10 @@ func TestRelaySFTPRealClient(t *testing.T) {
 		{"op": "close", "path": remote + "/up.bin", "bytes_written": size, "bytes_read": 0.0, "result": "ok"},
 		{"op": "close", "path": remote + "/up.bin", "bytes_read": size, "bytes_written": 0.0, "result": "ok"},
 		{"op": "posix-rename", "path": remote + "/up.bin", "target": remote + "/moved.bin", "result": "ok"},
+		{"op": "setstat", "path": remote + "/up.bin", "result": "ok"},
+		{"op": "hardlink", "path": remote + "/up.bin", "target": remote + "/hard.bin", "result": "ok"},
+		{"op": "copy-data", "path": remote + "/up.bin", "write_path": remote + "/copy.bin", "length": 0.0, "result": "ok"},
+		{"op": "statvfs", "path": remote, "result": "ok"},
 		{"op": "mkdir", "path": remote + "/sub", "result": "ok"},
 		{"op": "rmdir", "path": remote + "/sub", "result": "ok"},
 		{"op": "remove", "path": remote + "/moved.bin", "result": "ok"},
@@ -130,6 +138,12 @@ func TestRelaySFTPRealClient(t *testing.T) {
 	}
 	if ev := findEvent(evs, map[string]any{"op": "open", "path": remote + "/up.bin"}); ev == nil || !strings.Contains(ev["flags"].(string), "write") {
 		t.Errorf("open event lacks write flags: %v", ev)
+	}
+	if ev := findEvent(evs, map[string]any{"op": "setstat", "path": remote + "/up.bin"}); ev == nil || ev["attrs"].(map[string]any)["mode"] != "0640" {
+		t.Errorf("setstat event lacks the mode: %v", ev)
+	}
+	if got, err := os.ReadFile(filepath.Join(remote, "copy.bin")); err != nil || !bytes.Equal(got, payload) {
+		t.Errorf("cp (copy-data) through the relay: %d bytes, %v", len(got), err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(rec.Dir(), "ch*")); len(m) != 0 {
 		t.Errorf("sftp channel was byte-recorded: %v", m)
