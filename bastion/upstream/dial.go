@@ -22,7 +22,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"gatehouse/bastion/record"
+	"gatehouse/bastion/internal/sanitize"
 )
 
 // Defaults for Config fields left zero.
@@ -137,7 +137,7 @@ type MintedCert struct {
 // minted for this session alone. The caller closes the client.
 func (d *Dialer) Dial(ctx context.Context, t Target, who Who) (*ssh.Client, *MintedCert, error) {
 	if !t.IP.IsValid() || t.Port == 0 {
-		return nil, nil, fmt.Errorf("upstream %s: no address or port to dial", record.Sanitize(t.Host, 100))
+		return nil, nil, fmt.Errorf("upstream %s: no address or port to dial", sanitize.String(t.Host, 100))
 	}
 	dest := net.JoinHostPort(t.IP.Unmap().String(), strconv.Itoa(int(t.Port)))
 	if err := checkName("host", t.Host); err != nil {
@@ -256,7 +256,7 @@ func (d *Dialer) mint(t Target, who Who) (*MintedCert, ssh.Signer, error) {
 // key=value list stays unambiguous whatever the admin's own key id holds.
 func KeyID(who Who) string {
 	v := func(s string) string {
-		return strings.ReplaceAll(record.Sanitize(s, 120), " ", `\x20`)
+		return strings.ReplaceAll(sanitize.String(s, 120), " ", `\x20`)
 	}
 	return fmt.Sprintf("gatehouse session=%s principal=%s keyid=%s serial=%d from=%s",
 		v(who.SessionID), v(who.Principal), v(who.KeyID), who.Serial, v(who.Source))
@@ -266,7 +266,7 @@ func KeyID(who Who) string {
 func explainHandshake(err error, login string) error {
 	if strings.Contains(err.Error(), "unable to authenticate") {
 		return fmt.Errorf("target refused the minted certificate for login %q: check that its sshd has "+
-			"TrustedUserCAKeys with upstream_ca_key.pub and that the account exists: %w", record.Sanitize(login, 64), err)
+			"TrustedUserCAKeys with upstream_ca_key.pub and that the account exists: %w", sanitize.String(login, 64), err)
 	}
 	return err
 }
@@ -282,7 +282,7 @@ func checkName(what, s string) error {
 	}
 	for _, r := range s {
 		if r == ',' || r == '*' || r == '?' || r == '!' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return fmt.Errorf("%s %q contains %q, which is not allowed", what, record.Sanitize(s, 100), r)
+			return fmt.Errorf("%s %q contains %q, which is not allowed", what, sanitize.String(s, 100), r)
 		}
 	}
 	return nil

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"gatehouse/bastion/record"
+	"gatehouse/bastion/internal/sanitize"
 )
 
 // knownHosts is one reading of the known_hosts file.
@@ -79,7 +79,7 @@ func (kh *knownHosts) callback(m *MintedCert) ssh.HostKeyCallback {
 		cert, isCert := key.(*ssh.Certificate)
 		if isCert {
 			m.HostKey = ssh.FingerprintSHA256(cert.Key)
-			m.HostCertID = record.Sanitize(cert.KeyId, 200)
+			m.HostCertID = sanitize.String(cert.KeyId, 200)
 		}
 		err := kh.cb(hostname, remote, key)
 		if err == nil {
