@@ -199,6 +199,8 @@ type relay struct {
 
 	mu         sync.Mutex
 	started    bool            // shell, exec or subsystem accepted
+	refused    bool            // shell, exec or subsystem refused: the channel ends
+	refusal    string          // why, until downRequests has told the admin
 	finished   bool            // Relay is returning: no more recording
 	term       string          // from pty-req
 	cols, rows int             // from pty-req and window-change
@@ -384,8 +386,36 @@ func (r *relay) downRequests(reqs <-chan *ssh.Request) {
 		if req.WantReply {
 			req.Reply(ok, nil)
 		}
+		r.mu.Lock()
+		why := r.refusal
+		r.refusal = ""
+		r.mu.Unlock()
+		if why != "" {
+			r.endRefused(why)
+		}
 	}
 	r.up.Close()
+}
+
+// refuseSession ends the channel after its shell, exec or subsystem
+// request was accepted without being relayed: the admin reads why on
+// stderr and gets exit status 1. A failure reply would be shorter, but
+// OpenSSH's client closes the channel on it and may drop the stderr
+// message that came just before.
+func (r *relay) refuseSession(req *ssh.Request, why string, extra map[string]any) bool {
+	r.denyWith(req, why, extra)
+	r.mu.Lock()
+	r.refusal, r.refused = why, true
+	r.mu.Unlock()
+	return true
+}
+
+// endRefused tells the admin why and closes the channel (after the
+// request's reply, so the client sees success, the message, the status).
+func (r *relay) endRefused(why string) {
+	r.tell(why)
+	r.down.SendRequest("exit-status", false, ssh.Marshal(exitStat{1}))
+	r.down.Close()
 }
 
 // Request payloads (RFC 4254 §6).
@@ -539,7 +569,7 @@ func (r *relay) marker(label string) error {
 // the target and starts the copiers.
 func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) bool) bool {
 	r.mu.Lock()
-	already := r.started
+	already := r.started || r.refused
 	term, cols, rows := r.term, r.cols, r.rows
 	r.mu.Unlock()
 	if already {
@@ -555,8 +585,7 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 		}
 		if len(p.S) > r.opts.MaxCommandBytes {
 			why := fmt.Sprintf("command of %d bytes refused: longer than [bastion] max_command_bytes (%d)", len(p.S), r.opts.MaxCommandBytes)
-			r.tell(why)
-			return r.denyWith(req, why, map[string]any{"command_start": sanitize.String(p.S, 1024), "command_bytes": len(p.S)})
+			return r.refuseSession(req, why, map[string]any{"command_start": sanitize.String(p.S, 1024), "command_bytes": len(p.S)})
 		}
 		// In full: the limit above bounds it, and escaping is reversible.
 		fields["command"] = sanitize.String(p.S, 0)
@@ -567,9 +596,7 @@ func (r *relay) start(req *ssh.Request, forward func() bool, deny func(string) b
 			return deny("malformed subsystem")
 		}
 		if p.S != "sftp" {
-			why := "subsystem " + sanitize.String(p.S, 60) + " is not relayed (only sftp)"
-			r.tell(why)
-			return deny(why)
+			return r.refuseSession(req, "subsystem "+sanitize.String(p.S, 60)+" is not relayed (only sftp)", nil)
 		}
 		fields["subsystem"] = "sftp"
 		isSFTP = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"fmt"
 	"os"
 	"os/exec"
@@ -362,15 +363,34 @@ func TestRelayDenyPTYAndSubsystems(t *testing.T) {
 	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
 		t.Error("pty granted despite DenyPTY")
 	}
-	if err := s.RequestSubsystem("netconf"); err == nil {
-		t.Error("netconf subsystem relayed")
-	}
 	// The channel still works for an allowed request, unrecorded.
 	if out, err := s.Output("echo ok"); err != nil || string(out) != "ok\n" {
 		t.Errorf("exec after refusals: %q %v", out, err)
 	}
-	if err := f.result(t); err != nil {
-		t.Fatalf("relay: %v", err)
+	// A refused subsystem ends its channel with the reason on stderr and
+	// exit status 1 (a failure reply makes OpenSSH's client drop the
+	// message).
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(stringReq{"netconf"})); !ok || err != nil {
+		t.Fatalf("subsystem request: %v %v", ok, err)
+	}
+	stderr, _ := io.ReadAll(ch.Stderr())
+	var status []byte
+	for req := range reqs {
+		if req.Type == "exit-status" {
+			status = req.Payload
+		}
+	}
+	if !bytes.Equal(status, []byte{0, 0, 0, 1}) || !strings.Contains(string(stderr), "gatehouse: subsystem netconf is not relayed") {
+		t.Errorf("netconf subsystem: exit-status %x, stderr %q", status, stderr)
+	}
+	for range 2 {
+		if err := f.result(t); err != nil {
+			t.Fatalf("relay: %v", err)
+		}
 	}
 }
 
