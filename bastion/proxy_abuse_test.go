@@ -84,6 +84,11 @@ def do_dupid(t, a, out):
     except socket.timeout:
         out["closed"] = False
     out["replies"] = replies
+    # Only the channel is closed: the connection still serves.
+    ch2 = t.open_session(timeout=20)
+    ch2.settimeout(20)
+    ch2.exec_command("echo alive")
+    out["after"] = ch2.makefile().read().decode()
 
 def do_lsetstat(t, a, out):
     ch = sftp(t)
@@ -232,6 +237,9 @@ func TestProxyRecordingEvasion(t *testing.T) {
 		out := b.paramiko(t, key, cert, "dupid", map[string]any{"path": path})
 		if out["closed"] != true {
 			t.Errorf("channel still open after a reused request id: %v", out)
+		}
+		if out["after"] != "alive\n" {
+			t.Errorf("the connection did not survive the closed channel: %v", out)
 		}
 		if data, err := os.ReadFile(path); err == nil {
 			t.Errorf("the file was written (%q) by a request hidden behind a reused id", data)
