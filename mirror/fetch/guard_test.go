@@ -314,3 +314,48 @@ func TestInterruptedNamesSlowFile(t *testing.T) {
 		t.Errorf("Interrupted = %+v", in)
 	}
 }
+
+// TestHeadersBounded: response headers trickled a byte at a time (never
+// stalling for Timeout) fail after Timeout, and a response with more than
+// 64 KiB of headers fails at once.
+func TestHeadersBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				bufio.NewReader(conn).ReadString('\n')
+				for _, b := range []byte("HTTP/1.1 200 OK\r\nX-Slow: " + strings.Repeat("a", 1000)) {
+					if _, err := conn.Write([]byte{b}); err != nil {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	c := testClient(Config{Retries: -1, Timeout: 500 * time.Millisecond})
+	start := time.Now()
+	if _, _, _, err := c.GetBytes(context.Background(), "http://"+ln.Addr().String()+"/InRelease", 1<<20, Validators{}); err == nil {
+		t.Fatal("trickled headers accepted")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("trickled headers took %v to fail with Timeout 500ms", d)
+	}
+
+	big := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("b", 100<<10))
+		w.Write([]byte("x"))
+	})
+	if _, _, _, err := c.GetBytes(context.Background(), big.URL+"/x", 1<<20, Validators{}); err == nil {
+		t.Error("100 KiB of headers accepted")
+	}
+}
