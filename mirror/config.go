@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gatehouse/mirror/fetch"
 )
 
 // Config is one [[mirror]] table of the configuration file. The TOML names
@@ -70,6 +72,21 @@ type Config struct {
 	Schedule string `toml:"schedule"`
 	// MaxFutureSkew is how far in the future an upstream Date may lie (default 10m).
 	MaxFutureSkew Duration `toml:"max_future_skew"`
+	// RedirectHosts lists hosts ("cdn.example.org", "cdn.example.org:8080")
+	// that the upstream may redirect to besides the scheme, host and port
+	// of url (or of a suite's suite_urls entry) as written. Redirects never
+	// go from https to http, nor to a loopback, link-local or private
+	// address unless the configured url is at one (see mirror/fetch).
+	RedirectHosts []string `toml:"redirect_hosts"`
+	// LowSpeedLimit and LowSpeedTime have curl's meaning: a download that
+	// receives less than LowSpeedLimit bytes per second for LowSpeedTime is
+	// aborted and retried like a stall (defaults "1KiB" and "60s").
+	LowSpeedLimit Size     `toml:"low_speed_limit"`
+	LowSpeedTime  Duration `toml:"low_speed_time"`
+	// MaxSyncDuration bounds a whole sync (default 6h): one that runs
+	// longer fails, publishes nothing, frees the lock and names the
+	// transfer that was slow.
+	MaxSyncDuration Duration `toml:"max_sync_duration"`
 
 	// Mode is ModeVerbatim (the default: the upstream's signed files as
 	// they are) or ModeFiltered: only the packages Include selects (and
@@ -108,6 +125,24 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	d.Duration = v
 	return nil
 }
+
+// Size is a number of bytes written like rate_limit: "1KiB", "500k",
+// "20MiB", or a plain number.
+type Size int64
+
+// UnmarshalText parses a size; a bad one is a configuration error that the
+// TOML decoder reports with file and line.
+func (s *Size) UnmarshalText(b []byte) error {
+	n, err := ParseRate(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid size %q: use bytes like \"1KiB\", \"500k\" or \"20MiB\"", b)
+	}
+	*s = Size(n)
+	return nil
+}
+
+// MarshalText formats the size as a plain number of bytes.
+func (s Size) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(s), 10)), nil }
 
 // SigningConfig is the [signing] table: the appliance's own OpenPGP archive
 // key, used to re-sign filtered mirrors and to sign export bundles.
@@ -151,6 +186,15 @@ func (c *Config) Defaults() {
 	if c.Mode == "" {
 		c.Mode = ModeVerbatim
 	}
+	if c.LowSpeedLimit == 0 {
+		c.LowSpeedLimit = 1 << 10
+	}
+	if c.LowSpeedTime.Duration == 0 {
+		c.LowSpeedTime.Duration = 60 * time.Second
+	}
+	if c.MaxSyncDuration.Duration == 0 {
+		c.MaxSyncDuration.Duration = 6 * time.Hour
+	}
 }
 
 // Validate reports the first problem with c, naming the offending key so the
@@ -184,6 +228,17 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: include, exclude, with_dependencies and with_recommends apply to mode = \"filtered\" only; set the mode or remove them", where)
 	case c.WithRecommends && !c.WithDependencies:
 		return fmt.Errorf("%s: with_recommends needs with_dependencies = true", where)
+	case c.LowSpeedLimit < 1:
+		return fmt.Errorf("%s: low_speed_limit must be at least 1 byte per second, got %d", where, c.LowSpeedLimit)
+	case c.LowSpeedTime.Duration < time.Second:
+		return fmt.Errorf("%s: low_speed_time must be at least 1s, got %s", where, c.LowSpeedTime.Duration)
+	case c.MaxSyncDuration.Duration < time.Second:
+		return fmt.Errorf("%s: max_sync_duration must be at least 1s, got %s", where, c.MaxSyncDuration.Duration)
+	}
+	for _, h := range c.RedirectHosts {
+		if err := fetch.ParseRedirectHost(h); err != nil {
+			return fmt.Errorf("%s: redirect_hosts: %w", where, err)
+		}
 	}
 	flat := 0
 	for _, s := range c.Suites {

@@ -33,6 +33,9 @@ type suiteRun struct {
 	body                           []byte // the signed Release text
 	rel                            *apt.Release
 	signedBy                       []string
+	// from is the URL of the directory the Release files came from, for
+	// messages.
+	from string
 }
 
 // primary is the file whose bytes identify the accepted Release.
@@ -76,6 +79,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
 	}
 	url := r.baseOf(name) + "/" + joinRel(sr.dir, "")
+	sr.from = url
 	data, v, notMod, err := r.client.GetBytes(ctx, url+"InRelease", maxReleaseSize, val)
 	switch {
 	case err == nil && notMod:
@@ -142,12 +146,12 @@ func (r *run) verifyRelease(sr *suiteRun, prev store.SuiteState, hadPrev bool) e
 	if sr.inRelease != nil {
 		sr.body, res, err = pgp.VerifyClearsigned(sr.inRelease, r.kr, r.now)
 		if err != nil {
-			return refuse(where+": InRelease", err)
+			return refuse(where+": InRelease from "+sr.from+"InRelease", err)
 		}
 	} else {
 		res, err = pgp.VerifyDetached(sr.release, sr.releaseGPG, r.kr, r.now)
 		if err != nil {
-			return refuse(where+": Release.gpg", err)
+			return refuse(where+": Release.gpg from "+sr.from+"Release.gpg", err)
 		}
 		sr.body = sr.release
 	}

@@ -288,7 +288,9 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 	}
 	r.extra = readExtra(r.state)
 
-	err = r.sync(ctx)
+	sctx, stopDeadline := withSyncDeadline(ctx, cfg)
+	err = r.explainDeadline(sctx, r.sync(sctx))
+	stopDeadline()
 	if r.client != nil {
 		s := r.client.Stats()
 		rep.FilesFetched, rep.BytesFetched = int(s.Files), s.Bytes
@@ -361,6 +363,13 @@ func (r *run) sync(ctx context.Context) error {
 		if fc.RateLimit, err = ParseRate(cfg.RateLimit); err != nil {
 			return fmt.Errorf("mirror %s: rate_limit: %w", cfg.Name, err)
 		}
+	}
+	fc.RedirectHosts = append(fc.RedirectHosts, cfg.RedirectHosts...)
+	if fc.LowSpeedLimit == 0 {
+		fc.LowSpeedLimit = int64(cfg.LowSpeedLimit)
+	}
+	if fc.LowSpeedTime == 0 {
+		fc.LowSpeedTime = cfg.LowSpeedTime.Duration
 	}
 	r.client = fetch.New(fc, r.log)
 	if err := r.signingKey(); err != nil {

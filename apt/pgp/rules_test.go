@@ -3,7 +3,9 @@ package pgp
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os/exec"
 	"slices"
@@ -76,6 +78,20 @@ func TestClearsignedStructure(t *testing.T) {
 		if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: err = %v, want %v mentioning %q", name, err, c.kind, c.msg)
 		}
+		// Errors reach logs and the status page: they name sizes and
+		// hashes, never what the sender wrote.
+		if strings.Contains(err.Error(), "Evil") {
+			t.Errorf("%s: error quotes the document: %v", name, err)
+		}
+	}
+	page := []byte("<html>Evil internal page</html>\n")
+	if _, _, err := VerifyClearsigned(page, kr, now); err == nil || strings.Contains(err.Error(), "Evil") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("%d bytes, SHA-256 %x", len(page), sha256.Sum256(page))) {
+		t.Errorf("not a signed message: %v", err)
+	}
+	evilHash := bytes.Replace(doc, []byte("Hash: SHA512"), []byte("Hash: SHA256, Evil"), 1)
+	if _, _, err := VerifyClearsigned(evilHash, kr, now); err == nil || strings.Contains(err.Error(), "Evil") {
+		t.Errorf("Hash header: %v", err)
 	}
 }
 

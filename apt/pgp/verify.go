@@ -3,6 +3,8 @@ package pgp
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -118,9 +120,11 @@ func VerifyClearsigned(data []byte, kr *Keyring, now time.Time) (body []byte, re
 	const begin = "-----BEGIN PGP SIGNED MESSAGE-----"
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if !bytes.HasPrefix(trimmed, []byte(begin)) {
-		line, _, _ := bytes.Cut(trimmed, []byte("\n"))
-		return nil, nil, malformed(kr, "clearsigned file does not start with %q (first line %q): unsigned text before the signed block is refused",
-			begin, truncate(line))
+		// The text itself is never quoted: it may be anything a server
+		// or a man in the middle sent (an internal page, a captive
+		// portal), and this message ends up in logs and status pages.
+		return nil, nil, malformed(kr, "clearsigned file does not start with %q: it is not a signed message, or unsigned text before the signed block is refused (%s; an HTML error page or a captive portal looks like this)",
+			begin, describe(data))
 	}
 	block, rest := clearsign.Decode(trimmed)
 	if block == nil {
@@ -130,11 +134,10 @@ func VerifyClearsigned(data []byte, kr *Keyring, now time.Time) (body []byte, re
 		if bytes.Contains(rest, []byte(begin)) {
 			return nil, nil, malformed(kr, "clearsigned file holds more than one signed message")
 		}
-		line, _, _ := bytes.Cut(bytes.TrimLeft(rest, " \t\r\n"), []byte("\n"))
-		return nil, nil, malformed(kr, "unsigned text after the signature block: %q", truncate(line))
+		return nil, nil, malformed(kr, "%d bytes of unsigned text after the signature block (%s)", len(bytes.TrimSpace(rest)), describe(data))
 	}
 	if block.ArmoredSignature.Type != "PGP SIGNATURE" {
-		return nil, nil, malformed(kr, "clearsigned file: signature block has type %q", block.ArmoredSignature.Type)
+		return nil, nil, malformed(kr, "clearsigned file: the signature block is not a \"PGP SIGNATURE\" block")
 	}
 	if i := bytes.IndexByte(block.Plaintext, '\r'); i >= 0 {
 		return nil, nil, malformed(kr, "clearsigned text line %d contains a carriage return inside the line",
@@ -143,7 +146,7 @@ func VerifyClearsigned(data []byte, kr *Keyring, now time.Time) (body []byte, re
 	allowed := block.Headers.Values("Hash")
 	res, err = verify(kr, block.ArmoredSignature.Body, now, func(sig *packet.Signature) ([]byte, error) {
 		if len(allowed) > 0 && !contains(allowed, hashName(sig.Hash)) {
-			return nil, fmt.Errorf("signature digest %s not announced in the Hash: header (%s)", hashName(sig.Hash), strings.Join(allowed, ", "))
+			return nil, fmt.Errorf("signature digest %s not announced in the Hash: header of the signed message", hashName(sig.Hash))
 		}
 		// clearsign.Decode already produced the canonical form
 		// (CRLF line ends, trailing whitespace removed, no final line end),
@@ -172,7 +175,7 @@ func VerifyDetached(signed []byte, sig []byte, kr *Keyring, now time.Time) (*Res
 			return nil, malformed(kr, "detached signature: armor: %v", err)
 		}
 		if block.Type != "PGP SIGNATURE" {
-			return nil, malformed(kr, "detached signature: armored block has type %q, want \"PGP SIGNATURE\"", block.Type)
+			return nil, malformed(kr, "detached signature: the armored block is not a \"PGP SIGNATURE\" block")
 		}
 		// The armor must be the whole file, as for InRelease.
 		if bytes.Count(trimmed, []byte("-----BEGIN PGP")) != 1 {
@@ -453,11 +456,11 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func truncate(b []byte) string {
-	if len(b) > 60 {
-		return string(b[:60]) + "…"
-	}
-	return string(b)
+// describe identifies data by size and hash, never by content: content
+// can be anything the sender chose, and errors reach logs and web pages.
+func describe(data []byte) string {
+	sum := sha256.Sum256(data)
+	return fmt.Sprintf("%d bytes, SHA-256 %s", len(data), hex.EncodeToString(sum[:]))
 }
 
 // nopHash adapts a buffer to the hash.Hash that NewCanonicalTextHash wraps,

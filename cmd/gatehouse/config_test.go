@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodConfig = `state_dir = "/tmp/gh"
@@ -99,5 +100,40 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"no-such-command"}, &out, &errb); code != exitUsage {
 		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// TestParseConfigFetchLimits: the fetch limits of [[mirror]] decode with
+// their defaults, and bad values are usage errors; syntax errors in them
+// name the file and line.
+func TestParseConfigFetchLimits(t *testing.T) {
+	c, err := parseConfig("gh.toml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Mirror[0]
+	if m.LowSpeedLimit != 1024 || m.LowSpeedTime.Duration != time.Minute || m.MaxSyncDuration.Duration != 6*time.Hour || m.RedirectHosts != nil {
+		t.Errorf("defaults: %+v", m)
+	}
+	set := goodConfig + "low_speed_limit = \"2KiB\"\nlow_speed_time = \"5s\"\nmax_sync_duration = \"30m\"\nredirect_hosts = [\"cdn.example.org\", \"cdn2.example.org:8080\"]\n"
+	if c, err = parseConfig("gh.toml", []byte(set)); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Mirror[0]; m.LowSpeedLimit != 2048 || m.LowSpeedTime.Duration != 5*time.Second || m.MaxSyncDuration.Duration != 30*time.Minute || len(m.RedirectHosts) != 2 {
+		t.Errorf("set: %+v", m)
+	}
+	for bad, want := range map[string]string{
+		"low_speed_limit = \"fast\"":                     "gh.toml:10: invalid size",
+		"low_speed_limit = \"0\"":                        "gh.toml:10: invalid size",
+		"low_speed_time = \"soon\"":                      "gh.toml:10: invalid duration",
+		"low_speed_time = \"10ms\"":                      "low_speed_time must be at least 1s",
+		"max_sync_duration = \"-1h\"":                    "max_sync_duration must be at least 1s",
+		"redirect_hosts = [\"https://cdn.example.org\"]": "redirect_hosts",
+		"redirect_hosts = [\"*.example.org\"]":           "redirect_hosts",
+	} {
+		_, err := parseConfig("gh.toml", []byte(goodConfig+bad+"\n"))
+		if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want a usage error with %q", bad, err, want)
+		}
 	}
 }

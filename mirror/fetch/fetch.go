@@ -62,8 +62,27 @@ type Config struct {
 	// UserAgent is sent with every request. Empty means "gatehouse".
 	UserAgent string
 	// Proxy, if non-empty, is the URL of an HTTP proxy for every request.
-	// The Client never reads proxy settings from the environment.
+	// The Client never reads proxy settings from the environment. Through
+	// a proxy, the proxy resolves host names, so the rule that redirects
+	// never lead to internal addresses can only check literal addresses.
 	Proxy string
+	// RedirectHosts lists the hosts ("cdn.example.org", or with a port,
+	// "cdn.example.org:8080") that a redirect may lead to besides the
+	// scheme, host and port of the URL asked for. Redirects never go from
+	// https to http, never to a loopback, link-local or private address
+	// unless a URL the caller asked for is at one, and at most
+	// MaxRedirects in a row. Entries must pass ParseRedirectHost; invalid
+	// ones are ignored.
+	RedirectHosts []string
+	// LowSpeedLimit and LowSpeedTime abort a body transfer that receives
+	// fewer than LowSpeedLimit bytes per second over LowSpeedTime (curl's
+	// --speed-limit and --speed-time); it is then retried like a stall.
+	// Zero means 1024 bytes and 60s; negative LowSpeedLimit disables the
+	// check. With a RateLimit below Concurrency*LowSpeedLimit the limit
+	// is lowered to half of each request's share, so that throttling by
+	// this Client never counts as a slow upstream.
+	LowSpeedLimit int64
+	LowSpeedTime  time.Duration
 }
 
 // ErrNotFound is wrapped by errors for HTTP 404, 403 and 410: the upstream
@@ -121,6 +140,10 @@ type Client struct {
 	log     *slog.Logger
 	hc      *http.Client
 	limiter *rate.Limiter // nil when unlimited
+	guard   *guard
+
+	intMu       sync.Mutex
+	interrupted []Interrupted
 
 	files, bytes, requests, retries, notModified, resumed atomic.Int64
 }
@@ -145,18 +168,35 @@ func New(cfg Config, log *slog.Logger) *Client {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "gatehouse"
 	}
+	if cfg.LowSpeedLimit == 0 {
+		cfg.LowSpeedLimit = 1024
+	}
+	if cfg.LowSpeedTime <= 0 {
+		cfg.LowSpeedTime = 60 * time.Second
+	}
+	if cfg.RateLimit > 0 && cfg.LowSpeedLimit > 0 && cfg.LowSpeedLimit*int64(cfg.Concurrency) > cfg.RateLimit {
+		cfg.LowSpeedLimit = max(1, cfg.RateLimit/int64(cfg.Concurrency)/2)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	g := &guard{dialer: &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}}
+	for _, h := range cfg.RedirectHosts {
+		if hp, err := parseHostPort(h); err == nil {
+			g.redirectHosts = append(g.redirectHosts, hp)
+		}
+	}
 	tr := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           g.dial,
 		MaxIdleConns:          cfg.Concurrency * 2,
 		MaxIdleConnsPerHost:   cfg.Concurrency,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
-		ExpectContinueTimeout: time.Second,
+		// Archives send a handful of headers; a megabyte of them is
+		// not a web server worth waiting for.
+		MaxResponseHeaderBytes: 64 << 10,
+		ExpectContinueTimeout:  time.Second,
 		// Transparent gzip would change the bytes we hash: the hashes in
 		// Release are of the files as stored, so ask for exactly those.
 		DisableCompression: true,
@@ -164,6 +204,9 @@ func New(cfg Config, log *slog.Logger) *Client {
 	}
 	if cfg.Proxy != "" {
 		pu, err := url.Parse(cfg.Proxy)
+		if err == nil {
+			g.proxy = originKey(pu)
+		}
 		tr.Proxy = func(*http.Request) (*url.URL, error) {
 			if err != nil {
 				return nil, fmt.Errorf("fetch: config proxy %q: %w", cfg.Proxy, err)
@@ -171,7 +214,7 @@ func New(cfg Config, log *slog.Logger) *Client {
 			return pu, nil
 		}
 	}
-	c := &Client{cfg: cfg, log: log, hc: &http.Client{Transport: tr}}
+	c := &Client{cfg: cfg, log: log, guard: g, hc: &http.Client{Transport: tr, CheckRedirect: g.checkRedirect}}
 	if cfg.RateLimit > 0 {
 		burst := cfg.RateLimit
 		if burst > 1<<20 {
@@ -275,6 +318,9 @@ func (c *Client) do(ctx context.Context, stop context.CancelCauseFunc, url strin
 	if err != nil {
 		return nil, permanent(fmt.Errorf("GET %s: %w", url, err))
 	}
+	// The caller built url from its configuration: its host is trusted
+	// at any address (redirect targets are not; see guard).
+	c.guard.trust(req.URL)
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
@@ -282,10 +328,10 @@ func (c *Client) do(ctx context.Context, stop context.CancelCauseFunc, url strin
 	c.requests.Add(1)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errStalled) {
+		if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errStalled) || errors.Is(cause, errTooSlow)) {
 			return nil, fmt.Errorf("GET %s: %w", url, cause)
 		}
-		return nil, fmt.Errorf("GET %s: %w", url, err)
+		return nil, transportErr(url, err)
 	}
 	return resp, nil
 }
@@ -311,7 +357,7 @@ func statusErr(url string, resp *http.Response) error {
 
 // readErr classifies an error that happened while reading a body.
 func (c *Client) readErr(ctx context.Context, url string, err error) error {
-	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errStalled) {
+	if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errStalled) || errors.Is(cause, errTooSlow)) {
 		return fmt.Errorf("GET %s: reading body: %w", url, cause)
 	}
 	var pe *permanentError
@@ -322,7 +368,7 @@ func (c *Client) readErr(ctx context.Context, url string, err error) error {
 	if errors.As(err, &me) {
 		return permanent(err)
 	}
-	return fmt.Errorf("GET %s: reading body: %w", url, err)
+	return fmt.Errorf("GET %s: reading body: %w", url, scrub(err))
 }
 
 // tempPattern names temporary files; mirror/store's GC recognizes the
@@ -335,21 +381,42 @@ var errStalled = errors.New("no data received within the timeout")
 // write system calls per file on fast links.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// body wraps a response body with the rate limit and the stall watchdog.
-// The caller must call stop when done with it.
+// body wraps a response body with the rate limit, the stall watchdog and
+// the low-speed check. The caller must call stop when done with it.
 func (c *Client) body(ctx context.Context, stop context.CancelCauseFunc, r io.Reader) *meteredReader {
-	return &meteredReader{c: c, ctx: ctx, r: r, watchdog: time.AfterFunc(c.cfg.Timeout, func() { stop(errStalled) })}
+	a, _ := ctx.Value(attemptKey{}).(*attempt)
+	if a == nil {
+		a = &attempt{start: time.Now()}
+	}
+	m := &meteredReader{c: c, ctx: ctx, r: r, recv: &a.recv, watchdog: time.AfterFunc(c.cfg.Timeout, func() { stop(errStalled) })}
+	m.slow = startLowSpeed(c.cfg.LowSpeedLimit, c.cfg.LowSpeedTime, m.recv, stop)
+	return m
 }
 
-// stop disarms the watchdog so no timer outlives the request.
-func (m *meteredReader) stop() { m.watchdog.Stop() }
+// stop disarms the watchdog and the low-speed check so no timer outlives
+// the request.
+func (m *meteredReader) stop() {
+	m.watchdog.Stop()
+	m.slow.halt()
+}
 
 type meteredReader struct {
 	c        *Client
 	ctx      context.Context
 	r        io.Reader
 	watchdog *time.Timer
+	slow     *lowSpeed     // nil when disabled
+	recv     *atomic.Int64 // body bytes of this attempt
 }
+
+// attempt is one try of a request, carried in its context so the body
+// reader can count its bytes for lowSpeed and Interrupted.
+type attempt struct {
+	start time.Time
+	recv  atomic.Int64
+}
+
+type attemptKey struct{}
 
 func (m *meteredReader) Read(p []byte) (int, error) {
 	if m.c.limiter != nil && len(p) > m.c.limiter.Burst() {
@@ -361,6 +428,7 @@ func (m *meteredReader) Read(p []byte) (int, error) {
 		m.watchdog.Stop()
 	}
 	m.c.bytes.Add(int64(n))
+	m.recv.Add(int64(n))
 	if n > 0 && m.c.limiter != nil {
 		if werr := m.c.limiter.WaitN(m.ctx, n); werr != nil && err == nil {
 			err = werr
@@ -399,39 +467,46 @@ func retryAfter(v string) time.Duration {
 // the retries are used up. Returned errors carry no internal wrapper types
 // other than the public ones.
 func (c *Client) retry(ctx context.Context, url string, op func(context.Context) error) error {
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("GET %s: %w", url, err)
+	first := time.Now()
+	for try := 0; ; try++ {
+		if ctx.Err() != nil {
+			return fmt.Errorf("GET %s: %w", url, ctxErr(ctx))
 		}
-		err := op(ctx)
+		a := &attempt{start: time.Now()}
+		err := op(context.WithValue(ctx, attemptKey{}, a))
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("GET %s: %w (%v)", url, ctx.Err(), unwrapInternal(err))
+			running := time.Since(first)
+			c.noteInterrupted(url, running, a.recv.Load())
+			return fmt.Errorf("GET %s: %w, %s after its first request, %d body bytes into attempt %d (%v)",
+				url, ctxErr(ctx), running.Round(time.Millisecond), a.recv.Load(), try+1, unwrapInternal(err))
 		}
 		var pe *permanentError
 		if errors.As(err, &pe) {
 			return unwrapInternal(err)
 		}
-		if attempt >= c.cfg.Retries {
-			if attempt > 0 {
-				return fmt.Errorf("%w (gave up after %d attempts)", unwrapInternal(err), attempt+1)
+		if try >= c.cfg.Retries {
+			if try > 0 {
+				return fmt.Errorf("%w (gave up after %d attempts)", unwrapInternal(err), try+1)
 			}
 			return unwrapInternal(err)
 		}
-		wait := backoff(c.cfg.RetryWait, attempt)
+		wait := backoff(c.cfg.RetryWait, try)
 		var ra *retryAfterError
 		if errors.As(err, &ra) && ra.after > wait {
 			wait = ra.after
 		}
 		c.retries.Add(1)
-		c.log.Warn("fetch: retrying", "url", url, "attempt", attempt+1, "wait", wait, "err", unwrapInternal(err))
+		c.log.Warn("fetch: retrying", "url", url, "attempt", try+1, "wait", wait, "err", unwrapInternal(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("GET %s: %w (last error: %v)", url, ctx.Err(), unwrapInternal(err))
+			c.noteInterrupted(url, time.Since(first), 0)
+			return fmt.Errorf("GET %s: %w, %s after its first request, waiting to retry (last error: %v)",
+				url, ctxErr(ctx), time.Since(first).Round(time.Millisecond), unwrapInternal(err))
 		case <-t.C:
 		}
 	}

@@ -120,7 +120,9 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 			if err := p.restart(); err != nil {
 				return err
 			}
-			return fmt.Errorf("GET %s: resume answered with Content-Range %q, expected bytes %d-", url, resp.Header.Get("Content-Range"), p.n)
+			// The header is not quoted: what a server sends never
+			// reaches errors (see scrub).
+			return fmt.Errorf("GET %s: resume answered with a %d-byte Content-Range that is not bytes %d- of the file", url, len(resp.Header.Get("Content-Range")), p.n)
 		}
 		c.resumed.Add(1)
 		p.resumed = true
