@@ -187,13 +187,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			src = Source(ap.Addr())
 		}
 		if reason := l.admit(src); reason != "" {
+			l.refused(src, reason) // first: once the peer sees the close, it is counted
 			if tc, ok := c.(*net.TCPConn); ok {
 				// RST instead of FIN: no TIME_WAIT, no buffers kept for a
 				// peer that is not being served anyway.
 				tc.SetLinger(0)
 			}
 			c.Close()
-			l.refused(src, reason)
 			continue
 		}
 		return &limitConn{Conn: c, l: l, src: src}, nil
