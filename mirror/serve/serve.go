@@ -267,8 +267,11 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, dir, rel str
 		h.fileError(w, r, dir, err)
 		return
 	}
-	defer root.Close()
 	f, err := root.Open(rel)
+	// The file stays open without its Root: a response to a client that
+	// reads slowly holds two descriptors (socket, file), not three, which
+	// is what max_conns's default is computed with.
+	root.Close()
 	if err != nil {
 		h.fileError(w, r, rel, err)
 		return
