@@ -182,9 +182,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := netip.Prefix{}
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			src = Source(ap.Addr())
+		src := netip.Prefix{} // not TCP: all such share one count
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src = Source(ta.AddrPort().Addr())
 		}
 		if reason := l.admit(src); reason != "" {
 			l.refused(src, reason) // first: once the peer sees the close, it is counted
