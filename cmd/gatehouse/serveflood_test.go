@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"gatehouse/apt/apttest"
+	"gatehouse/mirror/serve"
 )
 
 // buildGatehouse builds the binary without -race into a temporary
@@ -266,4 +268,31 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestServeOptionsReserveBastion: max_conns's default leaves the bastion
+// half of the descriptor budget under `run`, and an explicit value wins.
+func TestServeOptionsReserveBastion(t *testing.T) {
+	g := &globals{log: slog.New(slog.DiscardHandler)}
+	fds := serve.FDLimit()
+	cfg := &fileConfig{}
+	alone, err := serveOptions(cfg, false, g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withBastion, err := serveOptions(cfg, true, g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alone.MaxConns != serve.DefaultMaxConns(fds, 0) || withBastion.MaxConns != serve.DefaultMaxConns(fds, fds*3/8) || withBastion.MaxConns >= alone.MaxConns {
+		t.Errorf("max_conns %d alone, %d with a bastion (fd limit %d)", alone.MaxConns, withBastion.MaxConns, fds)
+	}
+	if alone.MaxConnsPerSource != serve.DefaultMaxConnsPerSource {
+		t.Errorf("max_conns_per_source %d", alone.MaxConnsPerSource)
+	}
+	cfg.Serve.MaxConns, cfg.Serve.MinSendRate = 77, "2KiB"
+	set, err := serveOptions(cfg, true, g, nil)
+	if err != nil || set.MaxConns != 77 || set.MinSendRate != 2048 {
+		t.Errorf("explicit values: %+v %v", set, err)
+	}
 }
