@@ -232,7 +232,8 @@ type importRun struct {
 
 // Import publishes the mirrors an air-gap bundle carries, after verifying
 // everything a sync verifies: the bundle manifest's signature against
-// trusted, every file's size and SHA-256, each suite's InRelease (or
+// trusted, every file's size and SHA-256 (also of files already in the store
+// or not needed here: a bundle damaged anywhere is refused), each suite's InRelease (or
 // Release + Release.gpg) against the mirror's own cfg.Keyring with APT's
 // rule (for a filtered mirror that is the outer appliance's archive key),
 // Suite, Date monotonicity against this store's state (an older Release is

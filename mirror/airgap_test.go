@@ -642,3 +642,55 @@ func TestAirgapSubset(t *testing.T) {
 		t.Errorf("imported files differ from a sync's:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestAirgapDamageInPresentEntry: a full bundle whose one flipped byte
+// sits in a pool file the importing side already holds is refused
+// (ErrRefused, exit 3) with B's published tree unchanged, although B needs
+// none of that entry's bytes; the undamaged bundle is then accepted.
+func TestAirgapDamageInPresentEntry(t *testing.T) {
+	ctx := context.Background()
+	up := newUpstream(t)
+	stateA, stateB := t.TempDir(), t.TempDir()
+	cfg := up.config()
+	mustSync(t, stateA, cfg)
+	key := apttest.NewKey(t, "ed25519")
+	trusted := agKeyring(t, key)
+	out := t.TempDir()
+	b1 := filepath.Join(out, "b1.tar")
+	if _, err := Export(ctx, stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	agImport(t, stateB, cfg, b1, trusted)
+
+	// A newer upstream state that keeps every file and adds a package:
+	// its full bundle carries the files B has, and one it lacks.
+	if err := up.repo.Rebuild(testSuite("1.0-1", apttest.Package{Name: "newcomer", Version: "1.0-1", Arch: "amd64"})); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, stateA, cfg)
+	b2 := filepath.Join(out, "b2.tar")
+	if _, err := Export(ctx, stateA, []Config{cfg}, b2, "", key, 0, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	deb := testMirror + "/" + up.repo.PoolPath("hello", "1.0-1", "amd64")
+	if _, err := os.Stat(filepath.Join(StoreRoot(stateB), deb)); err != nil {
+		t.Fatalf("B does not hold %s: %v", deb, err)
+	}
+	damaged := agCopy(t, b2)
+	agFlip(t, damaged, agTarOffset(t, damaged, deb)+100)
+	before := agTree(t, stateB)
+	_, err := Import(ctx, stateB, []Config{cfg}, damaged, trusted, testOptions(t))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), deb) || !strings.Contains(err.Error(), "SHA-256") {
+		t.Fatalf("import: %v; want ErrRefused naming %s and its SHA-256", err, deb)
+	}
+	checkUnchanged(t, before, agTree(t, stateB))
+	problems, err := Verify(ctx, stateB, cfg, testOptions(t))
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("verify after the refused import: %v %q", err, problems)
+	}
+	rep := agImport(t, stateB, cfg, b2, trusted)
+	if rep.Present == 0 {
+		t.Errorf("the undamaged import found no file present: %+v", rep)
+	}
+	agAptInstalls(t, up, stateB, "newcomer")
+}

@@ -77,6 +77,14 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	if _, err := c.Status.prefixes(); err != nil {
 		return nil, usageErrorf("%s:%d: [status] %v", path, keyLine(data, toml.Key{"status", "sessions_from"}), err)
 	}
+	if err := c.Serve.Validate(); err != nil {
+		return nil, usageErrorf("%s: %v", path, err)
+	}
+	if c.Serve.MinSendRate != "" {
+		if _, err := mirror.ParseRate(c.Serve.MinSendRate); err != nil {
+			return nil, usageErrorf("%s:%d: [serve] min_send_rate: %v", path, keyLine(data, toml.Key{"serve", "min_send_rate"}), err)
+		}
+	}
 	seen := map[string]bool{}
 	for i := range c.Mirror {
 		m := &c.Mirror[i]

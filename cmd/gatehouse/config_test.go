@@ -137,3 +137,29 @@ func TestParseConfigFetchLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestParseConfigServeLimits: the [serve] limits decode, and bad values are
+// usage errors naming the key.
+func TestParseConfigServeLimits(t *testing.T) {
+	good := goodConfig + "\n[serve]\nlisten = \"127.0.0.1:0\"\nmax_conns = 500\nmax_conns_per_source = 10\nmin_send_rate = \"2KiB\"\nmin_send_time = \"20s\"\nidle_timeout = \"90s\"\n"
+	c, err := parseConfig("gh.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Serve
+	if s.MaxConns != 500 || s.MaxConnsPerSource != 10 || s.MinSendRate != "2KiB" || s.MinSendTime.Duration != 20*time.Second || s.IdleTimeout.Duration != 90*time.Second {
+		t.Fatalf("decoded %+v", s)
+	}
+	for _, c := range []struct{ from, to, msg string }{
+		{`min_send_rate = "2KiB"`, `min_send_rate = "fast"`, "min_send_rate"},
+		{`max_conns = 500`, `max_conns = -1`, "max_conns"},
+		{`max_conns_per_source = 10`, `max_conns_per_source = 501`, "larger than max_conns"},
+		{`min_send_time = "20s"`, `min_send_time = "soon"`, "soon"},
+		{`idle_timeout = "90s"`, `idle_timeout = "-1s"`, `invalid duration "-1s"`},
+	} {
+		_, err := parseConfig("gh.toml", []byte(strings.Replace(good, c.from, c.to, 1)))
+		if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: err = %v; want a usage error mentioning %q", c.to, err, c.msg)
+		}
+	}
+}

@@ -23,6 +23,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	httpRequests *prometheus.CounterVec
+	connRefused  *prometheus.CounterVec
 	syncs        *prometheus.CounterVec
 	fetchedBytes *prometheus.CounterVec
 	fetchedFiles *prometheus.CounterVec
@@ -46,6 +47,10 @@ func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *met
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_http_requests_total", Help: "HTTP requests served to apt clients, by status code.",
 		}, []string{"code"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_http_connections_refused_total",
+			Help: "HTTP connections closed at accept because a [serve] cap was reached, by cap (max_conns, max_conns_per_source).",
+		}, []string{"reason"}),
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_mirror_syncs_total", Help: "Mirror syncs run by this process, by result (published, current, failed, refused).",
 		}, []string{"mirror", "result"}),
@@ -75,11 +80,16 @@ func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *met
 		}),
 	}
 	m.mirrors = &mirrorCollector{stateDir: stateDir, mirrors: mirrors, log: log}
-	reg.MustRegister(m.httpRequests, m.syncs, m.fetchedBytes, m.fetchedFiles, m.auth, m.connections, m.forwards,
+	reg.MustRegister(m.httpRequests, m.connRefused, m.syncs, m.fetchedBytes, m.fetchedFiles, m.auth, m.connections, m.forwards,
 		m.relayedBytes, m.auditFailures, m.recFailures,
 		m.mirrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// observeRefused counts one HTTP connection refused at accept.
+func (m *metrics) observeRefused(reason string) {
+	m.connRefused.WithLabelValues(reason).Inc()
 }
 
 // observeSync counts one finished sync.

@@ -358,7 +358,18 @@ func newMirrorRollbackCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rollback NAME [SNAPSHOT]",
 		Short: "Publish an earlier snapshot again (default: the one before the current)",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `Publish an earlier snapshot of mirror NAME again (default: the one before
+the current; see 'mirror list' for the IDs). The switch is atomic: a client
+sees either snapshot, never a mix.
+
+Who gets the older snapshot: new apt clients, and downstream mirrors. A host
+whose apt already fetched the newer InRelease keeps it: serve does send it
+the older file (If-Modified-Since is compared with the exact date, so a
+newer copy is not "not modified"), but apt treats a Release dated earlier
+than the one it has as unchanged, as protection against downgrades. To move
+such a host back, delete its lists for this mirror under /var/lib/apt/lists/
+and run apt-get update, or pin the package versions instead.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, ms, err := mirrorsFor(g, args[:1], true)
 			if err != nil {

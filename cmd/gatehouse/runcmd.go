@@ -89,6 +89,10 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	if err != nil {
 		return usageErrorf("serve: %v", err)
 	}
+	sopt, err := serveOptions(cfg, cfg.Bastion != nil, g, m)
+	if err != nil {
+		return err
+	}
 	sln, err := net.Listen("tcp", cfg.Serve.Addr())
 	if err != nil {
 		return usageErrorf("serve: cannot listen on %s: %v", cfg.Serve.Addr(), err)
@@ -96,7 +100,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := serve.Serve(ctx, sln, h, 0, g.log); err != nil {
+		if err := serve.Serve(ctx, sln, h, sopt); err != nil {
 			errc <- err
 		}
 	}()

@@ -52,10 +52,56 @@ func runServe(cmd *cobra.Command, g *globals, cfg *fileConfig) error {
 	g.log.Info("serving mirrors", "addr", ln.Addr().String(), "mirrors", names, "root", mirror.StoreRoot(cfg.StateDir))
 	// The bastion, if any, runs in another process: the page lists its
 	// recordings but cannot know its active sessions.
-	h, _, err := newStatusSite(cfg, serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log), false, g.log)
+	h, m, err := newStatusSite(cfg, serve.NewHandler(mirror.StoreRoot(cfg.StateDir), names, g.log), false, g.log)
 	if err != nil {
 		ln.Close()
 		return usageErrorf("serve: %v", err)
 	}
-	return serve.Serve(cmd.Context(), ln, h, 0, g.log)
+	opt, err := serveOptions(cfg, false, g, m)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return serve.Serve(cmd.Context(), ln, h, opt)
+}
+
+// serveOptions turns [serve] into serve.Options. Under `gatehouse run` with
+// a bastion (withBastion), the default max_conns leaves the bastion half of
+// the descriptor budget: its connections hold descriptors from the same
+// limit (one per unauthenticated client, two or more per session), and a
+// flood of HTTP clients must not make SSH logins fail with EMFILE, nor the
+// other way round. The limits are logged, so an operator sees what the
+// defaults came to.
+func serveOptions(cfg *fileConfig, withBastion bool, g *globals, m *metrics) (serve.Options, error) {
+	sc := cfg.Serve
+	opt := serve.Options{
+		Log:               g.log,
+		MaxConns:          sc.MaxConns,
+		MaxConnsPerSource: sc.MaxConnsPerSource,
+		MinSendTime:       sc.MinSendTime.Duration,
+		IdleTimeout:       sc.IdleTimeout.Duration,
+	}
+	if sc.MinSendRate != "" {
+		rate, err := mirror.ParseRate(sc.MinSendRate)
+		if err != nil {
+			return opt, usageErrorf("[serve] min_send_rate: %v", err)
+		}
+		opt.MinSendRate = rate
+	}
+	fds := serve.FDLimit()
+	if opt.MaxConns == 0 {
+		reserve := 0
+		if withBastion {
+			reserve = fds * 3 / 4 / 2
+		}
+		opt.MaxConns = serve.DefaultMaxConns(fds, reserve)
+	}
+	if m != nil {
+		opt.Refused = m.observeRefused
+	}
+	if opt.MaxConnsPerSource == 0 {
+		opt.MaxConnsPerSource = serve.DefaultMaxConnsPerSource
+	}
+	g.log.Info("serve limits", "max_conns", opt.MaxConns, "max_conns_per_source", opt.MaxConnsPerSource, "fd_limit", fds)
+	return opt, nil
 }

@@ -566,3 +566,60 @@ func TestExtractIgnore(t *testing.T) {
 		}
 	}
 }
+
+// TestDamageInPresentOrIgnoredEntry: the bytes of an entry whose
+// destination already holds the right file, or which the caller leaves
+// out, are verified all the same; one flipped byte there refuses the
+// bundle (in the stream and directory forms, plain and compressed
+// entries), and the file already in place is left as it was.
+func TestDamageInPresentOrIgnoredEntry(t *testing.T) {
+	k := newKey(t)
+	kr := keyring(t, k)
+	fx := newFixture(t, "up", false)
+	deb := "up/pool/main/h/hello/hello_1.0_amd64.deb"
+	pkgs := "up/dists/stable/main/binary-amd64/Packages"
+	for _, c := range []struct {
+		name string
+		dir  bool
+		file string // the damaged manifest entry
+		flip func(t *testing.T, p string)
+	}{
+		{"file plain", false, deb, func(t *testing.T, p string) { flipByte(t, p, entryOffset(t, p, deb)+500) }},
+		{"file compressed", false, pkgs, func(t *testing.T, p string) { flipByte(t, p, entryOffset(t, p, storedName(pkgs, true))+200) }},
+		{"dir plain", true, deb, func(t *testing.T, p string) { flipByte(t, filepath.Join(p, deb), 1000) }},
+	} {
+		for _, mode := range []string{"present", "ignored"} {
+			t.Run(c.name+" "+mode, func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "b")
+				if c.dir {
+					p += "/"
+				}
+				mustExport(t, p, k, fx.src)
+				dest := t.TempDir()
+				// A first, undamaged import puts every file in place.
+				if _, err := extractAll(t, p, kr, dest); err != nil {
+					t.Fatal(err)
+				}
+				c.flip(t, p)
+				rd, err := Open(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rd.Close()
+				if _, err := rd.Verify(kr, testNow); err != nil {
+					t.Fatal(err)
+				}
+				err = rd.Extract(context.Background(), func(f File) (string, error) {
+					if mode == "ignored" && f.Path == c.file {
+						return "", nil
+					}
+					return filepath.Join(dest, filepath.FromSlash(f.Path)), nil
+				})
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.file) || !strings.Contains(err.Error(), "SHA-256") {
+					t.Fatalf("err = %v; want ErrInvalid naming %s and its SHA-256", err, c.file)
+				}
+				checkTree(t, dest, fx.files)
+			})
+		}
+	}
+}

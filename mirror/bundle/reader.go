@@ -47,9 +47,10 @@ type Stats struct {
 	WrittenBytes int64
 	// Present files were already at their destination with the right size
 	// and hash (an interrupted import resumed, or a file shared with an
-	// earlier bundle).
+	// earlier bundle); their bytes in the bundle were verified all the same.
 	Present int
-	// Ignored files were those the caller gave no destination.
+	// Ignored files were those the caller gave no destination (verified,
+	// not written).
 	Ignored int
 }
 
@@ -195,7 +196,9 @@ func (r *Reader) Verify(trusted *pgp.Keyring, now time.Time) (*Manifest, error) 
 // Each file is written to a temporary file ("store.TempPrefix" + ...) beside
 // its destination, hashed on the way, and renamed over the destination only
 // when its size and SHA-256 match the manifest. A destination already
-// holding the right bytes is left alone (so an interrupted import resumes).
+// holding the right bytes is left alone (so an interrupted import resumes),
+// and so is a file dest leaves out; the bundle's bytes of both are still
+// read and verified, so damage anywhere in the bundle refuses it.
 // A missing, extra or misplaced file, a size or hash mismatch, or a
 // truncated stream is an error wrapping ErrInvalid. Files are not fsynced:
 // the caller makes them durable (mirror/store's Commit does, with syncfs).
@@ -377,19 +380,26 @@ func (x *extractor) one(f File, src io.Reader, compressed bool) error {
 	if err != nil {
 		return err
 	}
-	if dest == "" {
-		x.stats.Ignored++
-		return nil
-	}
-	if present(dest, f) {
-		x.stats.Present++
-		return nil
-	}
 	if compressed {
 		if err := x.dec.Reset(src); err != nil {
 			return invalid("%s: %v", f.Path, err)
 		}
 		src = x.dec
+	}
+	// A file left out or already in place is still read and hashed: a
+	// bundle with one damaged byte is refused as a whole, wherever the
+	// byte sits, rather than imported because the damage happened to fall
+	// on a file this side did not need.
+	if dest == "" || present(dest, f) {
+		if err := x.check(f, src); err != nil {
+			return err
+		}
+		if dest == "" {
+			x.stats.Ignored++
+		} else {
+			x.stats.Present++
+		}
+		return nil
 	}
 	if err := x.write(dest, f, src); err != nil {
 		return err
@@ -424,23 +434,12 @@ func (x *extractor) write(dest string, f File, src io.Reader) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	h := sha256.New()
-	n, err := copyHash(x.ctx, tmp, src, h, f.Size+1, f.Size, &x.bufs)
-	if err != nil {
-		if cerr := x.ctx.Err(); cerr != nil {
-			return cerr
+	if err := x.copyVerified(tmp, f, src); err != nil {
+		var we *writeError
+		if errors.As(err, &we) {
+			return fmt.Errorf("bundle: writing %s: %w", dest, we.err)
 		}
-		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == tmp.Name() {
-			return fmt.Errorf("bundle: writing %s: %w", dest, err)
-		}
-		return invalid("%s: reading its data: %v", f.Path, err)
-	}
-	if n != f.Size {
-		return invalid("%s: has %s bytes, manifest says %d", f.Path, sizeWord(n, f.Size), f.Size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
-		return invalid("%s: SHA-256 is %s, manifest says %s", f.Path, got, f.SHA256)
+		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return fmt.Errorf("bundle: %w", err)
@@ -452,6 +451,56 @@ func (x *extractor) write(dest string, f File, src io.Reader) (err error) {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil
+}
+
+// check reads f's data from src to its end and verifies its size and
+// SHA-256 against the manifest, writing nothing.
+func (x *extractor) check(f File, src io.Reader) error {
+	return x.copyVerified(io.Discard, f, src)
+}
+
+// copyVerified copies f's data from src to dst, hashing it on the way, and
+// fails with ErrInvalid unless size and SHA-256 are the manifest's. An
+// error writing to dst (the local disk, not the bundle's fault) comes back
+// as a *writeError.
+func (x *extractor) copyVerified(dst io.Writer, f File, src io.Reader) error {
+	h := sha256.New()
+	n, err := copyHash(x.ctx, writeErrors{dst}, src, h, f.Size+1, f.Size, &x.bufs)
+	if err != nil {
+		if cerr := x.ctx.Err(); cerr != nil {
+			return cerr
+		}
+		var we *writeError
+		if errors.As(err, &we) {
+			return err
+		}
+		return invalid("%s: reading its data: %v", f.Path, err)
+	}
+	if n != f.Size {
+		return invalid("%s: has %s bytes, manifest says %d", f.Path, sizeWord(n, f.Size), f.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
+		return invalid("%s: SHA-256 is %s, manifest says %s", f.Path, got, f.SHA256)
+	}
+	return nil
+}
+
+// writeError marks an error of the destination writer, so that it is not
+// blamed on the bundle.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// writeErrors wraps the errors of w in *writeError.
+type writeErrors struct{ w io.Writer }
+
+func (w writeErrors) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err != nil {
+		err = &writeError{err}
+	}
+	return n, err
 }
 
 func sizeWord(n, want int64) string {

@@ -30,8 +30,18 @@
 //
 // Responses go through http.ServeContent: Range (single, suffix, multiple;
 // 416 when unsatisfiable), HEAD with Content-Length and no body,
-// If-Modified-Since, If-None-Match and If-Range against a strong ETag made
-// of inode, size and modification time.
+// If-None-Match and If-Range against a strong ETag made of inode, size and
+// modification time (so it changes with the content), and If-Modified-Since
+// compared exactly with Last-Modified, the file's modification time, as
+// nginx does: after a rollback the files served are older than the copy a
+// client holds, and "not modified since" would keep that client on the
+// newer InRelease. (Two versions of one file written within the same
+// second are told apart by their ETags only.)
+//
+// Serve adds what a network with hostile clients needs: caps on
+// connections overall and per source, refused at accept; a minimum send
+// rate that cuts responses to clients that stop reading; idle and header
+// timeouts (see Options).
 package serve
 
 import (
@@ -55,11 +65,43 @@ import (
 	"gatehouse/mirror/store"
 )
 
-// Config is the [serve] table of the configuration file.
+// Config is the [serve] table of the configuration file. Zero values mean
+// the defaults; Serve's Options carry the parsed values.
 type Config struct {
 	// Listen is the TCP address to serve on, host:port. Empty means
 	// DefaultListen.
 	Listen string `toml:"listen"`
+	// MaxConns caps open HTTP connections (default: DefaultMaxConns, from
+	// the process's descriptor limit). A connection beyond it is closed at
+	// accept; connections already open are never dropped for it.
+	MaxConns int `toml:"max_conns"`
+	// MaxConnsPerSource caps open connections from one IPv4 address or
+	// IPv6 /64 (default DefaultMaxConnsPerSource).
+	MaxConnsPerSource int `toml:"max_conns_per_source"`
+	// MinSendRate is the slowest a response may be sent, judged over
+	// MinSendTime, written like [[mirror]] rate_limit ("1KiB"; default
+	// DefaultMinSendRate). The caller parses it.
+	MinSendRate string `toml:"min_send_rate"`
+	// MinSendTime is the window MinSendRate is judged over (default
+	// DefaultMinSendTime): a client that stops reading is cut after it.
+	MinSendTime Duration `toml:"min_send_time"`
+	// IdleTimeout closes keep-alive connections without a new request for
+	// this long (default DefaultIdleTimeout).
+	IdleTimeout Duration `toml:"idle_timeout"`
+}
+
+// Validate checks the limits that need no parsing by the caller.
+func (c Config) Validate() error {
+	if c.MaxConns < 0 {
+		return fmt.Errorf("[serve] max_conns = %d: use a positive number, or leave it out for the default", c.MaxConns)
+	}
+	if c.MaxConnsPerSource < 0 {
+		return fmt.Errorf("[serve] max_conns_per_source = %d: use a positive number, or leave it out for the default (%d)", c.MaxConnsPerSource, DefaultMaxConnsPerSource)
+	}
+	if c.MaxConns > 0 && c.MaxConnsPerSource > c.MaxConns {
+		return fmt.Errorf("[serve] max_conns_per_source = %d is larger than max_conns = %d", c.MaxConnsPerSource, c.MaxConns)
+	}
+	return nil
 }
 
 // DefaultListen is the address used when Config.Listen is empty: loopback
@@ -225,8 +267,11 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, dir, rel str
 		h.fileError(w, r, dir, err)
 		return
 	}
-	defer root.Close()
 	f, err := root.Open(rel)
+	// The file stays open without its Root: a response to a client that
+	// reads slowly holds two descriptors (socket, file), not three, which
+	// is what max_conns's default is computed with.
+	root.Close()
 	if err != nil {
 		h.fileError(w, r, rel, err)
 		return
@@ -252,7 +297,7 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, dir, rel str
 	} else {
 		hdr.Set("Cache-Control", "no-cache")
 	}
-	http.ServeContent(w, r, path.Base(rel), fi.ModTime(), f)
+	http.ServeContent(w, exactIfModifiedSince(r, fi.ModTime()), path.Base(rel), fi.ModTime(), f)
 }
 
 // fileError maps open errors to statuses. A path os.Root refuses (a symlink
@@ -356,31 +401,31 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Serve runs h on ln until ctx is done, then shuts down gracefully: it
-// stops accepting, lets requests in flight finish for up to grace (zero
-// means 30s), and closes the rest. It returns nil after a shutdown caused by
-// ctx, or the server's error.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
+// stops accepting, lets requests in flight finish for up to opt.Grace, and
+// closes the rest. It returns nil after a shutdown caused by ctx, or the
+// server's error.
+//
+// Connections beyond opt's caps are closed as they are accepted (see
+// Options), responses that do not progress at the minimum send rate are
+// cut, keep-alive connections close after IdleTimeout, and a request's
+// headers (and any body) must arrive within HeaderTimeout.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, opt Options) error {
+	opt.defaults()
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		Handler:           bodyDeadline(h, opt.HeaderTimeout),
+		ReadHeaderTimeout: opt.HeaderTimeout,
+		IdleTimeout:       opt.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(opt.Log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newLimitListener(ln, opt)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opt.Grace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if err != nil {
@@ -389,4 +434,16 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 	}
 	<-errc // http.ErrServerClosed
 	return err
+}
+
+// bodyDeadline bounds the reading of a request body (apt sends none, but
+// net/http drains up to 256 KiB of an unread body to reuse the connection,
+// and without a deadline a client could trickle it forever).
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
 }

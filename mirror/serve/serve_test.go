@@ -264,6 +264,15 @@ func TestConditional(t *testing.T) {
 	if resp, _ := get(t, "GET", p, map[string]string{"If-Modified-Since": old}); resp.StatusCode != 200 {
 		t.Errorf("If-Modified-Since old: %d", resp.StatusCode)
 	}
+	// A client holding a copy dated later than the file served (after a
+	// rollback) gets the file: If-Modified-Since matches exactly, as nginx.
+	newer := time.Now().Add(48 * time.Hour).UTC().Format(http.TimeFormat)
+	if resp, _ := get(t, "GET", p, map[string]string{"If-Modified-Since": newer}); resp.StatusCode != 200 {
+		t.Errorf("If-Modified-Since later than Last-Modified: %d, want 200", resp.StatusCode)
+	}
+	if resp, _ := get(t, "GET", p, map[string]string{"If-Modified-Since": "not a date"}); resp.StatusCode != 200 {
+		t.Errorf("If-Modified-Since unparsable: %d, want 200", resp.StatusCode)
+	}
 	if resp, _ := get(t, "GET", p, map[string]string{"Range": "bytes=0-3", "If-Range": `"stale"`}); resp.StatusCode != 200 {
 		t.Errorf("If-Range stale: %d, want full 200", resp.StatusCode)
 	}
@@ -558,7 +567,9 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(f.root, []string{"debian"}, nil), time.Second, nil) }()
+	go func() {
+		done <- Serve(ctx, ln, NewHandler(f.root, []string{"debian"}, nil), Options{Grace: time.Second})
+	}()
 	url := "http://" + ln.Addr().String() + "/debian/dists/stable/InRelease"
 	resp, err := http.Get(url)
 	if err != nil {
