@@ -14,6 +14,7 @@ FUZZTIME=${FUZZTIME:-5s}
 PACKAGES=(
   openssh-server openssh-client gnupg gpgv sqv debian-archive-keyring
   asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd chromium
+  ssh-audit jq
 )
 
 step() { printf '\n==> %s\n' "$*"; }
