@@ -150,17 +150,13 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 			return nil, ar
 		}
 	}
-	id, err := s.checker.Check(login, conn.RemoteAddr(), key)
-	if err != nil {
-		reason, detail := refusalOf(err)
+	_, id, reason, detail := s.acceptIdentity(login, conn.RemoteAddr(), key, false)
+	if id == nil {
 		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
 	}
 	cert := id.Cert
 	if cert == nil {
 		cert, _ = key.(*gossh.Certificate)
-	}
-	if cert == nil || sanitize(id.Login) != id.Login {
-		return nil, &authRefused{reason: "internal", detail: "identity without certificate or with an unprintable login", fields: keyFields(key)}
 	}
 	var tb [16]byte
 	_, _ = rand.Read(tb[:])

@@ -341,7 +341,11 @@ func (r *relay) request(req *ssh.Request) bool {
 			return deny("malformed pty-req")
 		}
 		if r.opts.DenyPTY {
-			return deny("certificate does not permit a pty")
+			// The client would only print "PTY allocation request
+			// failed": say why on its stderr.
+			why := "certificate does not permit a pty (sign it with -O permit-pty)"
+			fmt.Fprintf(r.down.Stderr(), "gatehouse: %s\r\n", why)
+			return deny(why)
 		}
 		if !forward() {
 			return false
