@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,4 +279,35 @@ func mustParsePub(t *testing.T, b []byte) ssh.PublicKey {
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// TestAuditServiceLog: with SetLogger every line, checkpoints included, is
+// also a structured service-log entry (the copy shipped off the box).
+func TestAuditServiceLog(t *testing.T) {
+	dir := t.TempDir()
+	signer, _ := genKey(t, dir)
+	var buf bytes.Buffer
+	a, err := OpenAudit(filepath.Join(dir, "audit.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetLogger(slog.New(slog.NewJSONHandler(&buf, nil)), "audit")
+	a.EnableCheckpoints(signer, "audit", nil, 0)
+	a.Log("auth", map[string]any{"result": "refused", "login": "root"})
+	a.Close()
+	var got []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		got = append(got, m)
+	}
+	if len(got) != 2 || got[0]["msg"] != "audit event" || got[0]["event"] != "auth" || got[0]["login"] != "root" ||
+		got[0]["seq"] != float64(1) || got[0]["log"] != "audit" {
+		t.Fatalf("service log: %v", got)
+	}
+	if got[1]["event"] != CheckpointEvent || !strings.HasPrefix(got[1]["signed"].(string), "gatehouse-audit checkpoint v1 log=audit lines=1 ") || got[1]["sig"] == "" {
+		t.Fatalf("checkpoint on the service log: %v", got[1])
+	}
 }

@@ -237,7 +237,7 @@ the recording key is known, a log without any checkpoint.`,
 				problems, notes = rep.Problems, rep.Notes
 				for _, l := range []*record.LogReport{rep.Audit, rep.Index} {
 					if l != nil && len(l.Problems) == 0 && !g.json {
-						fmt.Fprintf(g.stdout, "%s log: %d lines, hash chain intact, %d signed checkpoint(s)\n", l.Name, l.Lines, len(l.Checkpoints))
+						fmt.Fprintf(g.stdout, "%s log: OK, %d lines, hash chain intact, %d signed checkpoint(s)\n", l.Name, l.Lines, len(l.Checkpoints))
 					}
 				}
 			}
