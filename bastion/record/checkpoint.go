@@ -514,9 +514,11 @@ func VerifyEvidence(root, auditPath string, pub ssh.PublicKey) (*EvidenceReport,
 				rep.Problems = append(rep.Problems, fmt.Sprintf("audit log line %d: proxy session with recording %s, which is missing", line, Sanitize(id, 100)))
 			}
 		}
-		if rep.Index != nil && rep.Audit.FirstTime != "" {
+		first, ferr := time.Parse(time.RFC3339Nano, rep.Audit.FirstTime)
+		if rep.Index != nil && ferr == nil {
 			for id, st := range rep.Index.RecordingStarts {
-				if _, ok := rep.Audit.ProxyStarts[id]; ok || st.time < rep.Audit.FirstTime {
+				t, err := time.Parse(time.RFC3339Nano, st.time)
+				if _, ok := rep.Audit.ProxyStarts[id]; ok || err == nil && t.Before(first) {
 					continue // older than this audit log (rotated)
 				}
 				rep.Problems = append(rep.Problems, fmt.Sprintf("index line %d: recording %s has no proxy.start in the audit log (audit lines deleted)", st.line, Sanitize(id, 100)))
@@ -540,10 +542,17 @@ func peerWants(l *LogReport, peer string) map[int64]bool {
 	return w
 }
 
-// crossCheck checks l's checkpoints against peer's chain.
+// crossCheck checks l's checkpoints against peer's chain. Checkpoints
+// older than peer's first line sealed an earlier file (the audit log was
+// rotated) and are skipped; a log replaced to hide its tail has no
+// checkpoint of its own, which is reported anyway.
 func crossCheck(rep *EvidenceReport, l, peer *LogReport) {
+	first, err := time.Parse(time.RFC3339Nano, peer.FirstTime)
 	for _, c := range l.Checkpoints {
 		if c.Peer != peer.Name || c.PeerLines == 0 {
+			continue
+		}
+		if t, terr := time.Parse(time.RFC3339Nano, c.Time); err == nil && terr == nil && t.Before(first) {
 			continue
 		}
 		if c.PeerLines > peer.Lines {
