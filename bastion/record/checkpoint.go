@@ -24,14 +24,18 @@ import (
 // whose "sig" is an SSHSIG (namespace AuditNamespace, the recording key)
 // over its "signed" field:
 //
-//	gatehouse-audit checkpoint v1 log=audit lines=41 head=<hex> time=<RFC 3339> peer=index peer_lines=7 peer_head=<hex>\n
+//	gatehouse-audit checkpoint v1 log=audit lines=41 head=<hex> time=<RFC 3339> interval=10s peer=index peer_lines=7 peer_head=<hex>\n
 //
 // lines and head are the line count and the hex SHA-256 of the last line
 // before the checkpoint (its seq-1 and its prev); time is the checkpoint
 // line's own time; peer, peer_lines and peer_head name the other log (the
 // audit log's checkpoints sign the recordings index's head and the other
 // way round), so cutting the tail of one log is caught by the other's
-// checkpoints. Without a peer the text ends after time=…. A verifier
+// checkpoints. interval is the checkpoint interval (left out when
+// checkpoints are written at Close only): lines after the last checkpoint
+// spanning much longer than it mean later checkpoints were removed. A new
+// log starts with a checkpoint of lines=0. Without a peer the text ends
+// after time=… (or interval=…). A verifier
 // rebuilds the text from the line's fields, compares it with "signed" and
 // checks "sig" over it, so stock `ssh-keygen -Y verify` can check any
 // checkpoint (README: "Checkpoints").
@@ -56,6 +60,10 @@ type Checkpoint struct {
 	Lines     int64  // lines before the checkpoint
 	Head      string // hex SHA-256 of line Lines
 	Time      string // the checkpoint line's time
+	// Interval is the checkpoint interval the bastion ran with ("" when
+	// checkpoints are written at Close only): no line may stay unsealed
+	// much longer, so a long unsealed tail means checkpoints were removed.
+	Interval  string
 	Peer      string // the other log ("" none)
 	PeerLines int64
 	PeerHead  string
@@ -69,6 +77,9 @@ type Checkpoint struct {
 // Message is the exact text the checkpoint's signature covers.
 func (c *Checkpoint) Message() string {
 	s := fmt.Sprintf("%s log=%s lines=%d head=%s time=%s", checkpointPrefix, c.Log, c.Lines, c.Head, c.Time)
+	if c.Interval != "" {
+		s += " interval=" + c.Interval
+	}
 	if c.Peer != "" {
 		s += fmt.Sprintf(" peer=%s peer_lines=%d peer_head=%s", c.Peer, c.PeerLines, c.PeerHead)
 	}
@@ -95,7 +106,14 @@ func (a *Audit) EnableCheckpoints(signer ssh.Signer, name string, peer *Audit, i
 		if !hadCP {
 			reason = fmt.Sprintf("first checkpoint: %d line(s) were written without checkpoints (no recording key, or an older gatehouse)", unsealed)
 		}
-		if err := a.checkpoint(&Checkpoint{Unsealed: unsealed, Reason: reason}); err != nil {
+		if err := a.checkpoint(true, &Checkpoint{Unsealed: unsealed, Reason: reason}); err != nil {
+			return err
+		}
+	} else if !hadCP {
+		// A new log starts with a checkpoint of nothing (lines=0), so that
+		// a log with lines and no checkpoint at all is always a rewrite
+		// (or unsigned), even in its first checkpoint_interval.
+		if err := a.checkpoint(true, nil); err != nil {
 			return err
 		}
 	}
@@ -111,11 +129,11 @@ func (a *Audit) EnableCheckpoints(signer ssh.Signer, name string, peer *Audit, i
 
 // Checkpoint appends a signed checkpoint now if lines were added since the
 // last one. It is a no-op without EnableCheckpoints.
-func (a *Audit) Checkpoint() error { return a.checkpoint(nil) }
+func (a *Audit) Checkpoint() error { return a.checkpoint(false, nil) }
 
 // tick is the periodic checkpoint; it re-arms itself until Close.
 func (a *Audit) tick() {
-	err := a.checkpoint(nil)
+	err := a.checkpoint(false, nil)
 	a.mu.Lock()
 	log := a.slog
 	if a.cpTimer != nil && a.f != nil {
@@ -135,7 +153,7 @@ func (a *Audit) closeCheckpoints() error {
 		a.cpTimer = nil
 	}
 	a.mu.Unlock()
-	return a.checkpoint(nil)
+	return a.checkpoint(false, nil)
 }
 
 // state returns the log's name, line count and head.
@@ -145,9 +163,10 @@ func (a *Audit) state() (string, int64, string) {
 	return a.name, a.seq, a.prev
 }
 
-// checkpoint writes one checkpoint line: always when unclean is set,
-// otherwise only if lines were added since the last checkpoint.
-func (a *Audit) checkpoint(unclean *Checkpoint) error {
+// checkpoint writes one checkpoint line: always when force is set,
+// otherwise only if lines were added since the last checkpoint. unclean,
+// when set, carries the start-up seal's Unsealed and Reason.
+func (a *Audit) checkpoint(force bool, unclean *Checkpoint) error {
 	if a == nil {
 		return nil
 	}
@@ -170,12 +189,15 @@ func (a *Audit) checkpoint(unclean *Checkpoint) error {
 		a.mu.Unlock()
 		return err
 	}
-	if unclean == nil && a.seq == a.lastCPSeq {
+	if !force && a.seq == a.lastCPSeq {
 		a.mu.Unlock()
 		return nil
 	}
 	t := a.now().UTC()
 	cp.Log, cp.Lines, cp.Head, cp.Time = a.name, a.seq, a.prev, t.Format(time.RFC3339Nano)
+	if a.interval > 0 {
+		cp.Interval = a.interval.String()
+	}
 	msg := cp.Message()
 	sig, err := SignSSHSIG(a.signer, AuditNamespace, []byte(msg))
 	if err != nil {
@@ -183,6 +205,9 @@ func (a *Audit) checkpoint(unclean *Checkpoint) error {
 		return fmt.Errorf("audit log %s: checkpoint: %w", a.path, err)
 	}
 	fields := map[string]any{"log": cp.Log, "lines": cp.Lines, "head": cp.Head, "signed": msg, "sig": string(sig)}
+	if cp.Interval != "" {
+		fields["interval"] = cp.Interval
+	}
 	if cp.Peer != "" {
 		fields["peer"], fields["peer_lines"], fields["peer_head"] = cp.Peer, cp.PeerLines, cp.PeerHead
 	}
@@ -284,6 +309,7 @@ func VerifyLog(r io.Reader, name string, pub ssh.PublicKey, want map[int64]bool)
 	br := newLineReader(r, MaxAuditLine)
 	prev := zeroHash
 	unchecked := 0
+	var firstUnsealed, lastLine string // times of the run after the last checkpoint
 	for {
 		line, complete, err := br.next()
 		if err == io.EOF {
@@ -321,6 +347,14 @@ func VerifyLog(r io.Reader, name string, pub ssh.PublicKey, want map[int64]bool)
 		if n == 1 {
 			rep.FirstTime = h.Time
 		}
+		if h.Event == CheckpointEvent {
+			firstUnsealed = ""
+		} else {
+			if firstUnsealed == "" {
+				firstUnsealed = h.Time
+			}
+			lastLine = h.Time
+		}
 		switch h.Event {
 		case CheckpointEvent:
 			cp, err := checkCheckpoint(line, h, name, pub)
@@ -356,13 +390,41 @@ func VerifyLog(r io.Reader, name string, pub ssh.PublicKey, want map[int64]bool)
 	}
 	rep.Unsealed = rep.Lines
 	if k := len(rep.Checkpoints); k > 0 {
-		rep.Unsealed = rep.Lines - rep.Checkpoints[k-1].Seq
+		last := rep.Checkpoints[k-1]
+		rep.Unsealed = rep.Lines - last.Seq
+		if p := unsealedTooLong(last, firstUnsealed, lastLine, rep.Unsealed); p != "" && rep.Unsealed > 0 {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", name, p))
+		}
 	}
 	if unchecked > 0 {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %d checkpoint signature(s) not checked: no recording public key (pass --key)", name, unchecked))
 	}
 	return rep
 }
+
+// unsealedTooLong reports lines after the last checkpoint that span much
+// longer than the checkpoint interval: a running bastion seals lines within
+// an interval, and a crash stops it writing, so such a tail was written
+// (or kept) after the checkpoints that sealed it were removed.
+func unsealedTooLong(last Checkpoint, first, lastLine string, n int64) string {
+	iv, err := time.ParseDuration(last.Interval)
+	if err != nil || first == "" {
+		return ""
+	}
+	t0, err0 := time.Parse(time.RFC3339Nano, first)
+	t1, err1 := time.Parse(time.RFC3339Nano, lastLine)
+	if err0 != nil || err1 != nil {
+		return ""
+	}
+	if span := t1.Sub(t0); span > 2*iv+unsealedSlack {
+		return fmt.Sprintf("the %d line(s) after the last checkpoint (line %d) span %v, but checkpoints are written every %v: the checkpoints after line %d were removed",
+			n, last.Seq, span.Round(time.Second), iv, last.Seq)
+	}
+	return ""
+}
+
+// unsealedSlack tolerates a delayed checkpoint timer on a loaded machine.
+const unsealedSlack = 5 * time.Second
 
 // checkCheckpoint parses and checks one checkpoint line against the chain
 // state before it (h.Prev, h.Seq-1).
@@ -371,6 +433,7 @@ func checkCheckpoint(line []byte, h auditHeader, name string, pub ssh.PublicKey)
 		Log       string `json:"log"`
 		Lines     *int64 `json:"lines"`
 		Head      string `json:"head"`
+		Interval  string `json:"interval"`
 		Peer      string `json:"peer"`
 		PeerLines int64  `json:"peer_lines"`
 		PeerHead  string `json:"peer_head"`
@@ -385,7 +448,7 @@ func checkCheckpoint(line []byte, h auditHeader, name string, pub ssh.PublicKey)
 	if f.Lines == nil {
 		return nil, errors.New(`field "lines" missing`)
 	}
-	cp := &Checkpoint{Seq: h.Seq, Log: f.Log, Lines: *f.Lines, Head: f.Head, Time: h.Time,
+	cp := &Checkpoint{Seq: h.Seq, Log: f.Log, Lines: *f.Lines, Head: f.Head, Time: h.Time, Interval: f.Interval,
 		Peer: f.Peer, PeerLines: f.PeerLines, PeerHead: f.PeerHead, Unsealed: f.Unsealed, Reason: f.Reason}
 	if cp.Log != name {
 		return nil, fmt.Errorf("seals log %q, but this is the %s log (copied from another log?)", Sanitize(cp.Log, 40), name)
@@ -393,6 +456,11 @@ func checkCheckpoint(line []byte, h auditHeader, name string, pub ssh.PublicKey)
 	if cp.Lines != h.Seq-1 || cp.Head != h.Prev {
 		return nil, fmt.Errorf("signs %d lines ending in %.16s…, but the chain before it has %d lines ending in %.16s…",
 			cp.Lines, Sanitize(cp.Head, 64), h.Seq-1, h.Prev)
+	}
+	if cp.Interval != "" {
+		if d, err := time.ParseDuration(cp.Interval); err != nil || d <= 0 {
+			return nil, fmt.Errorf("bad interval %q", Sanitize(cp.Interval, 40))
+		}
 	}
 	if cp.Peer != "" && (cp.Peer == name || !validHexHash(cp.PeerHead) || cp.PeerLines < 0) {
 		return nil, errors.New("bad peer fields")

@@ -125,7 +125,7 @@ func TestCheckpointUncleanStop(t *testing.T) {
 	a, _ := OpenAudit(path, nil)
 	a.EnableCheckpoints(signer, "audit", nil, 0)
 	a.Log("auth", map[string]any{"i": 1})
-	a.Close() // line 2: checkpoint
+	a.Close() // line 1: the new log's checkpoint, line 3: Close's
 	// A run that crashes: lines without their final checkpoint. (An Audit
 	// without a key writes the same lines; a killed process never runs
 	// Close.)
@@ -142,7 +142,7 @@ func TestCheckpointUncleanStop(t *testing.T) {
 		return rep
 	}
 	rep := verify()
-	if len(rep.Problems) != 0 || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "last 3 line(s) come after the last checkpoint (line 2)") {
+	if len(rep.Problems) != 0 || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "last 3 line(s) come after the last checkpoint (line 3)") {
 		t.Fatalf("after a crash: problems %q notes %q", rep.Problems, rep.Notes)
 	}
 	a, _ = OpenAudit(path, nil)
@@ -151,7 +151,7 @@ func TestCheckpointUncleanStop(t *testing.T) {
 	}
 	a.Close()
 	lines := parseLines(t, path)
-	if len(lines) != 6 || lines[5]["unsealed"] != float64(3) || !strings.Contains(lines[5]["reason"].(string), "unclean stop") {
+	if len(lines) != 7 || lines[6]["unsealed"] != float64(3) || !strings.Contains(lines[6]["reason"].(string), "unclean stop") {
 		t.Fatalf("start-up seal: %v", lines[len(lines)-1])
 	}
 	rep = verify()
@@ -168,20 +168,20 @@ func TestCheckpointPeriodic(t *testing.T) {
 	audit.Log("auth", map[string]any{"i": 1})
 	path := filepath.Join(dir, "audit.jsonl")
 	deadline := time.Now().Add(10 * time.Second)
-	for len(readLines(t, path)) < 2 {
+	for len(readLines(t, path)) < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("no periodic checkpoint")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if n := len(readLines(t, path)); n != 2 {
-		t.Errorf("%d lines after an idle period, want 2 (no checkpoint without a change)", n)
+	if n := len(readLines(t, path)); n != 3 {
+		t.Errorf("%d lines after an idle period, want 3 (no checkpoint without a change)", n)
 	}
 	audit.Close()
 	index.Close()
-	if n := len(readLines(t, path)); n != 2 {
-		t.Errorf("%d lines after Close, want 2", n)
+	if n := len(readLines(t, path)); n != 3 {
+		t.Errorf("%d lines after Close, want 3", n)
 	}
 }
 
@@ -203,10 +203,15 @@ func TestCheckpointTamper(t *testing.T) {
 		// Re-hash everything without the key: the old checkpoint no longer
 		// matches the chain before it.
 		"rehashed": func() []byte { return rechain(t, bytes.Replace(orig, []byte(`"i":1`), []byte(`"i":7`), 1)) },
-		// Drop the checkpoint and re-hash: no checkpoint at all.
+		// Drop the checkpoints and re-hash: no checkpoint at all.
 		"dropped": func() []byte {
-			ls := bytes.SplitAfter(orig, []byte("\n"))
-			return rechain(t, bytes.Join(ls[:3], nil))
+			var keep [][]byte
+			for _, l := range bytes.SplitAfter(orig, []byte("\n")) {
+				if !bytes.Contains(l, []byte(`"event":"checkpoint"`)) {
+					keep = append(keep, l)
+				}
+			}
+			return rechain(t, bytes.Join(keep, nil))
 		},
 		// A checkpoint signed by another key.
 		"other key": func() []byte {
@@ -235,7 +240,7 @@ func TestCheckpointTamper(t *testing.T) {
 		}
 		// The chain-only check of the old VerifyAudit passes: only the
 		// checkpoint shows the forgery.
-		if name != "other key" {
+		if name == "rehashed" || name == "dropped" {
 			if _, err := VerifyAudit(bytes.NewReader(must(os.ReadFile(path)))); err != nil {
 				t.Errorf("%s: chain should be intact (re-hashed): %v", name, err)
 			}
@@ -303,11 +308,55 @@ func TestAuditServiceLog(t *testing.T) {
 		}
 		got = append(got, m)
 	}
-	if len(got) != 2 || got[0]["msg"] != "audit event" || got[0]["event"] != "auth" || got[0]["login"] != "root" ||
-		got[0]["seq"] != float64(1) || got[0]["log"] != "audit" {
+	// The new log's checkpoint of nothing, the event, the Close checkpoint.
+	if len(got) != 3 || got[1]["msg"] != "audit event" || got[1]["event"] != "auth" || got[1]["login"] != "root" ||
+		got[1]["seq"] != float64(2) || got[1]["log"] != "audit" {
 		t.Fatalf("service log: %v", got)
 	}
-	if got[1]["event"] != CheckpointEvent || !strings.HasPrefix(got[1]["signed"].(string), "gatehouse-audit checkpoint v1 log=audit lines=1 ") || got[1]["sig"] == "" {
-		t.Fatalf("checkpoint on the service log: %v", got[1])
+	if got[2]["event"] != CheckpointEvent || !strings.HasPrefix(got[2]["signed"].(string), "gatehouse-audit checkpoint v1 log=audit lines=2 ") || got[2]["sig"] == "" {
+		t.Fatalf("checkpoint on the service log: %v", got[2])
+	}
+}
+
+// TestCheckpointRemovedTail: a tail of lines after the last checkpoint
+// that spans far longer than the checkpoint interval is a problem: a
+// running bastion would have sealed it, so its checkpoints were removed
+// (someone kept the new log's first checkpoint and rewrote the rest).
+func TestCheckpointRemovedTail(t *testing.T) {
+	dir := t.TempDir()
+	signer, keyPath := genKey(t, dir)
+	pub := mustParsePub(t, must(os.ReadFile(keyPath+".pub")))
+	path := filepath.Join(dir, "audit.jsonl")
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { now = now.Add(time.Minute); return now }
+	a, _ := OpenAudit(path, clock)
+	a.EnableCheckpoints(signer, "audit", nil, 10*time.Second)
+	for i := 0; i < 3; i++ {
+		a.Log("auth", map[string]any{"i": i})
+	}
+	a.Close()
+	lines := bytes.SplitAfter(must(os.ReadFile(path)), []byte("\n"))
+	os.WriteFile(path, bytes.Join(lines[:len(lines)-2], nil), 0o600) // the Close checkpoint removed
+	rep, err := VerifyEvidence("", path, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "span 2m0s, but checkpoints are written every 10s") {
+		t.Fatalf("problems %q notes %q", rep.Problems, rep.Notes)
+	}
+	// Within the interval it is what a crash leaves: a note.
+	now = time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	clock = func() time.Time { now = now.Add(time.Second); return now }
+	os.Remove(path)
+	a, _ = OpenAudit(path, clock)
+	a.EnableCheckpoints(signer, "audit", nil, 10*time.Second)
+	for i := 0; i < 3; i++ {
+		a.Log("auth", map[string]any{"i": i})
+	}
+	a.Close()
+	lines = bytes.SplitAfter(must(os.ReadFile(path)), []byte("\n"))
+	os.WriteFile(path, bytes.Join(lines[:len(lines)-2], nil), 0o600)
+	if rep, _ := VerifyEvidence("", path, pub); len(rep.Problems) != 0 || len(rep.Notes) != 1 {
+		t.Fatalf("crash-like tail: problems %q notes %q", rep.Problems, rep.Notes)
 	}
 }

@@ -49,15 +49,24 @@ func (rp *recordingPaths) resolve(g *globals, needKey bool) (dir string, pub ssh
 	if keyPath == "" {
 		return "", nil, usageErrorf("no recording key: set [bastion] recording_key or pass --key FILE.pub")
 	}
-	b, err := os.ReadFile(keyPath)
+	pub, err = readPublicKey(keyPath)
 	if err != nil {
-		return "", nil, usageErrorf("recording public key: %v", err)
-	}
-	pub, _, _, _, err = ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		return "", nil, usageErrorf("recording public key %s: %v", keyPath, err)
+		return "", nil, err
 	}
 	return dir, pub, nil
+}
+
+// readPublicKey reads the recording public key (authorized_keys format).
+func readPublicKey(path string) (ssh.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErrorf("recording public key: %v", err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, usageErrorf("recording public key %s: %v", path, err)
+	}
+	return pub, nil
 }
 
 func newRecordingsCmd(g *globals) *cobra.Command {
@@ -218,9 +227,13 @@ the recording key is known, a log without any checkpoint.`,
 				if dir, pub, err = rp.resolve(g, true); err != nil {
 					return err
 				}
-			} else {
+			} else if rp.key != "" {
 				// --audit alone: checkpoints are checked with the
-				// recording key when one is configured or given.
+				// recording key given or configured.
+				if pub, err = readPublicKey(rp.key); err != nil {
+					return err
+				}
+			} else {
 				_, pub, _ = rp.resolve(g, true)
 			}
 			var results []record.VerifyResult

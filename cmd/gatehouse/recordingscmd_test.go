@@ -55,7 +55,7 @@ func TestRecordingsVerifyEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"recordings", "verify", "--dir", root, "--key", keyPath + ".pub", "--all", "--audit", auditPath}
-	if code, out, errs := ghRun(t, args...); code != 0 || !strings.Contains(out, "audit log: OK, 5 lines, hash chain intact, 1 signed checkpoint(s)") {
+	if code, out, errs := ghRun(t, args...); code != 0 || !strings.Contains(out, "audit log: OK, 6 lines, hash chain intact, 2 signed checkpoint(s)") {
 		t.Fatalf("intact: exit %d\n%s%s", code, out, errs)
 	}
 	// A line after the last checkpoint (the bastion is running) is a note.
