@@ -55,11 +55,11 @@ const checkpointPrefix = "gatehouse-audit checkpoint v1"
 
 // Checkpoint is one parsed checkpoint line.
 type Checkpoint struct {
-	Seq       int64  // the checkpoint line's own seq
-	Log       string // which log it seals: "audit" or "index"
-	Lines     int64  // lines before the checkpoint
-	Head      string // hex SHA-256 of line Lines
-	Time      string // the checkpoint line's time
+	Seq   int64  // the checkpoint line's own seq
+	Log   string // which log it seals: "audit" or "index"
+	Lines int64  // lines before the checkpoint
+	Head  string // hex SHA-256 of line Lines
+	Time  string // the checkpoint line's time
 	// Interval is the checkpoint interval the bastion ran with ("" when
 	// checkpoints are written at Close only): no line may stay unsealed
 	// much longer, so a long unsealed tail means checkpoints were removed.
