@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // sshAuditFinding is one [fail] or [warn] line of ssh-audit's report.
@@ -132,5 +134,30 @@ func TestRSAHostKeySHA2Only(t *testing.T) {
 	}
 	if r := f.sshBastion(t, key, cert, "admin", "-o", "HostKeyAlgorithms=rsa-sha2-512"); strings.Contains(r.Stderr, "no matching") {
 		t.Errorf("rsa-sha2-512 refused: %s", r)
+	}
+}
+
+// TestMLKEMKex: x/crypto's server side negotiates the hybrid post-quantum
+// mlkem768x25519-sha256 (the stock OpenSSH 9.2 of Debian 12 cannot offer
+// it, so an x/crypto client restricted to it stands in).
+func TestMLKEMKex(t *testing.T) {
+	f := newFixture(t, nil)
+	key, cert, _ := f.userCert(t, f.ca, "-n", "admin", "-V", "-1m:+1h")
+	cc := &gossh.ClientConfig{
+		Config:          gossh.Config{KeyExchanges: []string{gossh.KeyExchangeMLKEM768X25519}},
+		User:            "admin",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(loadSigner(t, key.Priv, cert))},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout:         10 * time.Second,
+	}
+	c, err := dialSSH(f.port, cc)
+	if err != nil {
+		t.Fatalf("mlkem768x25519-sha256 only: %v", err)
+	}
+	c.Close()
+	cc.Config.KeyExchanges = []string{gossh.KeyExchangeECDHP256}
+	if c, err := dialSSH(f.port, cc); err == nil {
+		c.Close()
+		t.Fatal("ecdh-sha2-nistp256 accepted by default")
 	}
 }
