@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gatehouse/bastion/record"
 )
@@ -156,4 +157,37 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestUncleanStopSealed: the files a crashed bastion leaves (copied while
+// it runs, before any periodic or shutdown checkpoint) are sealed by the
+// next start with a checkpoint that says so; they then verify, with a note.
+func TestUncleanStopSealed(t *testing.T) {
+	e := newProxyEnv(t)
+	b := newProxyBastion(t, e, func(c *Config) { c.CheckpointInterval.Duration = time.Hour })
+	key, cert, id := b.admin(t)
+	if out, err := exec.Command("ssh", "-F", b.proxyConfig(t, key, cert), "web1", "echo crash").CombinedOutput(); err != nil {
+		t.Fatalf("ssh: %v\n%s", err, out)
+	}
+	b.recordingOf(t, id)
+	crashed := t.TempDir()
+	recs, audit := filepath.Join(crashed, "recordings"), filepath.Join(crashed, "audit.jsonl")
+	if out, err := exec.Command("cp", "-a", b.recDir, recs).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	writeFile(t, audit, readFile(t, b.auditPath))
+	if rep, err := record.VerifyEvidence(recs, audit, e.recPub); err != nil || len(rep.Problems) != 0 ||
+		!strings.Contains(strings.Join(rep.Notes, "\n"), "come after the last checkpoint (line 1)") {
+		t.Fatalf("crashed state: %v %+v", err, rep)
+	}
+	b2 := newProxyBastion(t, e, func(c *Config) { c.AuditLog, c.RecordingsDir = audit, recs })
+	b2.stop(t)
+	rep, err := record.VerifyEvidence(recs, audit, e.recPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(rep.Notes, "\n")
+	if len(rep.Problems) != 0 || !strings.Contains(notes, "audit log line") || !strings.Contains(notes, "at start-up: unclean stop") {
+		t.Fatalf("after the restart: problems %q notes %q", rep.Problems, rep.Notes)
+	}
 }
