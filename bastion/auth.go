@@ -14,46 +14,6 @@ import (
 	"gatehouse/bastion/record"
 )
 
-// Algorithm lists: explicit, so that a library default can never bring back
-// SHA-1 key exchange or MACs, CBC, or ssh-rsa signatures. Strict KEX
-// (kex-strict-s-v00@openssh.com, the Terrapin fix) is always advertised by
-// x/crypto >= v0.17 and needs no setting.
-var (
-	kexAlgos = []string{
-		gossh.KeyExchangeMLKEM768X25519,
-		gossh.KeyExchangeCurve25519, // also offers curve25519-sha256@libssh.org
-		gossh.KeyExchangeECDHP256,
-		gossh.KeyExchangeECDHP384,
-		gossh.KeyExchangeECDHP521,
-	}
-	cipherAlgos = []string{
-		gossh.CipherAES128GCM,
-		gossh.CipherAES256GCM,
-		gossh.CipherChaCha20Poly1305,
-		gossh.CipherAES128CTR,
-		gossh.CipherAES192CTR,
-		gossh.CipherAES256CTR,
-	}
-	macAlgos = []string{
-		gossh.HMACSHA256ETM,
-		gossh.HMACSHA512ETM,
-		gossh.HMACSHA256,
-		gossh.HMACSHA512,
-	}
-	// pubKeyAuthAlgos are the client signature algorithms accepted; for
-	// certificates x/crypto maps the cert algorithm to these.
-	pubKeyAuthAlgos = []string{
-		gossh.KeyAlgoED25519,
-		gossh.KeyAlgoSKED25519,
-		gossh.KeyAlgoECDSA256,
-		gossh.KeyAlgoECDSA384,
-		gossh.KeyAlgoECDSA521,
-		gossh.KeyAlgoSKECDSA256,
-		gossh.KeyAlgoRSASHA512,
-		gossh.KeyAlgoRSASHA256,
-	}
-)
-
 // permToken is the Permissions extension that ties an authenticated
 // connection to the identity its final, verified auth attempt proved.
 const permToken = "gatehouse-auth-token@gatehouse"
@@ -124,11 +84,12 @@ func (s *Server) newGliderServer() *gl.Server {
 // serverConfig builds the x/crypto configuration for one connection.
 func (s *Server) serverConfig(ctx gl.Context) *gossh.ServerConfig {
 	sess := sessionOf(ctx)
+	algos := s.cfg.algorithms()
 	return &gossh.ServerConfig{
 		Config: gossh.Config{
-			KeyExchanges: kexAlgos,
-			Ciphers:      cipherAlgos,
-			MACs:         macAlgos,
+			KeyExchanges: algos.kex,
+			Ciphers:      algos.ciphers,
+			MACs:         algos.macs,
 		},
 		MaxAuthTries:            6,
 		PublicKeyAuthAlgorithms: pubKeyAuthAlgos,
@@ -189,17 +150,13 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 			return nil, ar
 		}
 	}
-	id, err := s.checker.Check(login, conn.RemoteAddr(), key)
-	if err != nil {
-		reason, detail := refusalOf(err)
+	_, id, reason, detail := s.acceptIdentity(login, conn.RemoteAddr(), key, false)
+	if id == nil {
 		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
 	}
 	cert := id.Cert
 	if cert == nil {
 		cert, _ = key.(*gossh.Certificate)
-	}
-	if cert == nil || sanitize(id.Login) != id.Login {
-		return nil, &authRefused{reason: "internal", detail: "identity without certificate or with an unprintable login", fields: keyFields(key)}
 	}
 	var tb [16]byte
 	_, _ = rand.Read(tb[:])

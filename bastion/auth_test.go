@@ -68,7 +68,7 @@ func TestJumpAccepted(t *testing.T) {
 	if end.str("reason") != "closed by client" {
 		t.Errorf("conn.end reason = %q", end.str("reason"))
 	}
-	if rep, ok := f.srv.CheckCert(cert, "", ""); !ok || !strings.Contains(strings.Join(rep, "\n"), "rule 0 matches") {
+	if rep, ok := f.srv.CheckCert(cert, "", ""); !ok || !strings.Contains(strings.Join(rep, "\n"), "rule 0 (principals admin): jump to") {
 		t.Errorf("CheckCert on a good certificate: ok=%v\n%s", ok, strings.Join(rep, "\n"))
 	}
 }

@@ -47,6 +47,7 @@ const (
 	DefaultDialTimeout                 = 10 * time.Second
 	DefaultMinFreeSpace                = ByteSize(1 << 30)
 	DefaultMaxCommandBytes             = ByteSize(upstream.DefaultMaxCommandBytes)
+	DefaultCheckpointInterval          = 10 * time.Second
 )
 
 // Config is the [bastion] table of the configuration file. Zero values mean
@@ -150,6 +151,21 @@ type Config struct {
 	// MinFreeSpace refuses new recorded sessions below this much free disk
 	// space in RecordingsDir, e.g. "1GiB" (default 1GiB).
 	MinFreeSpace ByteSize `toml:"min_free_space"`
+
+	// CheckpointInterval is how often the audit log and the recordings
+	// index get a checkpoint signed with RecordingKey when lines were
+	// added (default 10s); one is also written at shutdown. Without a
+	// recording_key there are no checkpoints.
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
+
+	// KexAlgorithms, Ciphers, MACs and HostKeyAlgorithms replace the
+	// hardened default algorithm lists (algos.go) to admit older clients;
+	// every name must be one the bastion implements safely
+	// (WiderAlgorithms).
+	KexAlgorithms     []string `toml:"kex_algorithms"`
+	Ciphers           []string `toml:"ciphers"`
+	MACs              []string `toml:"macs"`
+	HostKeyAlgorithms []string `toml:"host_key_algorithms"`
 }
 
 // ByteSize is a size that decodes from TOML strings like "512MiB", "1GiB"
@@ -223,6 +239,9 @@ func (c *Config) Defaults() {
 	if c.MaxCommandBytes == 0 {
 		c.MaxCommandBytes = DefaultMaxCommandBytes
 	}
+	if c.CheckpointInterval.Duration == 0 {
+		c.CheckpointInterval.Duration = DefaultCheckpointInterval
+	}
 }
 
 // Validate reports the first invalid setting, naming its key in the
@@ -270,6 +289,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSession.Duration < 0 {
 		return bad("max_session", "must not be negative")
+	}
+	if c.CheckpointInterval.Duration < 0 {
+		return bad("checkpoint_interval", "must be positive, got %v", c.CheckpointInterval.Duration)
+	}
+	if err := c.checkAlgorithms(); err != nil {
+		return err
 	}
 	if c.MaxUnauthenticated < 0 {
 		return bad("max_unauthenticated", "must not be negative")

@@ -16,7 +16,6 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"gatehouse/bastion/certauth"
-	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
 )
 
@@ -108,55 +107,20 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 		sess.forwards--
 		sess.mu.Unlock()
 	}()
-	ips, err := resolve(ctx, host)
-	if err != nil {
-		deny(gossh.ConnectionFailed, err.Error())
+	v := s.decideJump(ctx, id, host, port, dest)
+	if v.proxyIP.IsValid() {
+		fields["resolved_ip"] = v.proxyIP.String()
+		s.proxyJump(ctx, sess, id, nc, host, v.proxyIP, port, fields)
 		return
 	}
-	pol := s.policy.Load()
-	var chosen netip.Addr
-	var dec policy.Decision
-	for _, ip := range ips {
-		d := pol.Decide(policy.Request{Principals: id.Principals, Host: host, IP: ip, Port: port, Login: id.Login, Mode: "jump"}, s.protected)
-		if d.Allow {
-			chosen, dec = ip, d
-			break
+	if v.refusal != "" {
+		if len(v.ips) > 0 && !v.chosen.IsValid() {
+			fields["resolved_ip"] = ipStrings(v.ips)
 		}
-		if dec.Reason == "" {
-			dec = d
-		}
-	}
-	if !chosen.IsValid() {
-		reason := "no rule allows a jump to " + dest
-		if dec.Reason != "" {
-			reason += ": " + record.Sanitize(dec.Reason, 200)
-		}
-		for _, ip := range ips {
-			// The target login is not known yet (the inner SSH login
-			// says it): ask only whether the destination is listed for
-			// proxy mode; an empty login is in no rule's logins.
-			pd := pol.Decide(policy.Request{Principals: id.Principals, Host: host, IP: ip, Port: port, Mode: policy.ModeProxy}, s.protected)
-			if pd.Allow || pd.Reason == policy.ReasonLoginNotAllowed {
-				if s.proxy == nil {
-					reason = dest + " is allowed only through the recording proxy, which is not configured"
-					break
-				}
-				// No permit-port-forwarding needed: nothing is
-				// forwarded, the bastion terminates SSH itself (as for
-				// login@host@bastion, which opens no forward at all).
-				fields["resolved_ip"] = ip.String()
-				s.proxyJump(ctx, sess, id, nc, host, ip, port, fields)
-				return
-			}
-		}
-		fields["resolved_ip"] = ipStrings(ips)
-		deny(gossh.Prohibited, reason)
+		deny(v.kind, v.refusal)
 		return
 	}
-	if !id.PermitPortForwarding {
-		deny(gossh.Prohibited, "certificate does not permit port forwarding (sign it with -O permit-port-forwarding)")
-		return
-	}
+	chosen, dec := v.chosen, v.dec
 	target := netip.AddrPortFrom(chosen, port)
 	fields["resolved_ip"] = chosen.String()
 	fields["rule"] = dec.Rule

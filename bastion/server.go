@@ -83,6 +83,9 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		return nil, err
 	}
 	signers, err := loadHostSigners(cfg.HostKeys, cfg.HostCertificates)
+	if err == nil {
+		signers, err = restrictHostSigners(signers, cfg.algorithms().hostKeys, log)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("[bastion] host_keys: %w", err)
 	}
@@ -126,6 +129,10 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		}
 		s.proxy = ps
 	}
+	if err := s.startCheckpoints(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.policy.Store(pol)
 	rules := append([]policy.Rule(nil), cfg.Rules...)
 	s.rules.Store(&rules)
@@ -134,14 +141,16 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 	return s, nil
 }
 
-// Close closes the audit log and the recordings index. Call it after
-// Serve has returned.
+// Close closes the audit log, then the recordings index, each with a final
+// checkpoint; in that order the index's last checkpoint also signs the
+// audit log's, so not even the audit log's last line can be cut unseen.
+// Call it after Serve has returned.
 func (s *Server) Close() error {
-	var err error
+	err := s.audit.Close()
 	if s.proxy != nil {
-		err = s.proxy.recCfg.Index.Close()
+		err = errors.Join(err, s.proxy.recCfg.Index.Close())
 	}
-	return errors.Join(s.audit.Close(), err)
+	return err
 }
 
 // SetRules replaces the destination rules (after a configuration reload).

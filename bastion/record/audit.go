@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"gatehouse/bastion/internal/sanitize"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // MaxAuditLine is the largest audit line, in bytes without the newline, that
@@ -54,6 +57,18 @@ type Audit struct {
 	err       error  // sticky failure
 	syncTimer *time.Timer
 	dirty     bool
+
+	// Checkpoints (EnableCheckpoints, checkpoint.go).
+	name       string        // "audit" or "index": what checkpoints say they seal
+	signer     ssh.Signer    // nil: no checkpoints
+	peer       *Audit        // the other log, whose head each checkpoint also signs
+	interval   time.Duration // between periodic checkpoints
+	cpTimer    *time.Timer
+	openSeq    int64 // seq of the last line when the file was opened
+	lastCPSeq  int64 // seq of the last checkpoint line (0: none)
+	hadCP      bool  // the file held a checkpoint when opened
+	slog       *slog.Logger
+	slogFields []any
 }
 
 // OpenAudit opens (or creates, 0600, with a 0700 parent directory) the audit
@@ -120,6 +135,12 @@ func (a *Audit) loadTail() error {
 	sum := sha256.Sum256(line)
 	a.prev = hex.EncodeToString(sum[:])
 	a.seq = h.Seq
+	a.openSeq = h.Seq
+	cp, err := findLastCheckpoint(a.f, size)
+	if err != nil {
+		return fmt.Errorf("audit log %s: looking for the last checkpoint: %w", a.path, err)
+	}
+	a.lastCPSeq, a.hadCP = cp, cp > 0
 	return nil
 }
 
@@ -164,7 +185,8 @@ func parseAuditHeader(line []byte) (auditHeader, error) {
 // seq, and every value must be JSON-encodable. The line is written with a
 // single write(2) before Log returns; it is fsynced within a second and at
 // Close. After any write failure the Audit is failed and every later Log
-// returns the error.
+// returns the error. With SetLogger, the event is also emitted on the
+// service log once written.
 func (a *Audit) Log(event string, fields map[string]any) error {
 	if a == nil {
 		return errors.New("audit log: not open")
@@ -174,24 +196,37 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 		return err
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.err != nil {
-		return a.err
+		err := a.err
+		a.mu.Unlock()
+		return err
 	}
-	// time and the chain fields are filled in under the lock so that lines
-	// are in time and seq order.
+	seq, err := a.writeLocked(event, a.now().UTC(), line)
+	log, attrs := a.slog, a.slogFields
+	a.mu.Unlock()
+	if err == nil && log != nil {
+		emitEvent(log, attrs, seq, event, fields)
+	}
+	return err
+}
+
+// writeLocked appends the line {"time":t,<body>,"prev":…,"seq":…}; body
+// starts with `,"event":`. It returns the new line's seq. Callers hold a.mu
+// and have checked a.err; time and the chain fields are filled in under the
+// lock so that lines are in time and seq order.
+func (a *Audit) writeLocked(event string, t time.Time, body []byte) (int64, error) {
 	seq := a.seq + 1
-	full := make([]byte, 0, len(line)+160)
+	full := make([]byte, 0, len(body)+160)
 	full = append(full, `{"time":`...)
-	full = strconv.AppendQuote(full, a.now().UTC().Format(time.RFC3339Nano))
-	full = append(full, line...)
+	full = strconv.AppendQuote(full, t.Format(time.RFC3339Nano))
+	full = append(full, body...)
 	full = append(full, `,"prev":"`...)
 	full = append(full, a.prev...)
 	full = append(full, `","seq":`...)
 	full = strconv.AppendInt(full, seq, 10)
 	full = append(full, '}')
 	if len(full) > MaxAuditLine {
-		return fmt.Errorf("audit log %s: event %q is %d bytes, over the %d-byte line limit; shorten fields with Sanitize",
+		return 0, fmt.Errorf("audit log %s: event %q is %d bytes, over the %d-byte line limit; shorten fields with Sanitize",
 			a.path, Sanitize(event, 60), len(full), MaxAuditLine)
 	}
 	sum := sha256.Sum256(full)
@@ -203,7 +238,7 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 			// disk has room again, instead of refusing a broken tail.
 			a.f.Truncate(a.size)
 		}
-		return a.err
+		return 0, a.err
 	}
 	a.size += int64(len(full))
 	a.prev = hex.EncodeToString(sum[:])
@@ -212,7 +247,34 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 	if a.syncTimer == nil {
 		a.syncTimer = time.AfterFunc(auditSyncInterval, a.syncLater)
 	}
-	return nil
+	return seq, nil
+}
+
+// SetLogger makes every line written from now on also a structured entry
+// on log (message "audit event", attributes log, seq, event and the
+// event's fields): the service log (journald) can be shipped off the box,
+// which is the copy that catches a root who cuts or re-signs this file.
+// name is the log attribute ("audit" or "index").
+func (a *Audit) SetLogger(log *slog.Logger, name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.slog, a.slogFields = log, []any{"log", name}
+}
+
+// emitEvent writes one audit event as a structured service-log entry.
+func emitEvent(log *slog.Logger, attrs []any, seq int64, event string, fields map[string]any) {
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	args := make([]any, 0, len(attrs)+4+2*len(keys))
+	args = append(args, attrs...)
+	args = append(args, "seq", seq, "event", event)
+	for _, k := range keys {
+		args = append(args, k, fields[k])
+	}
+	log.Info("audit event", args...)
 }
 
 // encode renders `,"event":…` and the caller's fields in sorted key order,
@@ -273,11 +335,14 @@ func (a *Audit) syncLocked() {
 	a.dirty = false
 }
 
-// Close fsyncs and closes the log. Later Log calls return an error.
+// Close writes a final checkpoint (when checkpoints are enabled and lines
+// were added since the last), fsyncs and closes the log. Later Log calls
+// return an error.
 func (a *Audit) Close() error {
 	if a == nil {
 		return nil
 	}
+	cpErr := a.closeCheckpoints()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.f == nil {
@@ -296,6 +361,9 @@ func (a *Audit) Close() error {
 	}
 	if syncErr != nil {
 		return syncErr
+	}
+	if cpErr != nil {
+		return cpErr
 	}
 	if cerr != nil {
 		return fmt.Errorf("audit log %s: close: %w", a.path, cerr)

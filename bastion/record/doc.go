@@ -9,6 +9,9 @@
 // (byte-exact output), then manifest.json and manifest.json.sig once
 // closed. An optional hash-chained index.jsonl in the recordings root
 // (RecorderConfig.Index, VerifyAll) reveals recordings deleted as a whole.
+// Signed checkpoint lines in both logs (Audit.EnableCheckpoints, namespace
+// AuditNamespace) reveal lines cut from their end and logs rewritten
+// without the key; VerifyEvidence checks the whole body of evidence.
 // Every write failure is sticky and returned to the caller, which
 // ends the session: the bastion fails closed rather than run unrecorded.
 package record

@@ -114,10 +114,11 @@ func writeExclusive(path string, b []byte, mode os.FileMode) error {
 }
 
 // AllowedSigners returns the allowed_signers line (ssh-keygen(1) ALLOWED
-// SIGNERS) with which stock OpenSSH verifies recording manifests:
+// SIGNERS) with which stock OpenSSH verifies recording manifests and
+// audit checkpoints (README: "Checkpoints"):
 //
 //	ssh-keygen -Y verify -f allowed_signers -I gatehouse -n gatehouse-recording \
 //	    -s manifest.json.sig < manifest.json
 func AllowedSigners(pub ssh.PublicKey) string {
-	return "gatehouse namespaces=\"" + RecordingNamespace + "\" " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + "\n"
+	return "gatehouse namespaces=\"" + RecordingNamespace + "," + AuditNamespace + "\" " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + "\n"
 }

@@ -438,6 +438,10 @@ type (
 	}
 )
 
+// ptyNoticeDelay separates a refused pty's stderr notice from the
+// failure reply (see request).
+const ptyNoticeDelay = 100 * time.Millisecond
+
 // request handles one admin request and says whether it succeeded.
 func (r *relay) request(req *ssh.Request) bool {
 	deny := func(why string) bool { return r.denyWith(req, why, nil) }
@@ -452,7 +456,15 @@ func (r *relay) request(req *ssh.Request) bool {
 			return deny("malformed pty-req")
 		}
 		if r.opts.DenyPTY {
-			return deny("certificate does not permit a pty")
+			// The client would only print "PTY allocation request
+			// failed": say why on its stderr.
+			why := "certificate does not permit a pty (sign it with -O permit-pty)"
+			fmt.Fprintf(r.down.Stderr(), "gatehouse: %s\r\n", why)
+			// With -t, OpenSSH closes the channel on the failure reply
+			// and may exit before it wrote stderr data that arrived in
+			// the same read: let the message go first.
+			time.Sleep(ptyNoticeDelay)
+			return deny(why)
 		}
 		if !forward() {
 			return false

@@ -68,22 +68,51 @@ func runBastion(ctx context.Context, g *globals, cfg *bastion.Config) error {
 }
 
 func newCheckCertCmd(g *globals) *cobra.Command {
-	var login, source string
+	var u bastion.CertUse
+	var jump, proxy bool
 	c := &cobra.Command{
 		Use:   "check-cert FILE",
-		Short: "Explain, line by line, whether a certificate would be accepted and by which rule",
-		Args:  cobra.ExactArgs(1),
+		Short: "Explain, step by step, whether the bastion would accept a certificate for a use",
+		Long: `Decide, with the live bastion's own decision functions, whether the OpenSSH
+user certificate in FILE would be accepted, and explain every step: each
+certificate check, the rule and entry that allow the destination, and a
+missing permit-port-forwarding (jumps) or permit-pty (interactive recorded
+sessions).
+
+Say the intended use with --to HOST:PORT and --jump (ssh -J to a jump
+destination; --login is the bastion login, a principal) or --proxy (a
+recorded session; --login is the login on the target), plus --pty for an
+interactive terminal. --login user@host[:port] alone is the recording
+proxy's login@host@bastion form. Without --to, it lists what the
+certificate can do under each rule.
+
+It reads the same configuration, CA keys, revocation list and rules as
+the bastion, opens no audit log and writes nothing, so it runs beside a
+live bastion. Exit 0 if accepted, 3 if refused (or, without --to, if the
+certificate can do nothing), 2 for a configuration or usage error.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if jump && proxy {
+				return usageErrorf("--jump and --proxy exclude each other")
+			}
+			if (jump || proxy) && u.To == "" {
+				return usageErrorf("--jump and --proxy need --to HOST:PORT")
+			}
+			if jump {
+				u.Mode = "jump"
+			}
+			if proxy {
+				u.Mode = "proxy"
+			}
 			cfg, err := loadBastionConfig(g)
 			if err != nil {
 				return err
 			}
-			srv, err := bastion.New(*cfg, g.log, time.Now)
+			srv, err := bastion.NewCheckOnly(*cfg, g.log, time.Now)
 			if err != nil {
 				return usageErrorf("bastion: %v", err)
 			}
-			defer srv.Close()
-			report, ok := srv.CheckCert(args[0], login, source)
+			report, ok := srv.CheckCertUse(args[0], u)
 			if g.json {
 				if err := writeJSON(g.stdout, map[string]any{"certificate": args[0], "accepted": ok, "report": report}); err != nil {
 					return err
@@ -99,7 +128,11 @@ func newCheckCertCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&login, "login", "", "login name the client would send (default: the first principal)")
-	c.Flags().StringVar(&source, "source", "", "client source address (default 127.0.0.1)")
+	c.Flags().StringVar(&u.Login, "login", "", "login name the client would send: a principal for --jump (default the first), the target login for --proxy, or user@host[:port]")
+	c.Flags().StringVar(&u.To, "to", "", "destination HOST:PORT (default: list what the certificate can do)")
+	c.Flags().BoolVar(&jump, "jump", false, "decide an ssh -J jump to --to")
+	c.Flags().BoolVar(&proxy, "proxy", false, "decide a recorded session to --to as --login")
+	c.Flags().BoolVar(&u.PTY, "pty", false, "ask for an interactive terminal")
+	c.Flags().StringVar(&u.Source, "source", "", "client source address (default 127.0.0.1)")
 	return c
 }

@@ -302,7 +302,7 @@ Try it yourself (in another terminal):
 
   # the bastion's hash-chained audit log, and its verification
   cat %[8]s
-  go run ./cmd/gatehouse recordings verify --audit %[8]s
+  go run ./cmd/gatehouse recordings verify --audit %[8]s --key %[13]s
 
   # what the mirror, the server and the bastion logged
   less %[9]s

@@ -50,7 +50,7 @@ func TestInitIsIdempotentAndPrivate(t *testing.T) {
 	if st, _ := os.Stat(state); st.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode %04o, want 0700", st.Mode().Perm())
 	}
-	for _, want := range []string{"TrustedUserCAKeys", "@cert-authority * ssh-ed25519 ", "signed-by=", "namespaces=\"gatehouse-recording\""} {
+	for _, want := range []string{"TrustedUserCAKeys", "@cert-authority * ssh-ed25519 ", "signed-by=", "namespaces=\"gatehouse-recording,gatehouse-audit\""} {
 		if !strings.Contains(out, want) {
 			t.Errorf("init output lacks %q", want)
 		}

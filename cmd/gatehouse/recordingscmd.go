@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,15 +49,24 @@ func (rp *recordingPaths) resolve(g *globals, needKey bool) (dir string, pub ssh
 	if keyPath == "" {
 		return "", nil, usageErrorf("no recording key: set [bastion] recording_key or pass --key FILE.pub")
 	}
-	b, err := os.ReadFile(keyPath)
+	pub, err = readPublicKey(keyPath)
 	if err != nil {
-		return "", nil, usageErrorf("recording public key: %v", err)
-	}
-	pub, _, _, _, err = ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		return "", nil, usageErrorf("recording public key %s: %v", keyPath, err)
+		return "", nil, err
 	}
 	return dir, pub, nil
+}
+
+// readPublicKey reads the recording public key (authorized_keys format).
+func readPublicKey(path string) (ssh.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErrorf("recording public key: %v", err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, usageErrorf("recording public key %s: %v", path, err)
+	}
+	return pub, nil
 }
 
 func newRecordingsCmd(g *globals) *cobra.Command {
@@ -194,50 +202,79 @@ added, removed or truncated, and the manifest's SSHSIG signature with the
 recording key (the same check as: ssh-keygen -Y verify -n gatehouse-recording).
 --all also finds recordings deleted as a whole (via the recordings index).
 --audit FILE verifies the bastion's hash-chained audit log: an edited,
-deleted, inserted or reordered line is reported with its line number.
-Exit 3 if anything does not verify.`,
+deleted, inserted or reordered line is reported with its line number, and
+every signed checkpoint (namespace gatehouse-audit, the recording key) is
+checked. With both, the two logs' checkpoints are checked against each
+other (a cut tail shows) and every proxy session in the audit log against
+its recording and index entry, and back. Lines after the last checkpoint
+are a note (a crash leaves them), not a failure.
+Exit 3 if anything does not verify, including a missing index or, when
+the recording key is known, a log without any checkpoint.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var problems []string
-			if audit != "" {
-				n, err := verifyAuditFile(audit)
-				if err != nil {
-					problems = append(problems, err.Error())
-				} else if !g.json {
-					fmt.Fprintf(g.stdout, "%s: OK, %d lines, hash chain intact\n", audit, n)
-				}
-			}
-			if len(args) > 0 || all {
-				dir, pub, err := rp.resolve(g, true)
-				if err != nil {
-					return err
-				}
-				var results []record.VerifyResult
-				if all {
-					if results, err = record.VerifyAll(dir, pub); err != nil {
-						return err
-					}
-				}
-				for _, id := range args {
-					if _, err := castFile(dir, id, 0); err != nil {
-						return err
-					}
-					results = append(results, record.VerifyResult{ID: id, Err: record.Verify(filepath.Join(dir, id), pub)})
-				}
-				for _, r := range results {
-					if r.Err != nil {
-						problems = append(problems, fmt.Sprintf("%s: %v", r.ID, r.Err))
-					} else if !g.json {
-						fmt.Fprintf(g.stdout, "%s: OK\n", r.ID)
-					}
-				}
-			} else if audit == "" {
+			if len(args) == 0 && !all && audit == "" {
 				return usageErrorf("name recordings to verify, or --all, or --audit FILE")
 			}
-			if g.json {
-				if err := writeJSON(g.stdout, map[string]any{"ok": len(problems) == 0, "problems": problems}); err != nil {
+			if audit != "" {
+				if _, err := os.Stat(audit); err != nil {
+					return usageErrorf("audit log: %v", err)
+				}
+			}
+			var problems, notes []string
+			var dir string
+			var pub ssh.PublicKey
+			var err error
+			if len(args) > 0 || all {
+				if dir, pub, err = rp.resolve(g, true); err != nil {
+					return err
+				}
+			} else if rp.key != "" {
+				// --audit alone: checkpoints are checked with the
+				// recording key given or configured.
+				if pub, err = readPublicKey(rp.key); err != nil {
 					return err
 				}
 			} else {
+				_, pub, _ = rp.resolve(g, true)
+			}
+			var results []record.VerifyResult
+			if all || audit != "" {
+				root := ""
+				if all {
+					root = dir
+				}
+				rep, err := record.VerifyEvidence(root, audit, pub)
+				if err != nil {
+					return err
+				}
+				results = rep.Recordings
+				problems, notes = rep.Problems, rep.Notes
+				for _, l := range []*record.LogReport{rep.Audit, rep.Index} {
+					if l != nil && len(l.Problems) == 0 && !g.json {
+						fmt.Fprintf(g.stdout, "%s log: OK, %d lines, hash chain intact, %d signed checkpoint(s)\n", l.Name, l.Lines, len(l.Checkpoints))
+					}
+				}
+			}
+			for _, id := range args {
+				if _, err := castFile(dir, id, 0); err != nil {
+					return err
+				}
+				results = append(results, record.VerifyResult{ID: id, Err: record.Verify(filepath.Join(dir, id), pub)})
+			}
+			for _, r := range results {
+				if r.Err != nil {
+					problems = append(problems, fmt.Sprintf("%s: %v", r.ID, r.Err))
+				} else if !g.json {
+					fmt.Fprintf(g.stdout, "%s: OK\n", r.ID)
+				}
+			}
+			if g.json {
+				if err := writeJSON(g.stdout, map[string]any{"ok": len(problems) == 0, "problems": problems, "notes": notes}); err != nil {
+					return err
+				}
+			} else {
+				for _, n := range notes {
+					fmt.Fprintln(g.stdout, "note:", n)
+				}
 				for _, p := range problems {
 					fmt.Fprintln(g.stdout, "FAILED:", p)
 				}
@@ -252,18 +289,4 @@ Exit 3 if anything does not verify.`,
 	c.Flags().StringVar(&audit, "audit", "", "also verify this hash-chained audit log file")
 	c.Flags().BoolVar(&all, "all", false, "verify every recording, and find deleted ones")
 	return c
-}
-
-func verifyAuditFile(path string) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, usageErrorf("audit log: %v", err)
-	}
-	defer f.Close()
-	n, err := record.VerifyAudit(f)
-	var ae *record.AuditError
-	if errors.As(err, &ae) || err != nil {
-		return n, fmt.Errorf("%s: %w", path, err)
-	}
-	return n, nil
 }

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gatehouse/bastion/record"
+)
+
+// TestRecordingsVerifyEvidence: `recordings verify --all --audit` exits 0
+// for intact evidence (lines after the last checkpoint are a note), and 3,
+// not 1, for a cut audit tail and for a missing index.
+func TestRecordingsVerifyEvidence(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "recording_key")
+	if err := record.GenerateSigningKey(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := record.LoadSigningKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "recordings")
+	auditPath := filepath.Join(dir, "audit.jsonl")
+	audit, err := record.OpenAudit(auditPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, err := record.OpenAudit(filepath.Join(root, record.IndexName), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit.EnableCheckpoints(signer, "audit", index, 0)
+	index.EnableCheckpoints(signer, "index", audit, 0)
+	for _, id := range []string{"c1-1", "c2-1"} {
+		rec, err := record.NewRecording(record.RecorderConfig{Dir: root, SigningKey: signer, Index: index}, id,
+			record.Meta{User: "root", Principal: "admin", Start: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		audit.Log("proxy.start", map[string]any{"recording": id})
+		if err := rec.Close("done"); err != nil {
+			t.Fatal(err)
+		}
+		audit.Log("proxy.end", map[string]any{"recording": id})
+	}
+	if err := audit.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := index.Close(); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"recordings", "verify", "--dir", root, "--key", keyPath + ".pub", "--all", "--audit", auditPath}
+	if code, out, errs := ghRun(t, args...); code != 0 || !strings.Contains(out, "audit log: OK, 6 lines, hash chain intact, 2 signed checkpoint(s)") {
+		t.Fatalf("intact: exit %d\n%s%s", code, out, errs)
+	}
+	// A line after the last checkpoint (the bastion is running) is a note.
+	a2, _ := record.OpenAudit(auditPath, nil)
+	a2.Log("auth", map[string]any{"result": "accepted"})
+	a2.Close()
+	if code, out, errs := ghRun(t, args...); code != 0 || !strings.Contains(out, "note: audit log: the last 1 line(s) come after the last checkpoint") {
+		t.Fatalf("unsealed line: exit %d\n%s%s", code, out, errs)
+	}
+	// Cut the tail: the index's last checkpoint names more audit lines.
+	b, _ := os.ReadFile(auditPath)
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	os.WriteFile(auditPath, bytes.Join(lines[:len(lines)-4], nil), 0o600)
+	if code, out, errs := ghRun(t, args...); code != 3 || !strings.Contains(out, "its tail was cut") {
+		t.Fatalf("cut tail: exit %d, want 3\n%s%s", code, out, errs)
+	}
+	os.WriteFile(auditPath, b, 0o600)
+	// A missing index is a refusal (3), not a failure to run (1).
+	os.Remove(filepath.Join(root, record.IndexName))
+	if code, out, errs := ghRun(t, args...); code != 3 || !strings.Contains(out, "index") {
+		t.Fatalf("missing index: exit %d, want 3\n%s%s", code, out, errs)
+	}
+}
