@@ -19,6 +19,7 @@ func TestLimiter(t *testing.T) {
 	cfg.PenaltyWindow.Duration = time.Minute
 	cfg.Penalty.Duration = 30 * time.Second
 	l := newLimiter(&cfg, clock)
+	l.rand = func() float64 { return 0.99 } // the early drop's coin always says "keep"
 	a := netip.MustParseAddr("192.0.2.1")
 	b := netip.MustParseAddr("192.0.2.2")
 	c := netip.MustParseAddr("192.0.2.3")
@@ -59,8 +60,72 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("total = %d after all releases", l.total)
 	}
 	// Only b has a failure inside the window; a and c are forgotten.
-	if len(l.src) != 1 || l.src[b] == nil {
+	if len(l.src) != 1 || l.src[sourceKey(b)] == nil {
 		t.Errorf("source records: %v", l.src)
+	}
+}
+
+// TestLimiterFair: sources that already hold unauthenticated connections
+// are dropped first (MaxStartups' random early drop), so a fresh source is
+// admitted until the global cap is reached; IPv6 sources count per /64.
+func TestLimiterFair(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	cfg := Config{MaxUnauthenticated: 100, MaxUnauthenticatedPerSource: 10, PenaltyFailures: -1}
+	l := newLimiter(&cfg, func() time.Time { return now })
+	coin := 0.0
+	l.rand = func() float64 { return coin }
+
+	// Ten flooding sources: below half the cap nobody is dropped; from
+	// 50 on the coin decides for sources that already hold some, from 75
+	// on they are always refused.
+	coin = 0.99
+	for range 20 {
+		for s := range 10 {
+			l.admit(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + s)}))
+		}
+	}
+	if l.total != 75 {
+		t.Fatalf("flooders hold %d slots, want 75 (full point of the early drop)", l.total)
+	}
+	// A fresh source still gets in, and so do the next 24 fresh ones.
+	for s := range 25 {
+		ip := netip.AddrFrom4([4]byte{198, 51, 100, byte(s)})
+		if ok, why := l.admit(ip); !ok {
+			t.Fatalf("fresh source %v refused at total %d: %s", ip, l.total, why)
+		}
+	}
+	if ok, why := l.admit(netip.MustParseAddr("203.0.113.1")); ok || why != whyGlobal {
+		t.Fatalf("admit at the global cap = %v, %q", ok, why)
+	}
+
+	// Below the full point the coin decides: 30% at the start point.
+	l2 := newLimiter(&cfg, func() time.Time { return now })
+	for s := range 50 {
+		l2.admit(netip.AddrFrom4([4]byte{192, 0, 2, byte(s)}))
+	}
+	held := netip.MustParseAddr("192.0.2.0")
+	l2.rand = func() float64 { return 0.29 }
+	if ok, why := l2.admit(held); ok || why != whyThrottled {
+		t.Fatalf("coin 0.29 at the start point: %v %q, want dropped", ok, why)
+	}
+	l2.rand = func() float64 { return 0.31 }
+	if ok, why := l2.admit(held); !ok {
+		t.Fatalf("coin 0.31 at the start point: dropped (%s)", why)
+	}
+
+	// IPv6: two addresses of one /64 are one source, another /64 is not.
+	cfg6 := Config{MaxUnauthenticated: 100, MaxUnauthenticatedPerSource: 2, PenaltyFailures: -1}
+	l6 := newLimiter(&cfg6, func() time.Time { return now })
+	for _, a := range []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff::9"} {
+		if ok, why := l6.admit(netip.MustParseAddr(a)); !ok {
+			t.Fatalf("admit %s: %s", a, why)
+		}
+	}
+	if ok, why := l6.admit(netip.MustParseAddr("2001:db8:1:2:abcd::1")); ok || why != whyPerSource {
+		t.Fatalf("third address of the /64: %v %q, want the per-source cap", ok, why)
+	}
+	if ok, why := l6.admit(netip.MustParseAddr("2001:db8:1:3::1")); !ok {
+		t.Fatalf("another /64 refused: %s", why)
 	}
 }
 
