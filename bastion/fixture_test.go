@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -41,6 +42,7 @@ type fixture struct {
 	known     string
 	cfg       Config
 	stopFn    func()
+	logs      *syncBuf // the service log (also in the test log)
 }
 
 // stop shuts the bastion down (Serve returns, the audit log is closed).
@@ -139,7 +141,8 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 // (or f.stop).
 func (f *fixture) start(t testing.TB) {
 	t.Helper()
-	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Now)
+	f.logs = &syncBuf{}
+	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), nil)), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,229 @@
+package bastion
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gatehouse/bastion/internal/sshtest"
+	"gatehouse/bastion/record"
+)
+
+// dnsServer is a loopback UDP DNS server that counts the queries it gets
+// and answers each with NXDOMAIN.
+type dnsServer struct {
+	addr    string
+	queries atomic.Int64
+}
+
+func startDNS(t testing.TB) *dnsServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	d := &dnsServer{addr: pc.LocalAddr().String()}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			d.queries.Add(1)
+			if n < 12 {
+				continue
+			}
+			resp := append([]byte(nil), buf[:n]...)
+			resp[2] |= 0x80                    // QR: a response
+			resp[3] = resp[3]&0x70 | 0x80 | 3 // RA, RCODE NXDOMAIN
+			pc.WriteTo(resp, from)
+		}
+	}()
+	return d
+}
+
+// TestNoDNSBeforeCA: a certificate from an untrusted CA with the proxy
+// login root@name.example:22 makes the bastion send no DNS query (the
+// issue: it resolved the name before checking the CA, a DNS channel out of
+// the segment and seconds of blocking per attempt) and is refused fast.
+// The same login with a trusted certificate does resolve: the DNS server
+// sees that, so the first half can fail. Neither refusal shows the client
+// the DNS server's address.
+func TestNoDNSBeforeCA(t *testing.T) {
+	dns := startDNS(t)
+	e := newProxyEnv(t)
+	b := newProxyBastion(t, e, func(c *Config) { c.DNSServer = dns.addr })
+	sh := sharedKeys(t)
+
+	key, cert, _ := b.userCert(t, sh.otherCA, "-n", "admin,root", "-V", "-1m:+1h")
+	start := time.Now()
+	r := b.sshBastion(t, key, cert, "root@name.example:22", "true")
+	took := time.Since(start)
+	if r.Exit != 255 || !strings.Contains(r.Stderr, "Permission denied") {
+		t.Fatalf("untrusted CA: %s", r)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := dns.queries.Load(); n != 0 {
+		t.Fatalf("the bastion sent %d DNS queries for a certificate from an untrusted CA", n)
+	}
+	if took > 3*time.Second {
+		t.Errorf("refusal took %v", took)
+	}
+	b.waitEvent(t, "auth", map[string]string{"reason": "untrusted-ca", "login": "root@name.example:22"})
+
+	// Control: a trusted certificate gets the lookup (and a refusal that
+	// says the name does not resolve, without the DNS server's address).
+	key2, cert2, id2 := b.admin(t)
+	r = b.sshBastion(t, key2, cert2, "root@name.example:22", "true")
+	if r.Exit != 255 {
+		t.Fatalf("trusted certificate to an unresolvable target: %s", r)
+	}
+	if dns.queries.Load() == 0 {
+		t.Fatal("control: the trusted certificate's proxy login sent no DNS query; the test cannot see queries")
+	}
+	ev := b.waitEvent(t, "auth", map[string]string{"key_id": id2, "result": "refused"})
+	if !strings.Contains(ev.str("detail"), "no such host") || strings.Contains(ev.str("detail"), dns.addr) {
+		t.Errorf("refusal detail %q: want \"no such host\" without the DNS server's address", ev.str("detail"))
+	}
+}
+
+// TestJumpRefusalHidesAddresses: a jump to a name that does not resolve is
+// refused with "no such host"; the client is not told the address of the
+// bastion's DNS server (the issue: Go's message names it), while the
+// service log keeps the full error for the operator.
+func TestJumpRefusalHidesAddresses(t *testing.T) {
+	dns := startDNS(t)
+	f := newFixture(t, func(_ *fixture, c *Config) { c.DNSServer = dns.addr })
+	key, cert, _ := f.userCert(t, f.ca, "-n", "wide", "-V", "-1m:+1h")
+	r := f.sshBastion(t, key, cert, "wide", "-W", "name.example:22")
+	if r.Exit == 0 {
+		t.Fatalf("jump to an unresolvable name succeeded: %s", r)
+	}
+	if !strings.Contains(r.Stderr, "no such host") {
+		t.Errorf("client was not told the name does not resolve: %s", r.Stderr)
+	}
+	_, port, _ := net.SplitHostPort(dns.addr)
+	if strings.Contains(r.Stderr, dns.addr) || strings.Contains(r.Stderr, ":"+port) {
+		t.Errorf("client was shown the DNS server's address %s: %s", dns.addr, r.Stderr)
+	}
+	if dns.queries.Load() == 0 {
+		t.Error("no DNS query reached dns_server")
+	}
+	waitLog(t, f.logs, "DNS lookup failed")
+	// A jump refusal by policy reaches the service log too.
+	key2, cert2, _ := f.userCert(t, f.ca, "-n", "admin", "-V", "-1m:+1h")
+	f.sshBastion(t, key2, cert2, "admin", "-W", "192.0.2.1:22")
+	waitLog(t, f.logs, "bastion: refused")
+}
+
+func waitLog(t testing.TB, b *syncBuf, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the service log:\n%s", want, b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAuditDiskFull: when the audit log's file system fills up, logins
+// are refused (fail closed) with one error line in the service log, not
+// one per connection; once space is freed, logins work again without a
+// restart (the issue: the write error was sticky) and the audit log
+// records the gap in an "audit.gap" line; the chain still verifies.
+func TestAuditDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	mnt := filepath.Join(t.TempDir(), "auditfs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	f := newFixture(t, func(f *fixture, c *Config) {
+		f.auditPath = filepath.Join(mnt, "audit.jsonl")
+		c.AuditLog = f.auditPath
+	})
+	key, cert, _ := f.userCert(t, f.ca, "-n", "admin", "-V", "-1m:+1h")
+	cfg := f.jumpConfig(t, key, cert, "admin")
+	login := func() sshtest.Result { return sshtest.SSH(t, "-F", cfg, "target", "true") }
+	if r := login(); r.Exit != 0 {
+		t.Fatalf("login before the disk is full: %s", r)
+	}
+
+	// Fill the file system.
+	filler := filepath.Join(mnt, "filler")
+	fh, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := fh.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	fh.Close()
+	// The audit file's last page may still take a line or two.
+	refused := 0
+	for i := 0; i < 10 && refused == 0; i++ {
+		if r := login(); r.Exit != 0 {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("logins still accepted with the audit log's disk full")
+	}
+	for i := range 4 {
+		if r := login(); r.Exit == 0 {
+			t.Fatalf("login %d accepted while the audit log cannot be written", i)
+		}
+	}
+	if n := strings.Count(f.logs.String(), "new logins are refused until it can"); n != 1 {
+		t.Errorf("%d 'cannot be written' lines in the service log for 5 refused logins, want 1:\n%s", n, f.logs.String())
+	}
+	if n := strings.Count(f.logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d ERROR lines in the service log while the disk was full, want a rate-limited one or two", n)
+	}
+
+	// Free the space: the next login works, no restart.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if r := login(); r.Exit != 0 {
+		t.Fatalf("login after space was freed: %s", r)
+	}
+	gap := f.waitEvent(t, "audit.gap", nil)
+	if n, _ := strconv.Atoi(gap.str("lost_events")); n < 1 || !strings.Contains(gap.str("error"), "no space left") {
+		t.Errorf("audit.gap %v: want lost_events >= 1 and the cause", gap)
+	}
+	waitLog(t, f.logs, "writable again")
+	f.stop(t)
+	fa, err := os.Open(f.auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	if n, err := record.VerifyAudit(fa); err != nil {
+		t.Fatalf("audit log after the gap does not verify (%d lines): %v", n, err)
+	} else {
+		t.Logf("audit log verifies: %d lines", n)
+	}
+}
