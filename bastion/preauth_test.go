@@ -49,7 +49,7 @@ func startDNS(t testing.TB) *dnsServer {
 				continue
 			}
 			resp := append([]byte(nil), buf[:n]...)
-			resp[2] |= 0x80                    // QR: a response
+			resp[2] |= 0x80                   // QR: a response
 			resp[3] = resp[3]&0x70 | 0x80 | 3 // RA, RCODE NXDOMAIN
 			pc.WriteTo(resp, from)
 		}
