@@ -3,6 +3,7 @@ package bastion
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,20 +24,22 @@ import (
 var ipPort = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+:\d+`)
 
 // dnsServer is a loopback UDP DNS server that counts the queries it gets
-// and answers each with NXDOMAIN.
+// and answers A queries for the names in a with that address, everything
+// else with NXDOMAIN (AAAA queries for a known name: no data).
 type dnsServer struct {
 	addr    string
 	queries atomic.Int64
+	a       map[string]netip.Addr
 }
 
-func startDNS(t testing.TB) *dnsServer {
+func startDNS(t testing.TB, a map[string]netip.Addr) *dnsServer {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	d := &dnsServer{addr: pc.LocalAddr().String()}
+	d := &dnsServer{addr: pc.LocalAddr().String(), a: a}
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -45,16 +48,50 @@ func startDNS(t testing.TB) *dnsServer {
 				return
 			}
 			d.queries.Add(1)
-			if n < 12 {
-				continue
+			if resp := d.answer(buf[:n]); resp != nil {
+				pc.WriteTo(resp, from)
 			}
-			resp := append([]byte(nil), buf[:n]...)
-			resp[2] |= 0x80                   // QR: a response
-			resp[3] = resp[3]&0x70 | 0x80 | 3 // RA, RCODE NXDOMAIN
-			pc.WriteTo(resp, from)
 		}
 	}()
 	return d
+}
+
+// answer builds the reply to one query: header, the question, and an A
+// record if the name is known.
+func (d *dnsServer) answer(q []byte) []byte {
+	if len(q) < 12 {
+		return nil
+	}
+	i := 12
+	var labels []string
+	for i < len(q) && q[i] != 0 {
+		l := int(q[i])
+		if i+1+l > len(q) {
+			return nil
+		}
+		labels = append(labels, string(q[i+1:i+1+l]))
+		i += 1 + l
+	}
+	if i+5 > len(q) {
+		return nil
+	}
+	qtype := int(q[i+1])<<8 | int(q[i+2])
+	end := i + 5
+	resp := append([]byte(nil), q[:end]...)
+	resp[2] |= 0x80 // QR: a response
+	resp[3] = 0x80  // RA, RCODE 0
+	resp[6], resp[7], resp[8], resp[9], resp[10], resp[11] = 0, 0, 0, 0, 0, 0
+	ip, known := d.a[strings.ToLower(strings.Join(labels, "."))]
+	switch {
+	case !known:
+		resp[3] |= 3 // NXDOMAIN
+	case qtype == 1:
+		resp[7] = 1 // one answer
+		resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
+		b := ip.As4()
+		resp = append(resp, b[:]...)
+	}
+	return resp
 }
 
 // TestNoDNSBeforeCA: a certificate from an untrusted CA with the proxy
@@ -65,7 +102,7 @@ func startDNS(t testing.TB) *dnsServer {
 // sees that, so the first half can fail. Neither refusal shows the client
 // the DNS server's address.
 func TestNoDNSBeforeCA(t *testing.T) {
-	dns := startDNS(t)
+	dns := startDNS(t, nil)
 	e := newProxyEnv(t)
 	b := newProxyBastion(t, e, func(c *Config) { c.DNSServer = dns.addr })
 	sh := sharedKeys(t)
@@ -107,8 +144,12 @@ func TestNoDNSBeforeCA(t *testing.T) {
 // bastion's DNS server (the issue: Go's message names it), while the
 // service log keeps the full error for the operator.
 func TestJumpRefusalHidesAddresses(t *testing.T) {
-	dns := startDNS(t)
-	f := newFixture(t, func(_ *fixture, c *Config) { c.DNSServer = dns.addr })
+	// 192.0.2.1 (TEST-NET-1) is allowed for "wide" and never answers.
+	dns := startDNS(t, map[string]netip.Addr{"silent.example": netip.MustParseAddr("192.0.2.1")})
+	f := newFixture(t, func(_ *fixture, c *Config) {
+		c.DNSServer = dns.addr
+		c.DialTimeout.Duration = time.Second
+	})
 	key, cert, _ := f.userCert(t, f.ca, "-n", "wide", "-V", "-1m:+1h")
 	r := f.sshBastion(t, key, cert, "wide", "-W", "name.example:22")
 	if r.Exit == 0 {
@@ -127,6 +168,16 @@ func TestJumpRefusalHidesAddresses(t *testing.T) {
 		t.Error("no DNS query reached dns_server")
 	}
 	waitLog(t, f.logs, "DNS lookup failed")
+	// A name that resolves but whose address does not answer: the client
+	// learns that connecting failed, not the address behind the name.
+	r = f.sshBastion(t, key, cert, "wide", "-W", "silent.example:22")
+	if r.Exit == 0 || !strings.Contains(r.Stderr, "connecting to silent.example:22 failed") {
+		t.Fatalf("jump to an address that does not answer: %s", r)
+	}
+	if strings.Contains(r.Stderr, "192.0.2.1") {
+		t.Errorf("client was shown the resolved address: %s", r.Stderr)
+	}
+	f.waitEvent(t, "forward.denied", map[string]string{"destination": "silent.example:22", "resolved_ip": "192.0.2.1"})
 	// A jump refusal by policy reaches the service log too.
 	key2, cert2, _ := f.userCert(t, f.ca, "-n", "admin", "-V", "-1m:+1h")
 	f.sshBastion(t, key2, cert2, "admin", "-W", "192.0.2.1:22")
