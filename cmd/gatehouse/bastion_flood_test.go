@@ -285,3 +285,30 @@ func TestBastionFloodIdleSockets(t *testing.T) {
 		t.Errorf("no accepted login from 127.0.0.10 in the audit log:\n%s", audit.String())
 	}
 }
+
+// TestBastionFloodManySources: 2,000 idle sockets from 200 addresses
+// (10 each, within the per-source cap) would fill max_unauthenticated
+// (2000) if admission were first come, first served; with the early drop
+// for sources that already hold connections, room is left and an admin
+// from a fresh address logs in.
+func TestBastionFloodManySources(t *testing.T) {
+	b := startFloodBastion(t, "")
+	var conns []*net.TCPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 2000 {
+		src := fmt.Sprintf("127.0.2.%d", 1+i%200)
+		c, err := b.dialFrom(src)
+		if err != nil {
+			t.Fatalf("socket %d from %s: %v", i, src, err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if out, err := b.adminLogin(t); err != nil || !strings.Contains(out, "hello admin") {
+		t.Fatalf("admin from 127.0.0.10 locked out by 2,000 idle sockets from 200 addresses: %v\n%s\n%s", err, out, b.stderr.String())
+	}
+}
