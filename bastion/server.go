@@ -216,7 +216,7 @@ func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
 	ov, nv := reflect.ValueOf(*old), reflect.ValueOf(cfg)
 	for i := 0; i < ov.NumField(); i++ {
 		key, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("toml"), ",")
-		if key == "" || reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+		if key == "" || sameSetting(ov.Field(i), nv.Field(i)) {
 			continue
 		}
 		if hotKeys[key] {
@@ -272,6 +272,15 @@ func hideAddrs(msg, host string, ip netip.Addr, port uint16) string {
 	msg = strings.ReplaceAll(msg, " ("+ap+")", "")
 	msg = strings.ReplaceAll(msg, ap, "the target")
 	return strings.ReplaceAll(msg, ip.String(), "the target")
+}
+
+// sameSetting compares one setting of two configurations; an empty list
+// equals an absent one (TOML's [] against a missing key).
+func sameSetting(a, b reflect.Value) bool {
+	if a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }
 
 func nonNil(v []string) []string {

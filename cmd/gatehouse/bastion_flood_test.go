@@ -51,7 +51,7 @@ func buildGatehouse(t *testing.T) string {
 // floodBastion is a `gatehouse bastion` process with an admin certificate
 // and a jump target, for flood tests.
 type floodBastion struct {
-	dir, addr, audit, sshConf string
+	dir, addr, audit, sshConf, conf string
 	stderr                    *lockedBuffer
 	cmd                       *exec.Cmd
 	done                      chan error
@@ -110,6 +110,7 @@ jump = [%q]
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	b.conf = conf
 	sshConf, err := writeDemoSSHConfig(dir, b.addr, target.addr(), hostKey.PublicKey(), tkey.PublicKey())
 	if err != nil {
 		t.Fatal(err)
@@ -310,5 +311,53 @@ func TestBastionFloodManySources(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if out, err := b.adminLogin(t); err != nil || !strings.Contains(out, "hello admin") {
 		t.Fatalf("admin from 127.0.0.10 locked out by 2,000 idle sockets from 200 addresses: %v\n%s\n%s", err, out, b.stderr.String())
+	}
+}
+
+// TestBastionSIGHUP: SIGHUP applies a changed limit at once and names, in
+// the service log, each changed setting that needs a restart.
+func TestBastionSIGHUP(t *testing.T) {
+	b := startFloodBastion(t, "")
+	data, err := os.ReadFile(b.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "[bastion]\n", "[bastion]\nmax_unauthenticated_per_source = 1\nhost_certificates = []\n", 1)
+	text = strings.Replace(text, fmt.Sprintf("listen = %q", b.addr), fmt.Sprintf("listen = %q", freePort(t)), 1)
+	if err := os.WriteFile(b.conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(b.stderr.String(), "takes effect only after a restart") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no restart warning after SIGHUP:\n%s", b.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	logs := b.stderr.String()
+	if !strings.Contains(logs, "max_unauthenticated_per_source") || !strings.Contains(logs, "setting=listen") {
+		t.Errorf("reload did not name the applied limit and the listen address:\n%s", logs)
+	}
+	if strings.Contains(logs, "setting=host_certificates") {
+		t.Errorf("an empty list where the key was absent is named as a change:\n%s", logs)
+	}
+	// The new cap holds: one idle connection from 127.0.0.3, the second
+	// is refused.
+	idle, err := b.dialFrom("127.0.0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	time.Sleep(200 * time.Millisecond)
+	c, err := b.dialFrom("127.0.0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.Contains(line, "max_unauthenticated_per_source") {
+		t.Errorf("second connection after the reload got %q", line)
 	}
 }
