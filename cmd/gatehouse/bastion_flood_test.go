@@ -52,9 +52,9 @@ func buildGatehouse(t *testing.T) string {
 // and a jump target, for flood tests.
 type floodBastion struct {
 	dir, addr, audit, sshConf, conf string
-	stderr                    *lockedBuffer
-	cmd                       *exec.Cmd
-	done                      chan error
+	stderr                          *lockedBuffer
+	cmd                             *exec.Cmd
+	done                            chan error
 }
 
 // startFloodBastion writes a configuration (extra is appended to the
