@@ -135,24 +135,41 @@ type authRefused struct {
 func (e *authRefused) Error() string { return "certificate refused: " + e.reason }
 
 // verified decides a signed, verified attempt with the login of this very
-// attempt. Only here do side effects happen.
+// attempt. Only here do side effects happen, and only after the
+// certificate passed every check: before that, nothing is resolved,
+// dialled, evaluated against policy or written (an attacker without a
+// certificate must not make the bastion send DNS queries or fill a disk).
 func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
 	login := conn.User()
-	var target *proxyTarget
-	if strings.Contains(login, "@") {
-		// user@host[:port]@bastion: a recorded proxy login. The
-		// certificate must carry a principal that a proxy rule allows for
-		// that target and target login; every other check runs with that
-		// principal as the login.
-		var ar *authRefused
-		target, login, ar = s.proxyLogin(sess, conn.User(), key)
-		if ar != nil {
-			return nil, ar
+	proxyReq := strings.Contains(login, "@")
+	if proxyReq {
+		// user@host[:port]@bastion: a recorded proxy login. The login
+		// checked below is a principal a proxy rule allows for the target,
+		// which takes a DNS lookup and the policy to find: so first every
+		// check that does not depend on the login, with a principal the
+		// certificate carries standing in for it.
+		login = ""
+		if cert, ok := key.(*gossh.Certificate); ok && len(cert.ValidPrincipals) > 0 {
+			login = cert.ValidPrincipals[0]
 		}
 	}
 	_, id, reason, detail := s.acceptIdentity(login, conn.RemoteAddr(), key, false)
 	if id == nil {
 		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
+	}
+	var target *proxyTarget
+	if proxyReq {
+		// The certificate is good: now find the principal that a proxy
+		// rule allows for that target and target login, and run every
+		// check again with it as the login.
+		var ar *authRefused
+		target, login, ar = s.proxyLogin(sess, conn.User(), key)
+		if ar != nil {
+			return nil, ar
+		}
+		if _, id, reason, detail = s.acceptIdentity(login, conn.RemoteAddr(), key, false); id == nil {
+			return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
+		}
 	}
 	cert := id.Cert
 	if cert == nil {
@@ -174,8 +191,14 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 		fields["proxy_target"] = target.String()
 		fields["target_login"] = target.login
 	}
+	// The connection's own lines start here: conn.start, the attempts
+	// this connection had refused before (the client trying other keys
+	// or logins), then the accepted attempt. Fail closed: no login that
+	// the audit log cannot show.
+	if err := sess.logStart(); err != nil {
+		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
+	}
 	if err := s.auditLog("auth", fields); err != nil {
-		// Fail closed: no login that the audit log cannot show.
 		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
 	}
 	sess.authenticated(token, &authEntry{id: id, user: conn.User(), target: target})
@@ -185,9 +208,12 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 	}, nil
 }
 
-// authLog writes one audit event per refused attempt, with the login name of
-// that attempt. Accepted attempts were logged by verified. The customary
-// first "none" probe of every client is not an event.
+// authLog notes each refused attempt, with the login name of that attempt.
+// Accepted attempts were logged by verified. The customary first "none"
+// probe of every client is not an event. A refused attempt is not written
+// by itself: if the connection later authenticates it is written before
+// the accepted attempt, otherwise it is counted in the source's "preauth"
+// line (see preauthLog). The observer (metrics) sees every attempt.
 func (s *Server) authLog(sess *session, conn gossh.ConnMetadata, method string, err error) {
 	if err == nil {
 		return
@@ -223,7 +249,12 @@ func (s *Server) authLog(sess *session, conn gossh.ConnMetadata, method string, 
 	default:
 		fields["reason"], fields["detail"] = "method-not-offered", "only publickey with an OpenSSH user certificate is accepted"
 	}
-	s.auditLog("auth", fields)
+	sess.mu.Lock()
+	if len(sess.refusals) < maxConnRefusals {
+		sess.refusals = append(sess.refusals, fields)
+	}
+	sess.mu.Unlock()
+	s.observeOnly("auth", fields)
 }
 
 // keyFields describes an offered key for the audit log, from the key

@@ -2,6 +2,7 @@ package bastion
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"reflect"
@@ -102,7 +103,7 @@ func TestRefusals(t *testing.T) {
 		{name: "force-command", opts: []string{"-n", "admin", "-V", "-1m:+1h", "-O", "force-command=/bin/true"}, reason: "force-command"},
 		{name: "rsa-2048-user-key", key: &f.rsaUser, opts: []string{"-n", "admin", "-V", "-1m:+1h"}, reason: "weak-key"},
 	}
-	for _, c := range cases {
+	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ca := c.ca
@@ -121,7 +122,9 @@ func TestRefusals(t *testing.T) {
 			if login == "" {
 				login = "admin"
 			}
-			r := f.sshBastion(t, key, cert, login, "true")
+			// A source address per case: the refusals of one source are
+			// aggregated, and the cases run in parallel.
+			r := f.sshBastionFrom(t, fmt.Sprintf("127.0.1.%d", 10+i), key, cert, login, "true")
 			if r.Exit != 255 || !strings.Contains(r.Stderr, "Permission denied (publickey)") {
 				t.Fatalf("want permission denied, got %s", r)
 			}

@@ -30,17 +30,19 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText renders the duration as UnmarshalText accepts it.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// Defaults for the [bastion] table. Limits are generous enough that 1,000
-// simultaneous logins from one load generator succeed (the issue's
-// performance target); they exist to bound an unauthenticated flood, not to
-// throttle admins.
+// Defaults for the [bastion] table. The limits bound an unauthenticated
+// flood, not admins: authenticated connections are never counted, and the
+// per-source cap is small (as OpenSSH's PerSourceMaxStartups) so that a
+// handful of source addresses cannot fill the global cap and lock every
+// admin out. A load generator that opens many logins at once from one
+// address needs max_unauthenticated_per_source raised.
 const (
 	DefaultListen                      = "0.0.0.0:2222"
 	DefaultMaxCertLifetime             = 24 * time.Hour
 	DefaultClockSkew                   = 2 * time.Minute
 	DefaultHandshakeTimeout            = 30 * time.Second
 	DefaultMaxUnauthenticated          = 2000
-	DefaultMaxUnauthenticatedPerSource = 1000
+	DefaultMaxUnauthenticatedPerSource = 10
 	DefaultPenaltyFailures             = 20
 	DefaultPenaltyWindow               = time.Minute
 	DefaultPenalty                     = time.Minute
@@ -81,17 +83,26 @@ type Config struct {
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
 	// MaxUnauthenticated caps connections that have not authenticated yet,
 	// over all sources, like OpenSSH's MaxStartups (default 2000). Further
-	// connections are closed at once.
+	// connections are closed at once. Admission is fair: a source holding
+	// no unauthenticated connection is admitted while the cap is not
+	// reached, while sources that already hold some are dropped at random
+	// from half the cap on and always from three quarters on (MaxStartups'
+	// start:rate:full as 50%:30%:75%), keeping room for fresh sources.
 	MaxUnauthenticated int `toml:"max_unauthenticated"`
 	// MaxUnauthenticatedPerSource caps unauthenticated connections from one
-	// source IP, like PerSourceMaxStartups (default 1000).
+	// source, like PerSourceMaxStartups (default 10). A source is an IPv4
+	// address or an IPv6 /64, since one host usually holds a whole /64.
 	MaxUnauthenticatedPerSource int `toml:"max_unauthenticated_per_source"`
-	// PenaltyFailures is how many failed connections (authentication failed
-	// or handshake timed out) one source IP may have within PenaltyWindow
-	// before it is refused for Penalty, like PerSourcePenalties (default 20;
-	// a negative value disables penalties).
+	// PenaltyFailures is how many connections one source may end without
+	// authenticating (authentication failed, handshake failed or timed
+	// out, or simply closed) within PenaltyWindow before it is refused for
+	// Penalty, like PerSourcePenalties (default 20; a negative value
+	// disables penalties).
 	PenaltyFailures int `toml:"penalty_failures"`
-	// PenaltyWindow is the window in which failures are counted (default 1m).
+	// PenaltyWindow is the window in which failures are counted (default
+	// 1m). It is also the aggregation period of the audit log's "preauth"
+	// event: at most one line per source per window summarises what that
+	// source did before authenticating.
 	PenaltyWindow Duration `toml:"penalty_window"`
 	// Penalty is how long a penalised source is refused (default 1m).
 	Penalty Duration `toml:"penalty"`
@@ -105,6 +116,10 @@ type Config struct {
 	// MaxSession closes any connection this long after authentication
 	// (0: no limit besides the certificate's own expiry).
 	MaxSession Duration `toml:"max_session"`
+	// DNSServer, host:port, receives the bastion's DNS queries for jump
+	// and proxy destinations instead of the servers in /etc/resolv.conf
+	// (empty: the system resolver). Its address is never shown to clients.
+	DNSServer string `toml:"dns_server"`
 
 	// Recording proxy (rules' proxy destinations). All optional until a
 	// rule names a proxy destination.
@@ -295,6 +310,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.checkAlgorithms(); err != nil {
 		return err
+	}
+	if c.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
+			return bad("dns_server", "%q is not host:port (example: \"10.0.0.53:53\")", c.DNSServer)
+		}
 	}
 	if c.MaxUnauthenticated < 0 {
 		return bad("max_unauthenticated", "must not be negative")

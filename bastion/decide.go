@@ -79,7 +79,7 @@ type jumpVerdict struct {
 // destination.
 func (s *Server) decideJump(ctx context.Context, id *certauth.Identity, host string, port uint16, dest string) jumpVerdict {
 	var v jumpVerdict
-	ips, err := resolve(ctx, host)
+	ips, err := s.resolve(ctx, host)
 	if err != nil {
 		v.refusal, v.kind = err.Error(), gossh.ConnectionFailed
 		return v

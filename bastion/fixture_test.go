@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -41,6 +42,7 @@ type fixture struct {
 	known     string
 	cfg       Config
 	stopFn    func()
+	logs      *syncBuf // the service log (also in the test log)
 }
 
 // stop shuts the bastion down (Serve returns, the audit log is closed).
@@ -120,6 +122,9 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 		RevokedKeys:     f.krl,
 		AuditLog:        f.auditPath,
 		PenaltyFailures: -1,
+		// Short, so that refused attempts (aggregated per source and
+		// window in "preauth" lines) reach the audit log quickly.
+		PenaltyWindow: Duration{100 * time.Millisecond},
 		Rules: []policy.Rule{
 			{Principals: []string{"admin"}, Jump: []string{target}},
 			{Principals: []string{"wide"}, Jump: []string{"0.0.0.0/0:*", "localhost:*"}},
@@ -136,7 +141,8 @@ func newFixture(t testing.TB, mut func(f *fixture, c *Config)) *fixture {
 // (or f.stop).
 func (f *fixture) start(t testing.TB) {
 	t.Helper()
-	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Now)
+	f.logs = &syncBuf{}
+	srv, err := New(f.cfg, slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), nil)), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +210,16 @@ func (f *fixture) sshBastion(t testing.TB, key sshtest.Key, cert, login string, 
 	return sshtest.SSH(t, append(a, args...)...)
 }
 
+// sshBastionFrom is sshBastion from source address src (any 127.0.0.0/8
+// address works on Linux): a source of its own, so that its refusals get
+// their own "preauth" line instead of sharing one with other tests.
+func (f *fixture) sshBastionFrom(t testing.TB, src string, key sshtest.Key, cert, login string, args ...string) sshtest.Result {
+	t.Helper()
+	a := sshtest.ClientOptions(f.known, key.Priv, cert)
+	a = append(a, "-o", "BindAddress="+src, "-p", strconv.Itoa(f.port), login+"@127.0.0.1")
+	return sshtest.SSH(t, append(a, args...)...)
+}
+
 // jumpConfig writes an ssh_config in which "target" is the sshd reached
 // through "bastion" with key/cert as login.
 func (f *fixture) jumpConfig(t testing.TB, key sshtest.Key, cert, login string) string {
@@ -253,13 +269,43 @@ func (f *fixture) events(t testing.TB) []event {
 	return out
 }
 
+// withSamples adds, after each "preauth" line, one synthetic event per
+// sample it holds: "auth" with result "refused" for a refused attempt
+// (as the line a connection that authenticates gets), "preauth.sample"
+// for other outcomes; each carries the line's source.
+func withSamples(evs []event) []event {
+	var out []event
+	for _, e := range evs {
+		out = append(out, e)
+		if e.str("event") != "preauth" {
+			continue
+		}
+		smp, _ := e["samples"].([]any)
+		for _, x := range smp {
+			m, _ := x.(map[string]any)
+			se := event{"source": e["source"]}
+			for k, v := range m {
+				se[k] = v
+			}
+			if se.str("outcome") == outcomeAuthFailed {
+				se["event"], se["result"] = "auth", "refused"
+			} else {
+				se["event"] = "preauth.sample"
+			}
+			out = append(out, se)
+		}
+	}
+	return out
+}
+
 // waitEvent polls the audit log for an event matching all of want
-// (field → exact value) and returns it.
+// (field → exact value) and returns it; the samples of "preauth" lines
+// count as events (see withSamples).
 func (f *fixture) waitEvent(t testing.TB, name string, want map[string]string) event {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		for _, e := range f.events(t) {
+		for _, e := range withSamples(f.events(t)) {
 			if e.str("event") != name {
 				continue
 			}

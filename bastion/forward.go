@@ -126,10 +126,12 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 	fields["rule"] = dec.Rule
 	fields["entry"] = dec.Entry
 
-	d := net.Dialer{Timeout: s.cfg.DialTimeout.Duration}
+	d := net.Dialer{Timeout: s.conf().DialTimeout.Duration}
 	tc, err := d.DialContext(ctx, "tcp", target.String())
 	if err != nil {
-		deny(gossh.ConnectionFailed, fmt.Sprintf("connecting to %s (%s) failed: %v", dest, target, unwrapOp(err)))
+		// The client is not told which address was dialled: the resolved
+		// address is internal (the audit log has it in resolved_ip).
+		deny(gossh.ConnectionFailed, fmt.Sprintf("connecting to %s failed: %v", dest, unwrapOp(err)))
 		return
 	}
 	if err := s.auditLog("forward.open", fields); err != nil {
@@ -204,16 +206,27 @@ func checkDestHost(host string) (string, error) {
 }
 
 // resolve turns a host checked by parseDirectTCPIP into addresses: an IP
-// literal as is, a name by one DNS lookup.
-func resolve(ctx context.Context, h string) ([]netip.Addr, error) {
+// literal as is, a name by one DNS lookup (to dns_server if set). Its
+// error is shown to the client, so it never names the DNS server (Go's
+// own message does: "lookup x on 10.0.0.53:53: ..."); the service log
+// gets the full error.
+func (s *Server) resolve(ctx context.Context, h string) ([]netip.Addr, error) {
 	if ip, err := netip.ParseAddr(h); err == nil {
 		return []netip.Addr{ip.Unmap()}, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", h)
+	addrs, err := s.resolver.Load().LookupNetIP(rctx, "ip", h)
 	if err != nil {
-		return nil, fmt.Errorf("resolving %s failed: %v", h, unwrapOp(err))
+		s.log.Warn("bastion: DNS lookup failed", "host", h, "err", err)
+		var de *net.DNSError
+		switch {
+		case errors.As(err, &de) && de.IsNotFound:
+			return nil, fmt.Errorf("resolving %s failed: no such host", h)
+		case errors.As(err, &de) && de.IsTimeout, errors.Is(err, context.DeadlineExceeded):
+			return nil, fmt.Errorf("resolving %s failed: the DNS lookup timed out", h)
+		}
+		return nil, fmt.Errorf("resolving %s failed: the DNS lookup failed", h)
 	}
 	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
@@ -223,6 +236,21 @@ func resolve(ctx context.Context, h string) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("%s has no addresses", h)
 	}
 	return out, nil
+}
+
+// newResolver returns the resolver for destination names: the system's,
+// or one that sends every query to server (dns_server).
+func newResolver(server string) *net.Resolver {
+	if server == "" {
+		return net.DefaultResolver
+	}
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		},
+	}
 }
 
 func ipStrings(ips []netip.Addr) []string {

@@ -145,7 +145,7 @@ func TestAuditTamper(t *testing.T) {
 	key, cert, _ := f.userCert(t, f.ca, "-n", "admin", "-V", "-1m:+1h")
 	f.sshBastion(t, key, cert, "admin", "true")
 	f.sshBastion(t, key, "", "admin", "true")
-	f.waitEvent(t, "conn.end", map[string]string{"reason": "authentication failed"})
+	f.waitEvent(t, "preauth", map[string]string{"source": "127.0.0.1"})
 	data, err := os.ReadFile(f.auditPath)
 	if err != nil {
 		t.Fatal(err)

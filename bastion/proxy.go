@@ -175,7 +175,7 @@ func (s *Server) proxyLogin(sess *session, user string, key gossh.PublicKey) (*p
 	if s.proxy == nil {
 		return refuse("this bastion has no recording proxy configured")
 	}
-	ips, err := resolve(context.Background(), host)
+	ips, err := s.resolve(context.Background(), host)
 	if err != nil {
 		return refuse(err.Error())
 	}
@@ -479,7 +479,7 @@ func (pc *proxyConn) begin() string {
 	}
 	pc.started = true
 	s, t := pc.s, pc.target
-	dctx, cancel := context.WithTimeout(pc.ctx, s.cfg.DialTimeout.Duration)
+	dctx, cancel := context.WithTimeout(pc.ctx, s.conf().DialTimeout.Duration)
 	up, minted, err := s.proxy.dialer.Dial(dctx, upstream.Target{Host: t.host, IP: t.ip, Port: t.port, Login: t.login}, upstream.Who{
 		Principal: pc.id.Login, KeyID: pc.id.KeyID, SessionID: pc.recID, Serial: pc.id.Serial, Source: pc.sess.src.String(),
 	})
@@ -487,7 +487,7 @@ func (pc *proxyConn) begin() string {
 	if err != nil {
 		detail := record.Sanitize(err.Error(), 300)
 		s.auditLog("proxy.failed", pc.fields(map[string]any{"reason": detail}))
-		pc.startMsg = "gatehouse: cannot open a session on " + t.String() + ": " + detail
+		pc.startMsg = "gatehouse: cannot open a session on " + t.String() + ": " + hideAddrs(detail, t.host, t.ip, t.port)
 		return pc.startMsg
 	}
 	meta := record.Meta{
@@ -521,7 +521,7 @@ func (pc *proxyConn) begin() string {
 		return pc.startMsg
 	}
 	pc.up, pc.minted, pc.rec = up, minted, rec
-	if idle := s.cfg.IdleTimeout.Duration; idle > 0 {
+	if idle := s.conf().IdleTimeout.Duration; idle > 0 {
 		go pc.watchIdle(idle)
 	}
 	return ""

@@ -91,6 +91,7 @@ func newProxyBastion(t testing.TB, e *proxyEnv, mut func(c *Config)) *proxyBasti
 		UserCAKeys:         f.caFile,
 		AuditLog:           f.auditPath,
 		PenaltyFailures:    -1,
+		PenaltyWindow:      Duration{100 * time.Millisecond},
 		UpstreamCAKey:      e.upCA.Priv,
 		UpstreamKnownHosts: e.upKnown,
 		HostCAKey:          e.hostCA.Priv,

@@ -92,7 +92,7 @@ func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity,
 	}
 	cfg.AddHostKey(hostSigner)
 	cc := &chanConn{Channel: ch, local: sess.nc.LocalAddr(), remote: sess.nc.RemoteAddr()}
-	grace := time.AfterFunc(s.cfg.HandshakeTimeout.Duration, func() { ch.Close() })
+	grace := time.AfterFunc(s.conf().HandshakeTimeout.Duration, func() { ch.Close() })
 	conn, chans, greqs, err := gossh.NewServerConn(cc, cfg)
 	grace.Stop()
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,11 +37,19 @@ import (
 // changes, so a KRL update takes effect without a SIGHUP.
 const reloadPoll = 2 * time.Second
 
-// Logging budget for connections refused before the handshake.
+// Service-log budget for refusals after authentication (forwards,
+// requests, proxy targets refused by policy): per source, a burst and then
+// one line per refusalEvery, so that one admin's script cannot flood the
+// journal. Refusals before authentication are summarised per source by
+// preauthLog instead.
 const (
-	refusalRate  = 10 // per second
-	refusalBurst = 50
+	refusalEvery = 10 * time.Second
+	refusalBurst = 5
 )
+
+// auditDownEvery spaces the service-log lines that say the audit log is
+// still unwritable (and logins are therefore refused).
+const auditDownEvery = time.Minute
 
 // Server is a running bastion. Create it with New, run it with Serve.
 type Server struct {
@@ -52,12 +63,20 @@ type Server struct {
 	lim     *limiter
 	proxy   *proxySetup // nil: no rule names a proxy destination
 
+	settings atomic.Pointer[Config] // settings SIGHUP may change (see Apply)
 	policy   atomic.Pointer[policy.Policy]
 	rules    atomic.Pointer[[]policy.Rule]
 	localIPs atomic.Pointer[map[netip.Addr]bool]
 
-	refusals        *rate.Limiter
-	refusalsDropped atomic.Int64
+	preauth  *preauthLog
+	resolver atomic.Pointer[net.Resolver]
+
+	// Service-log rate limits: refusals per source, audit-down repeats.
+	refusalMu    sync.Mutex
+	refusalLog   map[string]*rate.Limiter
+	auditDown    atomic.Bool
+	auditDownLog *rate.Limiter
+	auditLost    atomic.Int64
 
 	observe atomic.Pointer[func(event string, fields map[string]any)]
 
@@ -117,10 +136,16 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		audit:    audit,
 		signers:  signers,
 		lim:      newLimiter(&cfg, now),
-		refusals: rate.NewLimiter(refusalRate, refusalBurst),
 		live:     make(map[*session]struct{}),
 		byRemote: make(map[string]*session),
+
+		refusalLog:   make(map[string]*rate.Limiter),
+		auditDownLog: rate.NewLimiter(rate.Every(auditDownEvery), 1),
 	}
+	s.preauth = newPreauthLog(s, cfg.PenaltyWindow.Duration)
+	live := cfg
+	s.settings.Store(&live)
+	s.resolver.Store(newResolver(cfg.DNSServer))
 	if cfg.ProxyEnabled() {
 		ps, err := newProxySetup(&cfg, log, now, s.auditLog)
 		if err != nil {
@@ -163,8 +188,115 @@ func (s *Server) SetRules(rules []policy.Rule) error {
 	rules = append([]policy.Rule(nil), rules...)
 	s.policy.Store(pol)
 	s.rules.Store(&rules)
+	live := *s.conf()
+	live.Rules = rules
+	s.settings.Store(&live)
 	s.auditLog("reload", map[string]any{"what": "rules", "rules": len(rules)})
 	return nil
+}
+
+// conf returns the current settings: those Apply changes on SIGHUP are read
+// through it, the others from s.cfg.
+func (s *Server) conf() *Config { return s.settings.Load() }
+
+// hotKeys are the [bastion] keys Apply puts into effect without a restart.
+// The others (listen, host keys, CA and revocation file paths, the audit
+// log, the recording proxy's keys and directories, …) are read once at
+// start: Apply names them when they changed.
+var hotKeys = map[string]bool{
+	"rule": true, "max_unauthenticated": true, "max_unauthenticated_per_source": true,
+	"penalty_failures": true, "penalty_window": true, "penalty": true, "dns_server": true,
+	"handshake_timeout": true, "max_session": true, "dial_timeout": true, "idle_timeout": true,
+}
+
+// Apply puts a reloaded [bastion] table into effect (SIGHUP): every
+// setting in hotKeys takes effect for new connections and channels (live
+// ones keep what they started with); it returns the keys it applied and
+// the keys that changed but only take effect after a restart. On an
+// invalid configuration nothing changes. Call Reload as well to re-read
+// the CA and revocation files.
+func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		s.auditLog("reload", map[string]any{"what": "config", "result": "failed", "error": record.Sanitize(err.Error(), 300)})
+		return nil, nil, err
+	}
+	old := s.conf()
+	ov, nv := reflect.ValueOf(*old), reflect.ValueOf(cfg)
+	for i := 0; i < ov.NumField(); i++ {
+		key, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("toml"), ",")
+		if key == "" || sameSetting(ov.Field(i), nv.Field(i)) {
+			continue
+		}
+		if hotKeys[key] {
+			applied = append(applied, key)
+		} else {
+			restart = append(restart, key)
+		}
+	}
+	if cfg.ProxyEnabled() && s.proxy == nil {
+		// Proxy rules arrive, but the recording proxy was not set up at
+		// start: they refuse with "not configured" until a restart.
+		restart = append(restart, "rule (proxy destinations: the recording proxy starts only at start-up)")
+	}
+	if slices.Contains(applied, "rule") {
+		pol, err := policy.New(cfg.Rules)
+		if err != nil {
+			return nil, nil, fmt.Errorf("[[bastion.rule]]: %w", err)
+		}
+		rules := append([]policy.Rule(nil), cfg.Rules...)
+		s.policy.Store(pol)
+		s.rules.Store(&rules)
+	}
+	// Keys that need a restart keep their old values in the live settings,
+	// so that nothing half-applies.
+	live := *old
+	live.Rules = cfg.Rules
+	live.MaxUnauthenticated, live.MaxUnauthenticatedPerSource = cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerSource
+	live.PenaltyFailures, live.PenaltyWindow, live.Penalty = cfg.PenaltyFailures, cfg.PenaltyWindow, cfg.Penalty
+	live.DNSServer = cfg.DNSServer
+	live.HandshakeTimeout, live.MaxSession, live.DialTimeout, live.IdleTimeout = cfg.HandshakeTimeout, cfg.MaxSession, cfg.DialTimeout, cfg.IdleTimeout
+	s.settings.Store(&live)
+	s.lim.configure(&live)
+	s.preauth.setWindow(live.PenaltyWindow.Duration)
+	if old.DNSServer != live.DNSServer {
+		s.resolver.Store(newResolver(live.DNSServer))
+	}
+	f := map[string]any{"what": "config", "result": "ok", "applied": nonNil(applied), "needs_restart": nonNil(restart)}
+	if slices.Contains(applied, "rule") {
+		f["rules"] = len(cfg.Rules)
+	}
+	s.auditLog("reload", f)
+	return applied, restart, nil
+}
+
+// hideAddrs removes a target's resolved address from a message meant for
+// the client (a dial or handshake error names it): the name the client
+// asked for is theirs, the address behind it is internal.
+func hideAddrs(msg, host string, ip netip.Addr, port uint16) string {
+	if !ip.IsValid() || host == ip.String() {
+		return msg
+	}
+	ap := netip.AddrPortFrom(ip, port).String()
+	msg = strings.ReplaceAll(msg, " ("+ap+")", "")
+	msg = strings.ReplaceAll(msg, ap, "the target")
+	return strings.ReplaceAll(msg, ip.String(), "the target")
+}
+
+// sameSetting compares one setting of two configurations; an empty list
+// equals an absent one (TOML's [] against a missing key).
+func sameSetting(a, b reflect.Value) bool {
+	if a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
+}
+
+func nonNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
 }
 
 // Reload re-reads the user CA keys and the revocation list (SIGHUP), then
@@ -225,6 +357,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-pollDone
 	s.closeAll("server shutting down")
 	s.wg.Wait()
+	s.preauth.close()
 	return err
 }
 
@@ -260,19 +393,9 @@ func (s *Server) accept(nc net.Conn) {
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = nc.Write([]byte("gatehouse: " + why + "; try again later\r\n"))
 		nc.Close()
-		// A flood must not turn into a flood of log lines: report at most
-		// refusalBurst at once and refusalRate per second, with a count of
-		// what was left out.
-		if s.refusals.Allow() {
-			fields := map[string]any{"source": src.String(), "reason": why}
-			if n := s.refusalsDropped.Swap(0); n > 0 {
-				fields["unlogged_before"] = n
-			}
-			s.log.Warn("bastion: connection refused before handshake", "source", src.String(), "reason", why)
-			s.auditLog("conn.refused", fields)
-		} else {
-			s.refusalsDropped.Add(1)
-		}
+		// A flood must not turn into a flood of lines: counted per
+		// source, one line per source per penalty_window.
+		s.preauth.record(src, outcomeRefused, why, nil)
 		return
 	}
 	sess := s.newSession(nc, src)
@@ -367,29 +490,100 @@ func (s *Server) protected(ap netip.AddrPort) bool {
 	return (*s.localIPs.Load())[ip]
 }
 
-// auditLog writes one audit event; a failure is logged loudly and returned
-// so that callers on an allow path can fail closed.
+// auditLog writes one audit event; a failure is returned so that callers
+// on an allow path can fail closed (a login is refused while the audit log
+// cannot be written). The service log says so once when writing starts to
+// fail, then at most once per auditDownEvery, and once when it works again
+// (the audit log itself then holds an "audit.gap" line counting what was
+// lost). Refusals by policy after authentication also go to the service
+// log, rate-limited per source.
 func (s *Server) auditLog(event string, fields map[string]any) error {
 	err := s.audit.Log(event, fields)
 	if f := s.observe.Load(); f != nil {
-		o := fields
+		o, ev := fields, event
 		if err != nil {
 			o = map[string]any{"event": event, "error": err.Error()}
-			event = "audit.failed"
+			ev = "audit.failed"
 		}
-		(*f)(event, o)
+		(*f)(ev, o)
 	}
 	if err != nil {
-		s.log.Error("bastion: audit log write failed", "event", event, "err", err)
+		if !errors.Is(err, record.ErrUnwritable) {
+			s.log.Error("bastion: audit log write failed", "event", event, "err", err)
+			return err
+		}
+		lost := s.auditLost.Add(1)
+		switch {
+		case !s.auditDown.Swap(true):
+			s.auditDownLog.Allow() // the first line uses up the budget
+			s.log.Error("bastion: the audit log cannot be written; new logins are refused until it can", "event", event, "err", err)
+		case s.auditDownLog.Allow():
+			s.log.Error("bastion: the audit log still cannot be written; new logins are refused", "events_lost", lost, "err", err)
+		}
 		return err
+	}
+	if s.auditDown.Swap(false) {
+		s.log.Info("bastion: the audit log is writable again; logins are accepted; the gap is recorded in it as an audit.gap event",
+			"events_lost", s.auditLost.Swap(0))
+	}
+	if refusalEvents[event] {
+		s.logRefusal(event, fields)
 	}
 	return nil
 }
 
+// refusalEvents are the audit events that refuse an authenticated user
+// something; they are copied to the service log (rate-limited per source).
+var refusalEvents = map[string]bool{
+	"forward.denied": true, "request.denied": true, "channel.denied": true, "proxy.failed": true,
+}
+
+// logRefusal copies a refusal to the service log unless its source used up
+// its budget.
+func (s *Server) logRefusal(event string, fields map[string]any) {
+	src, _ := fields["source"].(string)
+	key := src
+	if ap, err := netip.ParseAddrPort(src); err == nil {
+		key = sourceString(sourceKey(ap.Addr()))
+	}
+	s.refusalMu.Lock()
+	lim := s.refusalLog[key]
+	if lim == nil {
+		if len(s.refusalLog) >= maxTrackedSources {
+			clear(s.refusalLog) // crude but bounded: budgets start afresh
+		}
+		lim = rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)
+		s.refusalLog[key] = lim
+	}
+	ok := lim.Allow()
+	s.refusalMu.Unlock()
+	if !ok {
+		return
+	}
+	args := []any{"event", event, "source", src}
+	for _, k := range []string{"login", "key_id", "destination", "target", "request", "reason"} {
+		if v, ok := fields[k]; ok {
+			args = append(args, k, v)
+		}
+	}
+	s.log.Warn("bastion: refused", args...)
+}
+
+// observeOnly passes an event to the observer without writing it (refused
+// attempts, which the audit log aggregates; metrics still count each).
+func (s *Server) observeOnly(event string, fields map[string]any) {
+	if f := s.observe.Load(); f != nil {
+		(*f)(event, fields)
+	}
+}
+
 // SetObserver registers f to be called with every audit event after it is
 // written (event names and fields as in the audit log; "audit.failed" when
-// writing failed), e.g. to derive metrics. f runs on the connection's
-// goroutine, must return quickly and must not modify or keep fields.
+// writing failed), and with every refused authentication attempt ("auth",
+// result "refused"), which the audit log only counts in a "preauth" line
+// unless the connection later authenticates. f derives metrics, say. It
+// runs on the connection's goroutine, must return quickly and must not
+// modify or keep fields.
 func (s *Server) SetObserver(f func(event string, fields map[string]any)) {
 	s.observe.Store(&f)
 }

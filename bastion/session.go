@@ -38,6 +38,8 @@ type session struct {
 	proxies       map[*proxyConn]struct{} // live recorded proxy sessions
 	proxySeq      int                     // numbers this connection's recordings
 	loginProxy    *proxyConn              // the proxy of a user@host@bastion login, once started
+	refusals      []map[string]any        // refused attempts, audit fields (at most maxConnRefusals)
+	started       bool                    // conn.start was written (the connection authenticated)
 }
 
 // authEntry is what one verified authentication attempt proved: the
@@ -56,14 +58,16 @@ type note struct {
 	fields         map[string]any
 }
 
-// run serves the connection and writes its audit trail.
+// run serves the connection and writes its audit trail: conn.start (when
+// it authenticates, see logStart) … conn.end for a connection that
+// authenticated, one counted outcome in its source's "preauth" line for
+// one that did not.
 func (sess *session) run() {
 	s := sess.s
-	s.auditLog("conn.start", map[string]any{"conn": sess.id, "source": sess.src.String()})
 	// gliderlabs resets socket deadlines on every read and write, so a
 	// deadline set on the socket would be cleared by the first packet: the
 	// handshake deadline is a timer that closes the socket instead.
-	grace := time.AfterFunc(s.cfg.HandshakeTimeout.Duration, func() {
+	grace := time.AfterFunc(s.conf().HandshakeTimeout.Duration, func() {
 		sess.mu.Lock()
 		exceeded := sess.ident == nil
 		sess.graceExceeded = exceeded
@@ -102,9 +106,21 @@ func (sess *session) run() {
 	}
 	reason := sess.reason
 	id := sess.ident
-	// Penalty strikes, as OpenSSH's PerSourcePenalties: failed
-	// authentication and an exceeded handshake deadline.
-	failed := id == nil && (sess.failures > 0 || sess.graceExceeded)
+	started := sess.started
+	refusals := sess.refusals
+	outcome := ""
+	if id == nil {
+		switch {
+		case sess.failures > 0:
+			outcome = outcomeAuthFailed
+		case sess.graceExceeded:
+			outcome = outcomeTimeout
+		case sess.hsErr != "":
+			outcome = outcomeHandshakeFailed
+		default:
+			outcome = outcomeClosed
+		}
+	}
 	if reason == "" {
 		switch {
 		case id != nil:
@@ -121,7 +137,16 @@ func (sess *session) run() {
 	sess.slot = false
 	sess.mu.Unlock()
 	if releaseSlot {
-		s.lim.release(sess.src.Addr(), failed)
+		// Penalty strikes, as OpenSSH's PerSourcePenalties: every
+		// connection that ends before authenticating, however it ends.
+		s.lim.release(sess.src.Addr(), id == nil)
+	}
+	if !started {
+		// Never authenticated: its only trace is a count (and perhaps a
+		// sample) in its source's aggregated "preauth" line.
+		s.preauth.record(sess.src, outcome, reason, refusals)
+		s.forget(sess)
+		return
 	}
 
 	fields := map[string]any{
@@ -135,6 +160,36 @@ func (sess *session) run() {
 	}
 	s.auditLog("conn.end", fields)
 	s.forget(sess)
+}
+
+// logStart writes the audit lines of a connection that just authenticated:
+// conn.start and the attempts it had refused before. Called once, from
+// the accepting auth callback, before the accepted "auth" line.
+func (sess *session) logStart() error {
+	s := sess.s
+	sess.mu.Lock()
+	if sess.started {
+		sess.mu.Unlock()
+		return nil
+	}
+	refusals := sess.refusals
+	sess.mu.Unlock()
+	if err := s.auditLog("conn.start", map[string]any{
+		"conn": sess.id, "source": sess.src.String(),
+		"connected": sess.start.UTC().Format(time.RFC3339Nano),
+	}); err != nil {
+		return err
+	}
+	sess.mu.Lock()
+	sess.started = true
+	sess.refusals = nil
+	sess.mu.Unlock()
+	for _, r := range refusals {
+		if err := s.auditLog("auth", r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // enter registers a running handler; it returns false once the connection
@@ -230,7 +285,7 @@ func (sess *session) authenticated(token string, e *authEntry) {
 	sess.slot = false
 	until := id.ValidBefore.Sub(now)
 	why := "certificate expired at " + id.ValidBefore.UTC().Format(time.RFC3339)
-	if m := s.cfg.MaxSession.Duration; m > 0 && m < until {
+	if m := s.conf().MaxSession.Duration; m > 0 && m < until {
 		until, why = m, "max_session reached"
 	}
 	if sess.expiry == nil {

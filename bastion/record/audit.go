@@ -44,8 +44,13 @@ var reserved = map[string]bool{"time": true, "event": true, "prev": true, "seq":
 // where prev is the hex SHA-256 of the previous line's bytes (without its
 // newline) and seq counts lines from 1. It is safe for concurrent use.
 //
-// The bastion fails closed: once a write fails, or after Close, every Log
-// returns an error, so the caller refuses or ends the connection.
+// The bastion fails closed: while a write fails (a full disk, say), Log
+// returns an error wrapping ErrUnwritable, so the caller refuses or ends
+// the connection. That state is not sticky: every later Log tries again,
+// and the first that succeeds first writes an "audit.gap" line saying
+// since when writing failed, why, and how many events were lost, so the
+// chain records the gap. Only Close (or a partial line that cannot be
+// cut) fails it for good.
 type Audit struct {
 	mu        sync.Mutex
 	f         *os.File
@@ -54,7 +59,8 @@ type Audit struct {
 	prev      string // hex sha256 of the last line
 	seq       int64  // seq of the last line
 	size      int64  // bytes in the file after the last complete line
-	err       error  // sticky failure
+	err       error  // sticky failure: closed, or a tail that could not be repaired
+	down      *auditDown
 	syncTimer *time.Timer
 	dirty     bool
 
@@ -69,6 +75,17 @@ type Audit struct {
 	hadCP      bool  // the file held a checkpoint when opened
 	slog       *slog.Logger
 	slogFields []any
+}
+
+// ErrUnwritable is wrapped by Log's error while the audit log cannot be
+// written (write or fsync failed); it clears by itself once a write works.
+var ErrUnwritable = errors.New("audit log cannot be written")
+
+// auditDown is an ongoing write failure.
+type auditDown struct {
+	since time.Time
+	cause error
+	lost  int64 // events not written since
 }
 
 // OpenAudit opens (or creates, 0600, with a 0700 parent directory) the audit
@@ -184,9 +201,9 @@ func parseAuditHeader(line []byte) (auditHeader, error) {
 // Log appends one event. fields must not use the keys time, event, prev or
 // seq, and every value must be JSON-encodable. The line is written with a
 // single write(2) before Log returns; it is fsynced within a second and at
-// Close. After any write failure the Audit is failed and every later Log
-// returns the error. With SetLogger, the event is also emitted on the
-// service log once written.
+// Close. While writing fails, Log returns an error wrapping ErrUnwritable;
+// it recovers by itself (see Audit). With SetLogger, the event is also
+// emitted on the service log once written.
 func (a *Audit) Log(event string, fields map[string]any) error {
 	if a == nil {
 		return errors.New("audit log: not open")
@@ -201,19 +218,48 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 		a.mu.Unlock()
 		return err
 	}
+	var gapFields map[string]any
+	var gapSeq int64
+	if d := a.down; d != nil {
+		// Every Log while down probes: first the gap line, then the event.
+		gapFields = map[string]any{
+			"since": d.since.UTC().Format(time.RFC3339Nano), "lost_events": d.lost,
+			"error": Sanitize(d.cause.Error(), 300),
+		}
+		gap, err := a.encode("audit.gap", gapFields)
+		if err == nil {
+			gapSeq, err = a.writeLocked("audit.gap", a.now().UTC(), gap)
+		}
+		if err != nil {
+			d.lost++
+			a.mu.Unlock()
+			return err
+		}
+		a.down = nil
+	}
 	seq, err := a.writeLocked(event, a.now().UTC(), line)
+	if err != nil && a.down != nil {
+		a.down.lost++
+	}
 	log, attrs := a.slog, a.slogFields
 	a.mu.Unlock()
-	if err == nil && log != nil {
-		emitEvent(log, attrs, seq, event, fields)
+	if log != nil {
+		if gapFields != nil {
+			emitEvent(log, attrs, gapSeq, "audit.gap", gapFields)
+		}
+		if err == nil {
+			emitEvent(log, attrs, seq, event, fields)
+		}
 	}
 	return err
 }
 
-// writeLocked appends the line {"time":t,<body>,"prev":…,"seq":…}; body
-// starts with `,"event":`. It returns the new line's seq. Callers hold a.mu
-// and have checked a.err; time and the chain fields are filled in under the
-// lock so that lines are in time and seq order.
+// writeLocked appends the line {"time":t,<body>,"prev":…,"seq":…} with one
+// write(2); body starts with `,"event":`. It returns the new line's seq.
+// Callers hold a.mu and have checked a.err; time and the chain fields are
+// filled in under the lock so that lines are in time and seq order. A
+// failed write is cut back (so the file stays a whole chain) and puts the
+// log in the down state.
 func (a *Audit) writeLocked(event string, t time.Time, body []byte) (int64, error) {
 	seq := a.seq + 1
 	full := make([]byte, 0, len(body)+160)
@@ -232,13 +278,17 @@ func (a *Audit) writeLocked(event string, t time.Time, body []byte) (int64, erro
 	sum := sha256.Sum256(full)
 	full = append(full, '\n')
 	if n, err := a.f.Write(full); err != nil {
-		a.err = fmt.Errorf("audit log %s: write failed, audit log is now closed (fail closed): %w", a.path, err)
 		if n > 0 {
-			// Cut the partial line so that the log reopens once the
-			// disk has room again, instead of refusing a broken tail.
-			a.f.Truncate(a.size)
+			// Cut the partial line so that the chain continues from the
+			// last whole line once the disk has room again.
+			if terr := a.f.Truncate(a.size); terr != nil {
+				a.err = fmt.Errorf("audit log %s: write failed (%v) and the partial line could not be cut (%v); "+
+					"the audit log is closed until a restart (fail closed)", a.path, err, terr)
+				return 0, a.err
+			}
 		}
-		return 0, a.err
+		a.markDownLocked(err)
+		return 0, fmt.Errorf("audit log %s: write failed, events are refused until it can be written again: %w: %w", a.path, ErrUnwritable, err)
 	}
 	a.size += int64(len(full))
 	a.prev = hex.EncodeToString(sum[:])
@@ -248,6 +298,13 @@ func (a *Audit) writeLocked(event string, t time.Time, body []byte) (int64, erro
 		a.syncTimer = time.AfterFunc(auditSyncInterval, a.syncLater)
 	}
 	return seq, nil
+}
+
+// markDownLocked enters (or stays in) the down state.
+func (a *Audit) markDownLocked(cause error) {
+	if a.down == nil {
+		a.down = &auditDown{since: a.now(), cause: cause}
+	}
 }
 
 // SetLogger makes every line written from now on also a structured entry
@@ -329,7 +386,9 @@ func (a *Audit) syncLocked() {
 		return
 	}
 	if err := a.f.Sync(); err != nil {
-		a.err = fmt.Errorf("audit log %s: fsync failed, audit log is now closed (fail closed): %w", a.path, err)
+		// Lines written since the last fsync may not be on disk: refuse
+		// events until a write works again, and record the gap then.
+		a.markDownLocked(fmt.Errorf("fsync: %w", err))
 		return
 	}
 	a.dirty = false
@@ -354,6 +413,10 @@ func (a *Audit) Close() error {
 	}
 	a.syncLocked()
 	syncErr := a.err
+	if d := a.down; syncErr == nil && d != nil {
+		syncErr = fmt.Errorf("audit log %s: closed while unwritable since %s (%d events lost): %w",
+			a.path, d.since.UTC().Format(time.RFC3339), d.lost, d.cause)
+	}
 	cerr := a.f.Close()
 	a.f = nil
 	if a.err == nil {

@@ -21,8 +21,10 @@ from user_ca_keys are accepted, and each principal may open direct-tcpip
 (ssh -J / ssh -W) channels only to the destinations its [[bastion.rule]]
 tables name. Every decision goes to the hash-chained audit log.
 
-SIGHUP reloads CA keys, the revocation list and the rules without dropping
-live sessions (sessions whose certificate is now revoked are closed).
+SIGHUP reloads CA keys, the revocation list, the rules and every other
+setting that can change live, without dropping live sessions (sessions whose
+certificate is now revoked are closed); it names each changed setting that
+only takes effect after a restart.
 SIGINT/SIGTERM close connections with a message and exit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

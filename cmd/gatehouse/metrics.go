@@ -64,7 +64,7 @@ func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *met
 			Name: "gatehouse_bastion_auth_attempts_total", Help: "Bastion authentication attempts by result and refusal reason.",
 		}, []string{"result", "reason"}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatehouse_bastion_connections", Help: "Bastion connections currently open.",
+			Name: "gatehouse_bastion_connections", Help: "Authenticated bastion connections currently open (connections still authenticating are counted per source in the audit log's preauth lines, not here).",
 		}),
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_bastion_forwards_total", Help: "Jump (direct-tcpip) forwards by result (opened, denied).",

@@ -29,7 +29,8 @@ and each mirror's sync schedule (schedule = "hourly", "daily" or a duration
 like "30m") in one process, as gatehouse.service does.
 
 Readiness is reported to systemd (sd_notify READY=1) once both listeners are
-up. SIGHUP reloads the bastion's rules, CA keys and revocation list. SIGTERM
+up. SIGHUP reloads the bastion's settings (naming each one that needs a restart),
+CA keys and revocation list. SIGTERM
 or SIGINT stop new work, let in-flight syncs stop cleanly (the published
 mirror stays as it was), and close SSH sessions.`,
 		Args: cobra.NoArgs,
@@ -190,7 +191,11 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 	}
 }
 
-// reloadOnHUP reloads the bastion's rules and trust material on SIGHUP.
+// reloadOnHUP applies the reloaded [bastion] table and re-reads the trust
+// material on SIGHUP. Every setting the bastion can change live is applied
+// and named; each changed setting that needs a restart is named in a
+// warning, so an operator never believes a change is in force when it is
+// not.
 func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -203,9 +208,16 @@ func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
 		}
 		sdNotify("RELOADING=1")
 		if nc, err := loadBastionConfig(g); err != nil {
-			g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
-		} else if err := srv.SetRules(nc.Rules); err != nil {
-			g.log.Error("reload: rules not applied; keeping the previous rules", "err", err)
+			g.log.Error("reload: config not reloaded; keeping the previous settings", "err", err)
+		} else if applied, restart, err := srv.Apply(*nc); err != nil {
+			g.log.Error("reload: config not applied; keeping the previous settings", "err", err)
+		} else {
+			if len(applied) > 0 {
+				g.log.Info("reload: applied [bastion] settings", "settings", strings.Join(applied, ", "))
+			}
+			for _, k := range restart {
+				g.log.Warn("reload: [bastion] setting changed but takes effect only after a restart", "setting", k)
+			}
 		}
 		if err := srv.Reload(); err != nil {
 			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,43 +17,6 @@ import (
 	"gatehouse/apt/apttest"
 	"gatehouse/mirror/serve"
 )
-
-// buildGatehouse builds the binary without -race into a temporary
-// directory: floods run against it in its own process (the race detector
-// dies at 8,128 goroutines, and a flood must not share the test's
-// descriptor limit).
-func buildGatehouse(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gatehouse")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go not in PATH: cannot build the binary for the flood")
-	}
-	cmd := exec.Command(gobin, "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// syncBuffer is a bytes.Buffer safe for a child's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func countFDs(t *testing.T, pid int) int {
 	t.Helper()
@@ -125,7 +87,7 @@ func TestServeFlood(t *testing.T) {
 	t.Logf("synced at %v", time.Since(start))
 	// serve with its own descriptor limit: the default max_conns follows it.
 	const fdLimit = 1024
-	var logs syncBuffer
+	var logs lockedBuffer
 	srv := exec.Command("sh", "-c", `ulimit -n `+strconv.Itoa(fdLimit)+` && exec "$0" "$@"`, bin, "--config", conf, "serve")
 	srv.Stdout, srv.Stderr = &logs, &logs
 	if err := srv.Start(); err != nil {
