@@ -2,7 +2,8 @@
 # test.sh: the whole gatehouse test suite, on a fresh Debian 12 machine with Go.
 #
 # It installs the Debian packages the tests drive for real (OpenSSH, gpgv,
-# sqv, asciinema, dpkg, apt, nginx, ...), then runs: gofmt check, go vet,
+# sqv, asciinema, dpkg, apt, nginx, debhelper and lintian for the package
+# test in systemd/, ...), then runs: gofmt check, go vet,
 # staticcheck, go test -race ./..., and a short fuzz run of every fuzz target.
 # README.md gives this exact command, and .ci/run runs it.
 #
@@ -14,6 +15,7 @@ FUZZTIME=${FUZZTIME:-5s}
 PACKAGES=(
   openssh-server openssh-client gnupg gpgv sqv debian-archive-keyring
   asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd chromium
+  debhelper lintian
 )
 
 step() { printf '\n==> %s\n' "$*"; }
