@@ -132,7 +132,7 @@ func TestDebPackage(t *testing.T) {
 	copyright := readFile(t, filepath.Join(x, "usr", "share", "doc", "gatehouse", "copyright"))
 	for _, line := range strings.Split(run(t, "go", "version", "-m", bin), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "dep" && !strings.Contains(copyright, f[1]+" ") && !strings.Contains(copyright, f[1]+",") {
+		if len(f) >= 2 && f[0] == "dep" && !regexp.MustCompile(regexp.QuoteMeta(f[1])+`[\s,]`).MatchString(copyright) {
 			t.Errorf("debian/copyright does not name %s, which the binary links", f[1])
 		}
 	}
