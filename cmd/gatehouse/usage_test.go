@@ -163,3 +163,23 @@ func TestGenDocs(t *testing.T) {
 		t.Errorf("the hidden gen-docs command got a man page: %v", got)
 	}
 }
+
+// TestCompletionListsSubcommands: making the groups runnable (so that they
+// can refuse unknown subcommands) must not cost shell completion its
+// subcommand names.
+func TestCompletionListsSubcommands(t *testing.T) {
+	for _, tc := range []struct{ args []string }{
+		{[]string{"__complete", "mirror", ""}},
+		{[]string{"__complete", "bastion", ""}},
+		{[]string{"__complete", "help", "mir"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), tc.args, &out, &errb); code != 0 {
+			t.Fatalf("gatehouse %s: exit %d: %s", strings.Join(tc.args, " "), code, errb.String())
+		}
+		want := map[string]string{"mirror": "sync\t", "bastion": "check-cert\t", "help": "mirror\t"}[tc.args[1]]
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("gatehouse %s = %q, want %q among the candidates", strings.Join(tc.args, " "), out.String(), want)
+		}
+	}
+}
