@@ -1,52 +1,53 @@
 #!/usr/bin/env bash
-# build-deb.sh [VERSION] [OUTDIR]: build a .deb of gatehouse (static binary,
-# systemd units, sysusers/tmpfiles snippets, example config and alert rules),
-# installable with `apt-get install ./gatehouse_VERSION_ARCH.deb`, so the
-# appliance can be delivered through its own mirror.
+# build-deb.sh [OUTDIR]: build the gatehouse .deb (default OUTDIR: dist) and
+# print its path. It is the one documented way to build the package.
+#
+# The package is built by debhelper from debian/ (dpkg-buildpackage -us -uc
+# -b -d; -d because Go comes from go.dev, not from Debian). The version is
+# the top entry of debian/changelog; add an entry (dch -v VERSION) to release.
+#
+# dpkg-buildpackage writes its results into the parent directory of the
+# source tree and its intermediate files into debian/: so that neither the
+# checkout nor its parent (in CI, whatever directory the clone sits in) gets
+# stray files, it builds a copy of the tree in a temporary directory and
+# moves only the .deb to OUTDIR.
+#
+# SOURCE_DATE_EPOCH defaults to the date of the changelog entry (set by
+# dpkg-buildpackage), so two builds of one commit are byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")"
-version=${1:-0.1.0}
-out=${2:-dist}
-arch=$(dpkg --print-architecture)
-root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
 
-mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/lib/sysusers.d" \
-  "$root/usr/lib/tmpfiles.d" "$root/etc/gatehouse" "$root/usr/share/doc/gatehouse/examples"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$root/usr/bin/gatehouse" ./cmd/gatehouse
-install -m 0644 systemd/*.service systemd/*.timer "$root/lib/systemd/system/"
-install -m 0644 systemd/sysusers.d/gatehouse.conf "$root/usr/lib/sysusers.d/gatehouse.conf"
-install -m 0644 systemd/tmpfiles.d/gatehouse.conf "$root/usr/lib/tmpfiles.d/gatehouse.conf"
-install -m 0640 configs/gatehouse.toml "$root/etc/gatehouse/gatehouse.toml"
-install -m 0644 configs/gatehouse-alerts.yml README.md "$root/usr/share/doc/gatehouse/examples/"
-
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: gatehouse
-Version: $version
-Architecture: $arch
-Maintainer: gatehouse developers <gatehouse@example.org>
-Section: admin
-Priority: optional
-Recommends: systemd
-Description: verified APT mirror and certificate-only SSH bastion
- gatehouse is the single checked entrance to an isolated network segment:
- it syncs signed APT repositories, verifies every byte against the
- upstream's OpenPGP signature and serves a local mirror; and it runs an SSH
- bastion that accepts only OpenSSH certificates and records sessions.
-CONTROL
-echo /etc/gatehouse/gatehouse.toml > "$root/DEBIAN/conffiles"
-cat > "$root/DEBIAN/postinst" <<'POSTINST'
-#!/bin/sh
-set -e
-if [ "$1" = configure ]; then
-  if command -v systemd-sysusers >/dev/null; then systemd-sysusers gatehouse.conf; fi
-  if command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create gatehouse.conf; fi
-  if getent group gatehouse >/dev/null; then chgrp gatehouse /etc/gatehouse/gatehouse.toml || true; fi
+if [ $# -gt 1 ] || [[ "${1:-}" =~ ^[0-9] ]]; then
+  echo "usage: $0 [OUTDIR]   (the version comes from debian/changelog: add an entry to change it)" >&2
+  exit 2
 fi
-exit 0
-POSTINST
-chmod 0755 "$root/DEBIAN/postinst"
+out=${1:-dist}
+for tool in dpkg-buildpackage dh go; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "$0: $tool not found: install dpkg-dev and debhelper (apt-get install dpkg-dev debhelper) and Go" >&2
+    exit 2
+  fi
+done
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+src="$tmp/gatehouse"
+mkdir "$src"
+# Copy what git would commit: tracked files plus new, not ignored ones (so a
+# build never picks up dist/, old build output or editor files).
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard |
+    tar --null --files-from=- --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$src"
+else
+  tar --exclude=./dist --exclude=./.git -cf - . | tar -xf - -C "$src"
+fi
+
+(cd "$src" && dpkg-buildpackage -us -uc -b -d) >"$tmp/build.log" 2>&1 || {
+  cat "$tmp/build.log" >&2
+  echo "$0: dpkg-buildpackage failed (log above)" >&2
+  exit 1
+}
 mkdir -p "$out"
-deb="$out/gatehouse_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
-echo "$deb"
+debs=("$tmp"/gatehouse_*.deb)
+cp "${debs[@]}" "$out/"
+echo "$out/$(basename "${debs[0]}")"

@@ -2,7 +2,8 @@
 # test.sh: the whole gatehouse test suite, on a fresh Debian 12 machine with Go.
 #
 # It installs the Debian packages the tests drive for real (OpenSSH, gpgv,
-# sqv, asciinema, dpkg, apt, nginx, ...), then runs: gofmt check, go vet,
+# sqv, asciinema, dpkg, apt, nginx, debhelper and lintian for the package
+# test in systemd/, ...), then runs: gofmt check, go vet,
 # staticcheck, go test -race ./..., and a short fuzz run of every fuzz target.
 # README.md gives this exact command, and .ci/run runs it.
 #
@@ -16,6 +17,7 @@ PACKAGES=(
   asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd chromium
   python3-paramiko
   ssh-audit jq
+  debhelper lintian
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -79,7 +79,14 @@ Exit codes: 0 success (including "already current"), 1 failure,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			return g.setup(cmd)
 		},
+		// The man pages are generated from this tree; cobra's footer would
+		// stamp them with the generation date.
+		DisableAutoGenTag: true,
 	}
+	v, goVer := buildVersion()
+	root.Version = v
+	// --version prints exactly what `gatehouse version` prints.
+	root.SetVersionTemplate("gatehouse {{.Version}} (" + goVer + ")\n")
 	root.PersistentFlags().StringVar(&g.configPath, "config", "", "configuration file (default $GATEHOUSE_CONFIG or "+defaultConfigPath+")")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "structured JSON output and logs instead of human text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -95,8 +102,102 @@ Exit codes: 0 success (including "already current"), 1 failure,
 		newRecordingsCmd(g),
 		newRunCmd(g),
 		newCheckConfigCmd(g),
+		newGenDocsCmd(g),
 	)
+	strictCommandTree(root)
 	return root
+}
+
+// strictCommandTree makes an unknown subcommand a usage error (exit 2) with
+// cobra's "Did you mean" suggestion at every level of the tree. Cobra itself
+// does this only for the root: below it, a command that only groups
+// subcommands prints its help and exits 0 for `gatehouse mirror frobnicate`,
+// so a typo in a cron line would "succeed", and a runnable command with
+// subcommands (bastion) says "unknown command" without a suggestion.
+// It also adds cobra's help and completion commands now, instead of at
+// Execute, so that they are covered too and the man pages list them.
+func strictCommandTree(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Name() == "help" && c.HasParent() && !c.HasSubCommands() {
+			strictHelpCmd(c)
+			return
+		}
+		if !c.HasSubCommands() {
+			return
+		}
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2 // cobra's default, which only its own lookup applies
+		}
+		if !c.Runnable() {
+			// A group: with no arguments it shows its help (exit 0, as the
+			// root does); `gatehouse mirror help [sync]` is help, not a typo.
+			c.Args = nil
+			c.RunE = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return cmd.Help()
+				}
+				if args[0] == "help" {
+					return helpFor(cmd, args[1:])
+				}
+				return unknownCommand(cmd, args[0])
+			}
+			return
+		}
+		check := c.Args
+		if check == nil {
+			check = cobra.ArbitraryArgs
+		}
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				if len(args) > 0 && len(cmd.SuggestionsFor(args[0])) > 0 {
+					return unknownCommand(cmd, args[0])
+				}
+				return err
+			}
+			return nil
+		}
+	}
+	walk(root)
+}
+
+// unknownCommand is cobra's own "unknown command" error, suggestions included,
+// as a usage error.
+func unknownCommand(c *cobra.Command, arg string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", arg, c.CommandPath())
+	if s := c.SuggestionsFor(arg); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t") + "\n"
+	}
+	return &usageError{errors.New(msg)}
+}
+
+// helpFor shows the help of the command that path names below c, or fails
+// like an unknown command when there is none.
+func helpFor(c *cobra.Command, path []string) error {
+	target, rest, err := c.Find(path)
+	if err != nil {
+		return &usageError{err}
+	}
+	if len(rest) > 0 {
+		return unknownCommand(target, rest[0])
+	}
+	return target.Help()
+}
+
+// strictHelpCmd makes `gatehouse help frobnicate` a usage error; cobra's help
+// command prints "Unknown help topic" and exits 0. Its completion of command
+// names is kept.
+func strictHelpCmd(h *cobra.Command) {
+	h.Run = nil
+	h.Args = nil
+	h.RunE = func(cmd *cobra.Command, args []string) error {
+		return helpFor(cmd.Root(), args)
+	}
 }
 
 // setup resolves the config path and installs the logger. It is the only
@@ -140,14 +241,30 @@ func newVersionCmd(g *globals) *cobra.Command {
 	}
 }
 
-// buildVersion reports the module version or VCS revision embedded by the Go
-// toolchain, so release builds need no ldflags.
-func buildVersion() (version, goVersion string) {
+// version is the release version. The package build stamps it from
+// debian/changelog with -ldflags "-X main.version=VERSION"; a plain
+// `go build` or `go run` leaves it empty and buildVersion says what it can.
+var version string
+
+// buildVersion returns the stamped version; else the module version (set by
+// `go install gatehouse@vX`); else "devel", plus the VCS revision when the
+// toolchain recorded one (`go build` in a git checkout, unless
+// -buildvcs=false). It never claims a release it is not.
+func buildVersion() (v, goVersion string) {
 	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown", "unknown"
+	goVersion = "unknown Go version"
+	if ok {
+		goVersion = bi.GoVersion
 	}
-	version = bi.Main.Version
+	if version != "" {
+		return version, goVersion
+	}
+	if !ok {
+		return "devel", goVersion
+	}
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version, goVersion
+	}
 	var rev, dirty string
 	for _, s := range bi.Settings {
 		switch s.Key {
@@ -155,18 +272,15 @@ func buildVersion() (version, goVersion string) {
 			rev = s.Value
 		case "vcs.modified":
 			if s.Value == "true" {
-				dirty = "+dirty"
+				dirty = "-dirty"
 			}
 		}
 	}
-	if (version == "" || version == "(devel)") && rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		version = "devel-" + rev + dirty
+	if rev == "" {
+		return "devel", goVersion
 	}
-	if version == "" {
-		version = "(devel)"
+	if len(rev) > 12 {
+		rev = rev[:12]
 	}
-	return version, bi.GoVersion
+	return "devel+" + rev + dirty, goVersion
 }
