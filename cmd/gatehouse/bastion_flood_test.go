@@ -361,3 +361,13 @@ func TestBastionSIGHUP(t *testing.T) {
 		t.Errorf("second connection after the reload got %q", line)
 	}
 }
+
+// TestMain removes the binary buildGatehouse left, which outlives any one
+// test's TempDir because the flood tests share it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if gatehouseBin.path != "" {
+		os.RemoveAll(filepath.Dir(gatehouseBin.path))
+	}
+	os.Exit(code)
+}
