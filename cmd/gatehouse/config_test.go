@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gatehouse/apt/apttest"
 )
 
 const goodConfig = `state_dir = "/tmp/gh"
@@ -71,14 +73,20 @@ func TestParseConfigValidatesMirror(t *testing.T) {
 func TestCheckConfigCommand(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "gh.toml")
-	if err := os.WriteFile(p, []byte(goodConfig), 0o644); err != nil {
+	// check-config loads the keyring, so it must be a real one.
+	pub, _ := apttest.NewKey(t, "ed25519").PublicKey(false)
+	kr := filepath.Join(dir, "example.gpg")
+	if err := os.WriteFile(kr, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Replace(goodConfig, "/usr/share/keyrings/example.gpg", kr, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"check-config", "--config", p}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "OK (1 mirrors)") {
+	if !strings.Contains(out.String(), "OK (1 mirrors") {
 		t.Fatalf("output %q", out.String())
 	}
 	t.Setenv("GATEHOUSE_CONFIG", filepath.Join(dir, "missing.toml"))

@@ -55,6 +55,13 @@ func TestInitIsIdempotentAndPrivate(t *testing.T) {
 			t.Errorf("init output lacks %q", want)
 		}
 	}
+	// Until the operator copies the user CA beside the config,
+	// check-config says where it goes.
+	code, _, errs = ghRun(t, "--config", conf, "check-config")
+	if want := conf + ":92: [bastion] user_ca_keys " + filepath.Join(dir, "etc", "user_ca.pub") + " does not exist"; code != exitUsage || !strings.Contains(errs, want) {
+		t.Fatalf("missing user CA: exit %d, %s, want %q", code, errs, want)
+	}
+	writeUserCA(t, filepath.Join(dir, "etc"))
 	if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
 		t.Fatalf("the config init wrote does not check: %s", errs)
 	}
@@ -104,6 +111,7 @@ func TestStartupChecks(t *testing.T) {
 	if code, _, errs := ghRun(t, "--config", conf, "init", "--state-dir", state); code != 0 {
 		t.Fatal(errs)
 	}
+	writeUserCA(t, filepath.Join(dir, "etc"))
 	ok := func() {
 		t.Helper()
 		if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
@@ -134,4 +142,12 @@ func TestStartupChecks(t *testing.T) {
 		os.Chown(state, 0, 0)
 	}
 	ok()
+}
+
+// writeUserCA puts a user CA public key where init's config expects it.
+func writeUserCA(t *testing.T, confDir string) {
+	t.Helper()
+	if _, _, err := ensureSSHKey(filepath.Join(confDir, "user_ca"), "test-user-ca"); err != nil {
+		t.Fatal(err)
+	}
 }
