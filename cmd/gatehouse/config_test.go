@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gatehouse/apt/apttest"
 )
@@ -107,5 +108,25 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"no-such-command"}, &out, &errb); code != exitUsage {
 		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// TestDurationsSameFormsEverywhere: "30d" worked in [signing] and was
+// refused in [bastion]; every table now takes the same forms (one parser,
+// apt.ParseDuration).
+func TestDurationsSameFormsEverywhere(t *testing.T) {
+	conf := goodConfig + "max_future_skew = \"1d\"\n\n[signing]\nvalid_for = \"30d\"\n\n[bastion]\nhost_keys = [\"/k\"]\nuser_ca_keys = \"/ca.pub\"\naudit_log = \"/a.jsonl\"\nmax_cert_lifetime = \"2d\"\nmax_session = \"1d\"\nidle_timeout = \"90m\"\n"
+	c, err := parseConfig("gh.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := 24 * time.Hour
+	if c.Mirror[0].MaxFutureSkew.Duration != day || c.Signing.ValidFor.Duration != 30*day ||
+		c.Bastion.MaxCertLifetime.Duration != 2*day || c.Bastion.MaxSession.Duration != day || c.Bastion.IdleTimeout.Duration != 90*time.Minute {
+		t.Fatalf("decoded %v %v %v %v %v", c.Mirror[0].MaxFutureSkew, c.Signing.ValidFor, c.Bastion.MaxCertLifetime, c.Bastion.MaxSession, c.Bastion.IdleTimeout)
+	}
+	_, err = parseConfig("gh.toml", []byte(strings.Replace(conf, `max_session = "1d"`, `max_session = "1 day"`, 1)))
+	if err == nil || !strings.Contains(err.Error(), `invalid duration "1 day": use a number with a unit, like "90s", "10m", "24h" or "30d"`) {
+		t.Fatalf("bad duration in [bastion]: %v", err)
 	}
 }
