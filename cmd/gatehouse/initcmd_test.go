@@ -151,3 +151,61 @@ func writeUserCA(t *testing.T, confDir string) {
 		t.Fatal(err)
 	}
 }
+
+// TestInitConfigNamesEveryKey: every key file init creates is named in the
+// config it writes, under the key that uses it (commented where optional:
+// uncommenting gives exactly the created path), and record_input is
+// explained there.
+func TestInitConfigNamesEveryKey(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc", "gatehouse.toml")
+	state := filepath.Join(dir, "state")
+	code, out, errs := ghRun(t, "--config", conf, "init", "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errs)
+	}
+	var createdPaths []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasSuffix(line, " (created)") && !strings.Contains(line, conf) {
+			f := strings.Fields(strings.TrimSuffix(line, " (created)"))
+			createdPaths = append(createdPaths, f[len(f)-1])
+		}
+	}
+	if len(createdPaths) != 5 {
+		t.Fatalf("init reported %d created keys, want 5:\n%s", len(createdPaths), out)
+	}
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	if !strings.Contains(text, "# record_input = false") || !strings.Contains(text, "every keystroke") {
+		t.Errorf("config does not explain record_input")
+	}
+	// Uncomment the optional recorded-session keys and decode.
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, k := range []string{"upstream_ca_key", "host_ca_key", "recording_key", "recordings_dir"} {
+			if strings.HasPrefix(l, "# "+k+" = ") {
+				l = strings.TrimPrefix(l, "# ")
+			}
+		}
+		lines = append(lines, l)
+	}
+	c, err := parseConfig(conf, []byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatalf("uncommented config does not parse: %v", err)
+	}
+	named := map[string]bool{c.Signing.Key: true, c.Bastion.UpstreamCAKey: true, c.Bastion.HostCAKey: true, c.Bastion.RecordingKey: true}
+	for _, k := range c.Bastion.HostKeys {
+		named[k] = true
+	}
+	for _, p := range createdPaths {
+		if !named[p] {
+			t.Errorf("init created %s but its config does not name it under any key", p)
+		}
+	}
+	if c.Bastion.RecordingsDir != filepath.Join(state, "recordings") {
+		t.Errorf("recordings_dir %q, want the directory init created", c.Bastion.RecordingsDir)
+	}
+}
