@@ -99,6 +99,9 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 		if err := serve.Serve(ctx, sln, h, 0, g.log); err != nil {
 			errc <- err
 		}
+		if ctx.Err() != nil {
+			g.log.Info("shutdown: HTTP server stopped")
+		}
 	}()
 	g.log.Info("serving mirrors", "addr", sln.Addr().String())
 
@@ -123,6 +126,9 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 			defer wg.Done()
 			if err := srv.Serve(ctx, bln); err != nil {
 				errc <- err
+			}
+			if ctx.Err() != nil {
+				g.log.Info("shutdown: bastion stopped (live sessions were told and closed)")
 			}
 		}()
 		go func() {
@@ -150,11 +156,15 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		g.log.Info("shutdown: signal received; stopping scheduled syncs, the bastion and the HTTP server")
 	case runErr = <-errc:
+		g.log.Error("shutdown: a component failed; stopping the others", "err", runErr)
 	}
 	sdNotify("STOPPING=1")
 	cancel()
+	// Each component logs its own step; wait for them all.
 	wg.Wait()
+	g.log.Info("shutdown: complete; every component has stopped")
 	return runErr
 }
 
@@ -165,12 +175,15 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
 	t := time.NewTimer(first)
 	defer t.Stop()
+	g.log.Info("sync scheduled", "mirror", m.Name, "every", every, "next", time.Now().Add(first).Round(time.Second).Format(time.RFC3339))
 	for {
 		select {
 		case <-ctx.Done():
+			g.log.Info("shutdown: schedule stopped", "mirror", m.Name)
 			return
 		case <-t.C:
 		}
+		g.log.Info("scheduled sync starting", "mirror", m.Name)
 		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
 		met.observeSync(m.Name, rep, err)
 		switch {
@@ -183,6 +196,7 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 			g.log.Info("scheduled sync done", "mirror", m.Name, "result", rep.Result, "snapshot", rep.Snapshot)
 		}
 		t.Reset(every)
+		g.log.Info("next scheduled sync", "mirror", m.Name, "next", time.Now().Add(every).Round(time.Second).Format(time.RFC3339))
 	}
 }
 
@@ -197,6 +211,7 @@ func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
 			return
 		case <-hup:
 		}
+		g.log.Info("reload: SIGHUP received; re-reading the [bastion] rules, CA keys and revocation list", "config", g.configPath)
 		sdNotify("RELOADING=1")
 		if nc, err := loadBastionConfig(g); err != nil {
 			g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
