@@ -185,6 +185,10 @@ func (c *configChecker) keyring(key, what, path string) *pgp.Keyring {
 		return nil
 	}
 	kr, err := pgp.LoadKeyring(path)
+	if errors.Is(err, fs.ErrPermission) {
+		c.fail(key, false, "%s %s cannot be read by the invoking user (%v); fix: run check-config as root or as user %s", what, path, err, c.user.name)
+		return nil
+	}
 	if err != nil {
 		c.fail(key, true, "%s %s cannot be used: %v; fix: use the binary .gpg or armored .asc keyring the upstream publishes (apt's Signed-By file)", what, path, err)
 		return nil
@@ -203,6 +207,10 @@ func (c *configChecker) sshPrivate(key, what, path string) {
 		return
 	}
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrPermission) {
+		c.fail(key, false, "%s %s cannot be read by the invoking user (%v); fix: run check-config as root or as user %s", what, path, err, c.user.name)
+		return
+	}
 	if err == nil {
 		var s ssh.Signer
 		if s, err = ssh.ParsePrivateKey(data); err == nil {
@@ -257,7 +265,9 @@ func (c *configChecker) checkOffline(configPath string) {
 		c.keyring(fmt.Sprintf("mirror[%d].keyring", i), fmt.Sprintf("mirror %s: keyring", m.Name), m.Keyring)
 	}
 	if k := c.cfg.Signing.Key; k != "" && c.file("signing.key", "[signing] key", k, true) {
-		if sk, err := pgp.LoadSigningKey(k); err != nil {
+		if sk, err := pgp.LoadSigningKey(k); errors.Is(err, fs.ErrPermission) {
+			c.fail("signing.key", false, "[signing] key %s cannot be read by the invoking user (%v); fix: run check-config as root or as user %s", k, err, c.user.name)
+		} else if err != nil {
 			c.fail("signing.key", true, "[signing] key %s cannot be used: %v; fix: create one with 'gatehouse keys init-archive-key'", k, err)
 		} else {
 			c.info = append(c.info, fmt.Sprintf("[signing] key %s: %s", k, sk.Fingerprint()))
