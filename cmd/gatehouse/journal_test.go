@@ -119,3 +119,53 @@ func TestRunLogsScheduleAndShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestRunLogsSIGHUPReload: each SIGHUP reload is logged with what changed
+// in the rules.
+func TestRunLogsSIGHUPReload(t *testing.T) {
+	dir := t.TempDir()
+	f, env := journalFile(t)
+	t.Setenv("JOURNAL_STREAM", env)
+	for _, k := range []string{"host_key", "user_ca"} {
+		if _, _, err := ensureSSHKey(filepath.Join(dir, k), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(dir, "gh.toml")
+	cfg := fmt.Sprintf("state_dir = %q\n\n[serve]\nlisten = %q\n\n[bastion]\nlisten = %q\nhost_keys = [%q]\nuser_ca_keys = %q\naudit_log = %q\n\n[[bastion.rule]]\nprincipals = [\"admin\"]\njump = [\"127.0.0.1:22\"]\n",
+		filepath.Join(dir, "state"), freePort(t), freePort(t), filepath.Join(dir, "host_key"), filepath.Join(dir, "user_ca.pub"), filepath.Join(dir, "audit.jsonl"))
+	if err := os.WriteFile(conf, []byte(cfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"--config", conf, "--log-level", "debug", "run"}, &strings.Builder{}, f) }()
+	defer func() { cancel(); <-done }()
+	read := func() string { b, _ := os.ReadFile(f.Name()); return string(b) }
+	wait := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(read(), what); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q logged:\n%s", what, read())
+			}
+		}
+	}
+	// Logged after signal.Notify: a SIGHUP now cannot kill the test.
+	wait("reload: SIGHUP re-reads")
+	if err := os.WriteFile(conf, []byte(cfg+"\n[[bastion.rule]]\nprincipals = [\"ops\"]\njump = [\"127.0.0.1:2022\"]\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait("reloaded bastion rules")
+	out := read()
+	for _, re := range []string{
+		`(?m)^<6>.*msg="reload: SIGHUP received; re-reading the \[bastion\] rules, CA keys and revocation list" config=` + regexp.QuoteMeta(conf),
+		`(?m)^<6>.*msg="reloaded bastion rules, CA keys and revocations" rules="changed: 1 rules before, 2 now"`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("log lacks %s:\n%s", re, out)
+		}
+	}
+}

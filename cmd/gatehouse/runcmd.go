@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,7 +134,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 		}()
 		go func() {
 			defer wg.Done()
-			reloadOnHUP(ctx, g, srv)
+			reloadOnHUP(ctx, g, srv, cfg.Bastion)
 		}()
 		g.log.Info("bastion listening", "addr", bln.Addr().String())
 	}
@@ -200,11 +201,15 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 	}
 }
 
-// reloadOnHUP reloads the bastion's rules and trust material on SIGHUP.
-func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
+// reloadOnHUP reloads the bastion's rules and trust material on SIGHUP,
+// and logs what changed in the rules (cfg is the configuration it started
+// with).
+func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server, cfg *bastion.Config) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	rules := cfg.Rules
+	g.log.Debug("reload: SIGHUP re-reads the bastion's rules, CA keys and revocation list")
 	for {
 		select {
 		case <-ctx.Done():
@@ -213,15 +218,21 @@ func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
 		}
 		g.log.Info("reload: SIGHUP received; re-reading the [bastion] rules, CA keys and revocation list", "config", g.configPath)
 		sdNotify("RELOADING=1")
+		ruleChange := "unchanged"
 		if nc, err := loadBastionConfig(g); err != nil {
 			g.log.Error("reload: config not reloaded; keeping the previous rules", "err", err)
+			ruleChange = "kept (config not reloaded)"
 		} else if err := srv.SetRules(nc.Rules); err != nil {
 			g.log.Error("reload: rules not applied; keeping the previous rules", "err", err)
+			ruleChange = "kept (rules not applied)"
+		} else if !reflect.DeepEqual(rules, nc.Rules) {
+			ruleChange = fmt.Sprintf("changed: %d rules before, %d now", len(rules), len(nc.Rules))
+			rules = nc.Rules
 		}
 		if err := srv.Reload(); err != nil {
-			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err)
+			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err, "rules", ruleChange)
 		} else {
-			g.log.Info("reloaded bastion rules, CA keys and revocations")
+			g.log.Info("reloaded bastion rules, CA keys and revocations", "rules", ruleChange)
 		}
 		sdNotify("READY=1")
 	}
