@@ -139,7 +139,9 @@ func TestRunLogsSIGHUPReload(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
-	go func() { done <- run(ctx, []string{"--config", conf, "--log-level", "debug", "run"}, &strings.Builder{}, f) }()
+	go func() {
+		done <- run(ctx, []string{"--config", conf, "--log-level", "debug", "run"}, &strings.Builder{}, f)
+	}()
 	defer func() { cancel(); <-done }()
 	read := func() string { b, _ := os.ReadFile(f.Name()); return string(b) }
 	wait := func(what string) {
