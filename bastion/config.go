@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"gatehouse/apt"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
 	"gatehouse/bastion/upstream"
@@ -17,11 +18,13 @@ import (
 // or "90s", so operators never write nanoseconds.
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string ("24h", "2m", "30s").
+// UnmarshalText parses a Go duration string ("24h", "2m", "30s") or whole
+// days ("7d") with apt.ParseDuration, the parser the [[mirror]] and
+// [signing] tables use too, so every table accepts the same forms.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := apt.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: write it like \"24h\", \"2m\" or \"30s\"", string(b))
+		return err
 	}
 	d.Duration = v
 	return nil

@@ -11,9 +11,9 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
+	"gatehouse/apt"
 	"gatehouse/mirror/fetch"
 )
 
@@ -108,19 +108,12 @@ type Config struct {
 // Duration is a time.Duration that decodes from TOML strings like "10m".
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string, plus whole days ("30d"),
-// which Valid-Until periods are naturally written in.
+// UnmarshalText parses a Go duration string, plus whole days ("30d"), with
+// apt.ParseDuration: the one parser of both halves' configuration.
 func (d *Duration) UnmarshalText(b []byte) error {
-	s := string(b)
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days < 100000 {
-			d.Duration = time.Duration(days) * 24 * time.Hour
-			return nil
-		}
-	}
-	v, err := time.ParseDuration(s)
+	v, err := apt.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: use a number with a unit, like \"90s\", \"10m\", \"24h\" or \"30d\"", b)
+		return err
 	}
 	d.Duration = v
 	return nil

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +23,10 @@ type SourcesImport struct {
 	Notes []string
 }
 
-// ImportAptSources turns apt's deb822 sources files (the format of
-// /etc/apt/sources.list.d/*.sources) into mirror configurations, so nobody
-// types an archive URL or picks a keyring by hand.
+// ImportAptSources turns apt's sources files into mirror configurations, so
+// nobody types an archive URL or picks a keyring by hand: deb822 files (the
+// format of /etc/apt/sources.list.d/*.sources) and, for names ending in
+// .list, one-line files ("deb [arch=amd64 signed-by=...] URI SUITE COMP...").
 //
 // Stanzas with "Enabled: no" are skipped. A stanza without Signed-By is
 // refused: apt would fall back to every key in trusted.gpg.d, and a mirror
@@ -41,7 +43,11 @@ func ImportAptSources(files []string, keyringDir, defaultArch string) (*SourcesI
 		if err != nil {
 			return nil, fmt.Errorf("reading apt sources: %w", err)
 		}
-		err = importSourcesFile(fh, f, keyringDir, defaultArch, res, names)
+		if strings.HasSuffix(f, ".list") {
+			err = importListFile(fh, f, keyringDir, defaultArch, res, names)
+		} else {
+			err = importSourcesFile(fh, f, keyringDir, defaultArch, res, names)
+		}
 		fh.Close()
 		if err != nil {
 			return nil, err
@@ -58,7 +64,7 @@ func importSourcesFile(r io.Reader, name, keyringDir, defaultArch string, res *S
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("parsing apt sources: %w (is %s a deb822 .sources file? one-line .list files are not supported)", err, name)
+			return fmt.Errorf("parsing apt sources: %w (is %s a deb822 .sources file? one-line files are read when their name ends in .list)", err, name)
 		}
 		where := fmt.Sprintf("%s:%d", name, p.Line)
 		if strings.EqualFold(strings.TrimSpace(p.Value("Enabled")), "no") {
@@ -75,51 +81,132 @@ func importSourcesFile(r io.Reader, name, keyringDir, defaultArch string, res *S
 		if len(uris) == 0 || len(suites) == 0 {
 			return fmt.Errorf("%s: stanza lacks URIs or Suites; fix the file or remove the stanza", where)
 		}
-		comps := strings.Fields(p.Value("Components"))
-		arches := strings.Fields(p.Value("Architectures"))
-		if len(arches) == 0 && defaultArch != "" {
-			arches = []string{defaultArch}
+		st := sourceStanza{
+			where: where, types: types, uris: uris, suites: suites,
+			comps:    strings.Fields(p.Value("Components")),
+			arches:   strings.Fields(p.Value("Architectures")),
+			signedBy: strings.TrimSpace(p.Value("Signed-By")),
 		}
-		arches = slices.DeleteFunc(arches, func(a string) bool { return a == "all" })
-		signedBy := strings.TrimSpace(p.Value("Signed-By"))
-		if signedBy == "" {
-			return fmt.Errorf("%s: no Signed-By: a mirror needs the one keyring its upstream signs with; add Signed-By to the stanza (apt recommends it too) and run again", where)
-		}
-		keyring, inline, err := sourcesKeyring(signedBy, where)
-		if err != nil {
+		if err := st.add(keyringDir, defaultArch, res, names); err != nil {
 			return err
 		}
-		for _, u := range uris {
-			pu, err := url.Parse(u)
-			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				res.Notes = append(res.Notes, fmt.Sprintf("%s: skipped URI %q (only http and https upstreams are mirrored)", where, u))
-				continue
+	}
+}
+
+// sourceStanza is one deb822 stanza or one-line entry, as apt reads it.
+type sourceStanza struct {
+	where                              string // file:line
+	types, uris, suites, comps, arches []string
+	signedBy                           string
+}
+
+// add turns st into mirror entries of res (merged with an equal one).
+func (st sourceStanza) add(keyringDir, defaultArch string, res *SourcesImport, names map[string]bool) error {
+	where, types, uris, suites, comps, arches := st.where, st.types, st.uris, st.suites, st.comps, st.arches
+	if len(arches) == 0 && defaultArch != "" {
+		arches = []string{defaultArch}
+	}
+	arches = slices.DeleteFunc(arches, func(a string) bool { return a == "all" })
+	signedBy := st.signedBy
+	if signedBy == "" {
+		return fmt.Errorf("%s: no Signed-By: a mirror needs the one keyring its upstream signs with; add Signed-By to the stanza (or [signed-by=...] to the line; apt recommends it too) and run again", where)
+	}
+	keyring, inline, err := sourcesKeyring(signedBy, where)
+	if err != nil {
+		return err
+	}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: skipped URI %q (only http and https upstreams are mirrored)", where, u))
+			continue
+		}
+		c := Config{
+			URL:           strings.TrimRight(u, "/"),
+			Suites:        suites,
+			Components:    comps,
+			Architectures: arches,
+			Keyring:       keyring,
+			Sources:       slices.Contains(types, "deb-src"),
+		}
+		if inline != "" {
+			c.Keyring = "inline:" + inline // merge key until written below
+		}
+		if mergeSources(res.Mirrors, c) {
+			continue
+		}
+		c.Name = uniqueName(names, pu)
+		if inline != "" {
+			if c.Keyring, err = writeInlineKeyring(keyringDir, c.Name, inline); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
 			}
-			c := Config{
-				URL:           strings.TrimRight(u, "/"),
-				Suites:        suites,
-				Components:    comps,
-				Architectures: arches,
-				Keyring:       keyring,
-				Sources:       slices.Contains(types, "deb-src"),
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: wrote the inline Signed-By key to %s", where, c.Keyring))
+		}
+		c.Defaults()
+		res.Mirrors = append(res.Mirrors, c)
+	}
+	return nil
+}
+
+// importListFile reads apt's one-line format (sources.list, *.list):
+//
+//	deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/x.gpg] http://example.org/debian bookworm main contrib
+//	deb-src http://example.org/debian bookworm main
+//
+// Options other than arch and signed-by (lang, target, trusted, ...) do
+// not change what is mirrored and are ignored; arch+= and arch-= depend on
+// the host's configuration, so they are refused with the line named.
+func importListFile(r io.Reader, name, keyringDir, defaultArch string, res *SourcesImport, names map[string]bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("%s:%d", name, n)
+		if f[0] != "deb" && f[0] != "deb-src" {
+			return fmt.Errorf("%s: %q is not a sources line (want \"deb\" or \"deb-src\" first); fix the line or comment it out", where, f[0])
+		}
+		st := sourceStanza{where: where, types: []string{f[0]}}
+		rest := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), f[0]))
+		if strings.HasPrefix(rest, "[") {
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return fmt.Errorf("%s: options start with \"[\" but have no \"]\"; fix the line", where)
 			}
-			if inline != "" {
-				c.Keyring = "inline:" + inline // merge key until written below
-			}
-			if mergeSources(res.Mirrors, c) {
-				continue
-			}
-			c.Name = uniqueName(names, pu)
-			if inline != "" {
-				if c.Keyring, err = writeInlineKeyring(keyringDir, c.Name, inline); err != nil {
-					return fmt.Errorf("%s: %w", where, err)
+			for _, opt := range strings.Fields(rest[1:end]) {
+				k, v, ok := strings.Cut(opt, "=")
+				if !ok || strings.HasSuffix(k, "+") || strings.HasSuffix(k, "-") {
+					return fmt.Errorf("%s: option %q: only key=value options are understood (arch+= and arch-= depend on the host); write arch=LIST", where, opt)
 				}
-				res.Notes = append(res.Notes, fmt.Sprintf("%s: wrote the inline Signed-By key to %s", where, c.Keyring))
+				switch strings.ToLower(k) {
+				case "arch":
+					st.arches = strings.Split(v, ",")
+				case "signed-by":
+					st.signedBy = strings.ReplaceAll(v, ",", " ")
+				}
 			}
-			c.Defaults()
-			res.Mirrors = append(res.Mirrors, c)
+			rest = rest[end+1:]
+		}
+		f = strings.Fields(rest)
+		if len(f) < 2 {
+			return fmt.Errorf("%s: a sources line needs a URI and a suite: %s URI SUITE [COMPONENT...]", where, st.types[0])
+		}
+		// Clones: a merge appends to Suites, which must not write into comps.
+		st.uris, st.suites, st.comps = f[:1], slices.Clone(f[1:2]), slices.Clone(f[2:])
+		if err := st.add(keyringDir, defaultArch, res, names); err != nil {
+			return err
 		}
 	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	return nil
 }
 
 // mergeSources folds c into an existing entry with the same upstream and

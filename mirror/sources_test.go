@@ -137,3 +137,48 @@ Signed-By: /usr/share/keyrings/vendor.gpg
 		t.Errorf("flat directories: %q %q %q", publishedDir("/"), remoteDir("/"), publishedDir("x86_64/"))
 	}
 }
+
+// TestImportAptSourcesOneLine: one-line .list files with options, deb-src
+// lines and comments become the same [[mirror]] entries as deb822 would.
+func TestImportAptSourcesOneLine(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "vendor.list", `# vendor repository
+deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://deb.example.org/debian bookworm main
+deb-src [signed-by=/usr/share/keyrings/x.gpg] http://deb.example.org/debian bookworm main
+deb [ arch=amd64,arm64 signed-by=/usr/share/keyrings/y.gpg lang=de ] http://other.example.org/repo stable main contrib  # trailing comment
+deb [signed-by=/usr/share/keyrings/x.gpg arch=amd64] http://deb.example.org/debian bookworm-updates main
+`)
+	res, err := ImportAptSources([]string{f}, dir, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Mirrors) != 2 {
+		t.Fatalf("want 2 mirrors, got %+v", res.Mirrors)
+	}
+	d, o := res.Mirrors[0], res.Mirrors[1]
+	if d.Name != "debian" || d.URL != "http://deb.example.org/debian" || !slices.Equal(d.Suites, []string{"bookworm", "bookworm-updates"}) ||
+		!slices.Equal(d.Components, []string{"main"}) || !slices.Equal(d.Architectures, []string{"amd64"}) ||
+		d.Keyring != "/usr/share/keyrings/x.gpg" || !d.Sources {
+		t.Errorf("first mirror: %+v", d)
+	}
+	if o.Name != "repo" || !slices.Equal(o.Components, []string{"main", "contrib"}) || !slices.Equal(o.Architectures, []string{"amd64", "arm64"}) ||
+		o.Keyring != "/usr/share/keyrings/y.gpg" || o.Sources {
+		t.Errorf("second mirror: %+v", o)
+	}
+
+	for name, tc := range map[string]struct{ line, want string }{
+		"no signed-by": {"deb http://deb.example.org/debian bookworm main\n", "bad.list:1: no Signed-By"},
+		"arch+=":       {"deb [arch+=i386 signed-by=/k.gpg] http://deb.example.org/debian bookworm main\n", `bad.list:1: option "arch+=i386": only key=value options`},
+		"unclosed":     {"deb [arch=amd64 http://deb.example.org/debian bookworm main\n", `bad.list:1: options start with "[" but have no "]"`},
+		"no suite":     {"\ndeb [signed-by=/k.gpg] http://deb.example.org/debian\n", "bad.list:2: a sources line needs a URI and a suite"},
+		"not deb":      {"rpm http://x/ y\n", `bad.list:1: "rpm" is not a sources line`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := writeFile(t, t.TempDir(), "bad.list", tc.line)
+			_, err := ImportAptSources([]string{bad}, dir, "amd64")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

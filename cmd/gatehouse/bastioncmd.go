@@ -64,7 +64,7 @@ func runBastion(ctx context.Context, g *globals, cfg *bastion.Config) error {
 	if err != nil {
 		return usageErrorf("bastion: cannot listen on %s: %v (set [bastion] listen to a free address)", cfg.Listen, err)
 	}
-	go reloadOnHUP(ctx, g, srv)
+	go reloadOnHUP(ctx, g, srv, cfg)
 	g.log.Info("bastion listening", "addr", ln.Addr().String())
 	return srv.Serve(ctx, ln)
 }

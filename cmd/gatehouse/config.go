@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
-	"github.com/spf13/cobra"
 
 	"gatehouse/bastion"
 	"gatehouse/mirror"
@@ -30,6 +26,11 @@ type fileConfig struct {
 	Status statusConfig `toml:"status"`
 	// Bastion is nil when the file has no [bastion] table.
 	Bastion *bastion.Config `toml:"bastion"`
+
+	// pos and path locate every key of the file for check-config's
+	// messages; set by parseConfig.
+	pos  *configPositions
+	path string
 }
 
 const defaultStateDir = "/var/lib/gatehouse"
@@ -58,10 +59,13 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 		}
 		return nil, usageErrorf("%s: %v", path, err)
 	}
+	pos := scanPositions(data)
+	c.pos, c.path = pos, path
 	if und := md.Undecoded(); len(und) > 0 {
 		var msgs []string
-		for _, k := range und {
-			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q", path, keyLine(data, k), k.String()))
+		lines := pos.undecodedLines(und)
+		for i, k := range und {
+			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q", path, lines[i], k.String()))
 		}
 		return nil, usageErrorf("%s\n(check the spelling against the commented example from 'gatehouse init' or configs/gatehouse.toml)", strings.Join(msgs, "\n"))
 	}
@@ -71,79 +75,39 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	if c.Bastion != nil {
 		c.Bastion.Defaults()
 		if err := c.Bastion.Validate(); err != nil {
-			return nil, usageErrorf("%s: %v", path, err)
+			return nil, usageErrorf("%s:%d: %v", path, pos.line("bastion"), err)
 		}
 	}
 	if _, err := c.Status.prefixes(); err != nil {
-		return nil, usageErrorf("%s:%d: [status] %v", path, keyLine(data, toml.Key{"status", "sessions_from"}), err)
+		return nil, usageErrorf("%s:%d: [status] %v", path, pos.line("status.sessions_from"), err)
 	}
 	if err := c.Serve.Validate(); err != nil {
 		return nil, usageErrorf("%s: %v", path, err)
 	}
 	if c.Serve.MinSendRate != "" {
 		if _, err := mirror.ParseRate(c.Serve.MinSendRate); err != nil {
-			return nil, usageErrorf("%s:%d: [serve] min_send_rate: %v", path, keyLine(data, toml.Key{"serve", "min_send_rate"}), err)
+			return nil, usageErrorf("%s:%d: [serve] min_send_rate: %v", path, pos.line("serve.min_send_rate"), err)
 		}
 	}
 	seen := map[string]bool{}
 	for i := range c.Mirror {
 		m := &c.Mirror[i]
 		m.Defaults()
+		at := fmt.Sprintf("%s:%d", path, pos.line(fmt.Sprintf("mirror[%d]", i)))
 		if err := m.Validate(); err != nil {
-			return nil, usageErrorf("%s: %v", path, err)
+			return nil, usageErrorf("%s: %v", at, err)
 		}
 		if m.Mode == mirror.ModeFiltered && c.Signing.Key == "" {
-			return nil, usageErrorf("%s: [[mirror]] name=%q: mode = \"filtered\" re-signs with the appliance's archive key: set [signing] key (create it with 'gatehouse keys init-archive-key')", path, m.Name)
+			return nil, usageErrorf("%s: [[mirror]] name=%q: mode = \"filtered\" re-signs with the appliance's archive key: set [signing] key (create it with 'gatehouse keys init-archive-key')", at, m.Name)
 		}
 		if m.Name == "recordings" {
 			// The status page serves session replay under /recordings/.
-			return nil, usageErrorf("%s: [[mirror]] name %q is reserved for the status page's session replay; choose another name", path, m.Name)
+			return nil, usageErrorf("%s: [[mirror]] name %q is reserved for the status page's session replay; choose another name", at, m.Name)
 		}
 		if seen[m.Name] {
-			return nil, usageErrorf("%s: two [[mirror]] tables are named %q; names must be unique", path, m.Name)
+			return nil, usageErrorf("%s: two [[mirror]] tables are named %q; names must be unique", at, m.Name)
 		}
 		seen[m.Name] = true
 	}
 	return &c, nil
-}
-
-// keyLine finds the line on which the last component of key is defined. TOML
-// decoders do not expose positions of undecoded keys, so this scans the text:
-// good enough to point an operator at a typo. 0 means "not found".
-func keyLine(data []byte, key toml.Key) int {
-	if len(key) == 0 {
-		return 0
-	}
-	last := regexp.QuoteMeta(key[len(key)-1])
-	keyRe := regexp.MustCompile(`^\s*(?:"` + last + `"|'` + last + `'|` + last + `)\s*=`)
-	tableRe := regexp.MustCompile(`^\s*\[\[?\s*` + regexp.QuoteMeta(key.String()) + `\s*\]\]?`)
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		if keyRe.MatchString(sc.Text()) || tableRe.MatchString(sc.Text()) {
-			return n
-		}
-	}
-	return 0
-}
-
-// newCheckConfigCmd validates the configuration file and changes nothing
-// (like "nginx -t"): operators run it before a reload.
-func newCheckConfigCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check-config",
-		Short: "Validate the configuration file and exit (changes nothing)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadServiceConfig(g)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(g.stdout, map[string]any{"config": g.configPath, "ok": true, "mirrors": len(c.Mirror)})
-			}
-			_, err = fmt.Fprintf(g.stdout, "%s: OK (%d mirrors)\n", g.configPath, len(c.Mirror))
-			return err
-		},
-	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gatehouse/apt/apttest"
 )
 
 const goodConfig = `state_dir = "/tmp/gh"
@@ -72,14 +74,20 @@ func TestParseConfigValidatesMirror(t *testing.T) {
 func TestCheckConfigCommand(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "gh.toml")
-	if err := os.WriteFile(p, []byte(goodConfig), 0o644); err != nil {
+	// check-config loads the keyring, so it must be a real one.
+	pub, _ := apttest.NewKey(t, "ed25519").PublicKey(false)
+	kr := filepath.Join(dir, "example.gpg")
+	if err := os.WriteFile(kr, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Replace(goodConfig, "/usr/share/keyrings/example.gpg", kr, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"check-config", "--config", p}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "OK (1 mirrors)") {
+	if !strings.Contains(out.String(), "OK (1 mirrors") {
 		t.Fatalf("output %q", out.String())
 	}
 	t.Setenv("GATEHOUSE_CONFIG", filepath.Join(dir, "missing.toml"))
@@ -100,6 +108,26 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"no-such-command"}, &out, &errb); code != exitUsage {
 		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// TestDurationsSameFormsEverywhere: "30d" worked in [signing] and was
+// refused in [bastion]; every table now takes the same forms (one parser,
+// apt.ParseDuration).
+func TestDurationsSameFormsEverywhere(t *testing.T) {
+	conf := goodConfig + "max_future_skew = \"1d\"\n\n[signing]\nvalid_for = \"30d\"\n\n[bastion]\nhost_keys = [\"/k\"]\nuser_ca_keys = \"/ca.pub\"\naudit_log = \"/a.jsonl\"\nmax_cert_lifetime = \"2d\"\nmax_session = \"1d\"\nidle_timeout = \"90m\"\n"
+	c, err := parseConfig("gh.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := 24 * time.Hour
+	if c.Mirror[0].MaxFutureSkew.Duration != day || c.Signing.ValidFor.Duration != 30*day ||
+		c.Bastion.MaxCertLifetime.Duration != 2*day || c.Bastion.MaxSession.Duration != day || c.Bastion.IdleTimeout.Duration != 90*time.Minute {
+		t.Fatalf("decoded %v %v %v %v %v", c.Mirror[0].MaxFutureSkew, c.Signing.ValidFor, c.Bastion.MaxCertLifetime, c.Bastion.MaxSession, c.Bastion.IdleTimeout)
+	}
+	_, err = parseConfig("gh.toml", []byte(strings.Replace(conf, `max_session = "1d"`, `max_session = "1 day"`, 1)))
+	if err == nil || !strings.Contains(err.Error(), `invalid duration "1 day": use a number with a unit, like "90s", "10m", "24h" or "30d"`) {
+		t.Fatalf("bad duration in [bastion]: %v", err)
 	}
 }
 

@@ -310,7 +310,16 @@ Try it yourself (in another terminal):
 		demoRecordedLogin, rp.dir, rp.exampleID(), rp.keyPath+".pub", rp.allowedSigners, record.RecordingNamespace,
 		filepath.Join(rp.dir, rp.exampleID(), record.SignatureName), filepath.Join(rp.dir, rp.exampleID(), record.ManifestName), mirrorURL)
 
+	// The directory goes when the demo does (deferred above) unless the
+	// operator chose it or --keep: say which, so nobody runs the commands
+	// above against a directory that no longer exists.
+	removed := !o.keep && o.dir == ""
 	if o.exitAfterCheck {
+		if removed {
+			say("--exit: the demo has stopped and removed %s, so the commands above no longer work;\nrun 'gatehouse demo' without --exit to try them, or add --keep to keep the files.", dir)
+		} else {
+			say("--exit: the demo has stopped; %s is kept. The recordings and audit-log commands above still work;\napt, ssh and the browser need 'gatehouse demo' running. Remove it with: rm -rf %s", dir, dir)
+		}
 		if failed {
 			return errors.New("demo: a check failed (see above)")
 		}
@@ -318,7 +327,11 @@ Try it yourself (in another terminal):
 	}
 	say("Running until interrupted (Ctrl-C).")
 	<-ctx.Done()
-	say("\nstopping the demo")
+	if removed {
+		say("\nstopping the demo and removing %s (--keep keeps it)", dir)
+	} else {
+		say("\nstopping the demo; %s is kept", dir)
+	}
 	return nil
 }
 

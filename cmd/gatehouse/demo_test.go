@@ -45,6 +45,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("want 9 passing checks and no failure or skip, got %d:\n%s", checks, text)
 	}
 	for _, want := range []string{"synced and verified: published", "gatehouse-hello", "ssh -F ",
+		"--exit: the demo has stopped; " + dir + " is kept. The recordings and audit-log commands above still work",
 		"recording proxy, as login demo  (hello from a recorded session)", "demo-recorded 'echo hello'"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
@@ -223,5 +224,35 @@ func TestDemoTargetTrustsOnlyItsCA(t *testing.T) {
 			t.Errorf("echo: %q, %v", out, err)
 		}
 		cl.Close()
+	}
+}
+
+// TestDemoExitSaysDirectoryRemoved: `demo --exit` without --dir removes
+// its temporary directory, and says so instead of leaving printed commands
+// that point into it; --keep keeps it.
+func TestDemoExitSaysDirectoryRemoved(t *testing.T) {
+	for _, tool := range []string{"dpkg-deb", "apt-get", "ssh", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if code := run(ctx, []string{"demo", "--exit"}, &out, &errb); code != 0 {
+		t.Fatalf("demo exit %d: %s", code, errb.String())
+	}
+	m := regexp.MustCompile(`(?m)^gatehouse demo in (\S+) `).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no directory in the output:\n%s", out.String())
+	}
+	want := "--exit: the demo has stopped and removed " + m[1] + ", so the commands above no longer work;\nrun 'gatehouse demo' without --exit to try them, or add --keep to keep the files.\n"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("output lacks %q:\n%s", want, out.String())
+	}
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Fatalf("%s still exists: %v", m[1], err)
 	}
 }

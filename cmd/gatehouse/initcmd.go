@@ -30,7 +30,9 @@ func renderConfig(configPath, stateDir string) (string, error) {
 		return "", err
 	}
 	var b bytes.Buffer
-	err = t.Execute(&b, struct{ Config, StateDir string }{configPath, stateDir})
+	// ConfigDir is where the operator's own files (the user CA) go, beside
+	// the configuration: check-config then finds them where init said.
+	err = t.Execute(&b, struct{ Config, ConfigDir, StateDir string }{configPath, filepath.Dir(configPath), stateDir})
 	return b.String(), err
 }
 

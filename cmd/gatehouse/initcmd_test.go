@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,15 @@ func TestInitIsIdempotentAndPrivate(t *testing.T) {
 			t.Errorf("init output lacks %q", want)
 		}
 	}
+	// Until the operator copies the user CA beside the config,
+	// check-config says where it goes.
+	code, _, errs = ghRun(t, "--config", conf, "check-config")
+	confText, _ := os.ReadFile(conf)
+	caLine := 1 + strings.Count(string(confText[:strings.Index(string(confText), "\nuser_ca_keys = ")+1]), "\n")
+	if want := fmt.Sprintf("%s:%d: [bastion] user_ca_keys %s does not exist", conf, caLine, filepath.Join(dir, "etc", "user_ca.pub")); code != exitUsage || !strings.Contains(errs, want) {
+		t.Fatalf("missing user CA: exit %d, %s, want %q", code, errs, want)
+	}
+	writeUserCA(t, filepath.Join(dir, "etc"))
 	if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
 		t.Fatalf("the config init wrote does not check: %s", errs)
 	}
@@ -104,6 +114,7 @@ func TestStartupChecks(t *testing.T) {
 	if code, _, errs := ghRun(t, "--config", conf, "init", "--state-dir", state); code != 0 {
 		t.Fatal(errs)
 	}
+	writeUserCA(t, filepath.Join(dir, "etc"))
 	ok := func() {
 		t.Helper()
 		if code, _, errs := ghRun(t, "--config", conf, "check-config"); code != 0 {
@@ -134,4 +145,70 @@ func TestStartupChecks(t *testing.T) {
 		os.Chown(state, 0, 0)
 	}
 	ok()
+}
+
+// writeUserCA puts a user CA public key where init's config expects it.
+func writeUserCA(t *testing.T, confDir string) {
+	t.Helper()
+	if _, _, err := ensureSSHKey(filepath.Join(confDir, "user_ca"), "test-user-ca"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInitConfigNamesEveryKey: every key file init creates is named in the
+// config it writes, under the key that uses it (commented where optional:
+// uncommenting gives exactly the created path), and record_input is
+// explained there.
+func TestInitConfigNamesEveryKey(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc", "gatehouse.toml")
+	state := filepath.Join(dir, "state")
+	code, out, errs := ghRun(t, "--config", conf, "init", "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errs)
+	}
+	var createdPaths []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasSuffix(line, " (created)") && !strings.Contains(line, conf) {
+			f := strings.Fields(strings.TrimSuffix(line, " (created)"))
+			createdPaths = append(createdPaths, f[len(f)-1])
+		}
+	}
+	if len(createdPaths) != 5 {
+		t.Fatalf("init reported %d created keys, want 5:\n%s", len(createdPaths), out)
+	}
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	if !strings.Contains(text, "# record_input = false") || !strings.Contains(text, "every keystroke") {
+		t.Errorf("config does not explain record_input")
+	}
+	// Uncomment the optional recorded-session keys and decode.
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, k := range []string{"upstream_ca_key", "host_ca_key", "recording_key", "recordings_dir"} {
+			if strings.HasPrefix(l, "# "+k+" = ") {
+				l = strings.TrimPrefix(l, "# ")
+			}
+		}
+		lines = append(lines, l)
+	}
+	c, err := parseConfig(conf, []byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatalf("uncommented config does not parse: %v", err)
+	}
+	named := map[string]bool{c.Signing.Key: true, c.Bastion.UpstreamCAKey: true, c.Bastion.HostCAKey: true, c.Bastion.RecordingKey: true}
+	for _, k := range c.Bastion.HostKeys {
+		named[k] = true
+	}
+	for _, p := range createdPaths {
+		if !named[p] {
+			t.Errorf("init created %s but its config does not name it under any key", p)
+		}
+	}
+	if c.Bastion.RecordingsDir != filepath.Join(state, "recordings") {
+		t.Errorf("recordings_dir %q, want the directory init created", c.Bastion.RecordingsDir)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -19,18 +20,26 @@ func newImportAptSourcesCmd(g *globals) *cobra.Command {
 	var keyringDir, arch string
 	c := &cobra.Command{
 		Use:   "import-apt-sources [FILE...]",
-		Short: "Print [[mirror]] entries for apt's deb822 sources (default /etc/apt/sources.list.d/*.sources)",
-		Long: `Turn apt's own deb822 sources files, with their Signed-By keyrings, into
-[[mirror]] tables for the configuration file, printed on stdout. Nothing is
+		Short: "Print [[mirror]] entries for apt's sources (default /etc/apt/sources.list and sources.list.d/*.sources, *.list)",
+		Long: `Turn apt's own sources files, with their Signed-By keyrings, into
+[[mirror]] tables for the configuration file, printed on stdout: deb822
+files (*.sources) and one-line files (*.list, e.g.
+"deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] URI SUITE COMPONENT...",
+deb-src lines too). Nothing is
 changed except that inline Signed-By keys are written to --keyring-dir.
 Append the output to the config file and adjust suites/components as needed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files := args
 			if len(files) == 0 {
-				var err error
-				files, err = filepath.Glob("/etc/apt/sources.list.d/*.sources")
-				if err != nil || len(files) == 0 {
-					return usageErrorf("no /etc/apt/sources.list.d/*.sources files: name the deb822 sources files to import")
+				if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
+					files = append(files, "/etc/apt/sources.list")
+				}
+				for _, pat := range []string{"/etc/apt/sources.list.d/*.sources", "/etc/apt/sources.list.d/*.list"} {
+					m, _ := filepath.Glob(pat)
+					files = append(files, m...)
+				}
+				if len(files) == 0 {
+					return usageErrorf("no /etc/apt/sources.list or /etc/apt/sources.list.d/*.sources or *.list files: name the sources files to import")
 				}
 			}
 			res, err := mirror.ImportAptSources(files, keyringDir, arch)

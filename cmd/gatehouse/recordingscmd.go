@@ -78,6 +78,14 @@ func newRecordingsCmd(g *globals) *cobra.Command {
 	return c
 }
 
+// listedRecording is one line of `recordings list`: the recording's meta
+// plus how long the session lasted ("open" while it has no manifest).
+type listedRecording struct {
+	record.Meta
+	Duration string  `json:"duration"`
+	Seconds  float64 `json:"duration_seconds,omitempty"`
+}
+
 func newRecordingsListCmd(g *globals) *cobra.Command {
 	var rp recordingPaths
 	c := &cobra.Command{
@@ -94,11 +102,23 @@ func newRecordingsListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			sort.Slice(metas, func(i, j int) bool { return metas[i].Start.After(metas[j].Start) })
-			if g.json {
-				return writeJSON(g.stdout, metas)
+			rows := make([]listedRecording, len(metas))
+			for i, m := range metas {
+				rows[i] = listedRecording{Meta: m, Duration: "open"}
+				// The manifest, written when the session ends, holds
+				// its end; without one the session is still running
+				// or the bastion stopped during it.
+				if man, _, err := record.ReadManifest(filepath.Join(dir, m.ID)); err == nil {
+					d := man.End.Sub(man.Start).Round(time.Second)
+					rows[i].Duration, rows[i].Seconds = d.String(), d.Seconds()
+				}
 			}
-			for _, m := range metas {
-				fmt.Fprintf(g.stdout, "%s  %s  %s (key %q) from %s -> %s@%s\n", m.ID, m.Start.UTC().Format(time.RFC3339),
+			if g.json {
+				return writeJSON(g.stdout, rows)
+			}
+			for _, r := range rows {
+				m := r.Meta
+				fmt.Fprintf(g.stdout, "%s  %s  %-8s %s (key %q) from %s -> %s@%s\n", m.ID, m.Start.UTC().Format(time.RFC3339), r.Duration,
 					m.Principal, record.Sanitize(m.KeyID, 80), m.Source, m.TargetLogin, m.Target)
 			}
 			return nil

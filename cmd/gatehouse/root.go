@@ -214,13 +214,7 @@ func (g *globals) setup(cmd *cobra.Command) error {
 		return usageErrorf("--log-level %q: use debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler
-	if g.json {
-		h = slog.NewJSONHandler(g.stderr, opts)
-	} else {
-		h = slog.NewTextHandler(g.stderr, opts)
-	}
-	g.log = slog.New(h)
+	g.log = slog.New(newLogHandler(g.stderr, opts, g.json, os.Getenv("JOURNAL_STREAM")))
 	slog.SetDefault(g.log)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,6 +105,9 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 		if err := serve.Serve(ctx, sln, h, sopt); err != nil {
 			errc <- err
 		}
+		if ctx.Err() != nil {
+			g.log.Info("shutdown: HTTP server stopped")
+		}
 	}()
 	g.log.Info("serving mirrors", "addr", sln.Addr().String())
 
@@ -129,10 +133,13 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 			if err := srv.Serve(ctx, bln); err != nil {
 				errc <- err
 			}
+			if ctx.Err() != nil {
+				g.log.Info("shutdown: bastion stopped (live sessions were told and closed)")
+			}
 		}()
 		go func() {
 			defer wg.Done()
-			reloadOnHUP(ctx, g, srv)
+			reloadOnHUP(ctx, g, srv, cfg.Bastion)
 		}()
 		g.log.Info("bastion listening", "addr", bln.Addr().String())
 	}
@@ -155,11 +162,15 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		g.log.Info("shutdown: signal received; stopping scheduled syncs, the bastion and the HTTP server")
 	case runErr = <-errc:
+		g.log.Error("shutdown: a component failed; stopping the others", "err", runErr)
 	}
 	sdNotify("STOPPING=1")
 	cancel()
+	// Each component logs its own step; wait for them all.
 	wg.Wait()
+	g.log.Info("shutdown: complete; every component has stopped")
 	return runErr
 }
 
@@ -170,12 +181,15 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
 	t := time.NewTimer(first)
 	defer t.Stop()
+	g.log.Info("sync scheduled", "mirror", m.Name, "every", every, "next", time.Now().Add(first).Round(time.Second).Format(time.RFC3339))
 	for {
 		select {
 		case <-ctx.Done():
+			g.log.Info("shutdown: schedule stopped", "mirror", m.Name)
 			return
 		case <-t.C:
 		}
+		g.log.Info("scheduled sync starting", "mirror", m.Name)
 		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
 		met.observeSync(m.Name, rep, err)
 		switch {
@@ -188,29 +202,37 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 			g.log.Info("scheduled sync done", "mirror", m.Name, "result", rep.Result, "snapshot", rep.Snapshot)
 		}
 		t.Reset(every)
+		g.log.Info("next scheduled sync", "mirror", m.Name, "next", time.Now().Add(every).Round(time.Second).Format(time.RFC3339))
 	}
 }
 
 // reloadOnHUP applies the reloaded [bastion] table and re-reads the trust
 // material on SIGHUP. Every setting the bastion can change live is applied
-// and named; each changed setting that needs a restart is named in a
-// warning, so an operator never believes a change is in force when it is
-// not.
-func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
+// and named, and what changed in the rules is logged (cfg is the
+// configuration it started with); each changed setting that needs a
+// restart is named in a warning, so an operator never believes a change is
+// in force when it is not.
+func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server, cfg *bastion.Config) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	rules := cfg.Rules
+	g.log.Debug("reload: SIGHUP re-reads the bastion's rules, CA keys and revocation list")
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		}
+		g.log.Info("reload: SIGHUP received; re-reading the [bastion] rules, CA keys and revocation list", "config", g.configPath)
 		sdNotify("RELOADING=1")
+		ruleChange := "unchanged"
 		if nc, err := loadBastionConfig(g); err != nil {
 			g.log.Error("reload: config not reloaded; keeping the previous settings", "err", err)
+			ruleChange = "kept (config not reloaded)"
 		} else if applied, restart, err := srv.Apply(*nc); err != nil {
 			g.log.Error("reload: config not applied; keeping the previous settings", "err", err)
+			ruleChange = "kept (config not applied)"
 		} else {
 			if len(applied) > 0 {
 				g.log.Info("reload: applied [bastion] settings", "settings", strings.Join(applied, ", "))
@@ -218,11 +240,15 @@ func reloadOnHUP(ctx context.Context, g *globals, srv *bastion.Server) {
 			for _, k := range restart {
 				g.log.Warn("reload: [bastion] setting changed but takes effect only after a restart", "setting", k)
 			}
+			if !reflect.DeepEqual(rules, nc.Rules) {
+				ruleChange = fmt.Sprintf("changed: %d rules before, %d now", len(rules), len(nc.Rules))
+				rules = nc.Rules
+			}
 		}
 		if err := srv.Reload(); err != nil {
-			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err)
+			g.log.Error("reload failed; keeping the previous CA keys and revocations", "err", err, "rules", ruleChange)
 		} else {
-			g.log.Info("reloaded bastion rules, CA keys and revocations")
+			g.log.Info("reloaded bastion rules, CA keys and revocations", "rules", ruleChange)
 		}
 		sdNotify("READY=1")
 	}

@@ -80,7 +80,6 @@ func TestInitThenRun(t *testing.T) {
 	text, _ := os.ReadFile(conf)
 	cfgText := strings.Replace(string(text), `listen = "127.0.0.1:8080"`, fmt.Sprintf("listen = %q", serveAddr), 1)
 	cfgText = strings.Replace(cfgText, `listen = "0.0.0.0:2222"`, fmt.Sprintf("listen = %q", bastionAddr), 1)
-	cfgText = strings.Replace(cfgText, `user_ca_keys = "/etc/gatehouse/user_ca.pub"`, fmt.Sprintf("user_ca_keys = %q", filepath.Join(dir, "user_ca.pub")), 1)
 	cfgText += fmt.Sprintf("\n[[bastion.rule]]\nprincipals = [\"admin\"]\njump = [%q]\n", target.addr())
 	cfgText += fmt.Sprintf("\n[[mirror]]\nname = \"up\"\nurl = %q\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = %q\n", up.URL, repo.KeyringPath)
 	os.WriteFile(conf, []byte(cfgText), 0o640)
