@@ -425,7 +425,15 @@ func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (strin
 			r.cfg.Name, rel, f.Size, f.SHA256, e.Size, e.SHA256)
 	}
 	pr, _ := poolRel(rel)
-	p, err := r.st.PoolPath(pr)
+	if err := checkPoolName(rel); err != nil {
+		return "", refuse("mirror "+r.cfg.Name, err)
+	}
+	if err := store.CheckRel(pr); err != nil {
+		return "", refuse("mirror "+r.cfg.Name, err)
+	}
+	// Into the store's objects, never onto a pool path a published
+	// snapshot may serve; checkPool records it in the snapshot.
+	p, err := r.st.ObjectDest(e.key())
 	if err != nil {
 		return "", refuse("mirror "+r.cfg.Name, err)
 	}
@@ -566,12 +574,26 @@ func (im *importRun) checkPool() error {
 	var missing []string
 	for fn, e := range im.pool.files {
 		rel, _ := poolRel(fn)
-		switch {
-		case im.carried[rel]:
-		case im.r.st.HasPoolFile(rel, e.Size):
-			im.r.reused++
-		default:
+		h := e.key()
+		if store.CheckHash(h) != nil {
+			return refused("mirror %s: the index gives no valid SHA-256 for %s; air-gap import needs one", im.r.cfg.Name, fn)
+		}
+		ok, err := im.r.st.HasObject(rel, h, e.Size)
+		if err != nil {
+			return refuse("mirror "+im.r.cfg.Name, err)
+		}
+		if !ok {
 			missing = append(missing, fn)
+			continue
+		}
+		if !im.carried[rel] {
+			im.r.reused++
+		}
+		if err := im.sn.UsePool(rel, h); err != nil {
+			if errors.Is(err, store.ErrPoolConflict) {
+				return refused("mirror %s: %s is listed twice with different content: %v", im.r.cfg.Name, fn, err)
+			}
+			return fmt.Errorf("mirror %s: %w", im.r.cfg.Name, err)
 		}
 	}
 	if len(missing) > 0 {

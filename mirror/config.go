@@ -71,6 +71,17 @@ type Config struct {
 	// MaxFutureSkew is how far in the future an upstream Date may lie (default 10m).
 	MaxFutureSkew Duration `toml:"max_future_skew"`
 
+	// MaxPackages caps the stanzas of one Packages or Sources index (default
+	// DefaultMaxPackages); an index with more is refused (exit 3), since a
+	// signed index can otherwise make a sync use any amount of memory,
+	// time and inodes.
+	MaxPackages int `toml:"max_packages"`
+	// MaxPoolBytes caps the total size of the pool files one snapshot
+	// names, written like rate_limit ("500GiB"); "" = no limit. A sync
+	// whose indexes name more is refused (exit 3) before it downloads any
+	// pool file.
+	MaxPoolBytes string `toml:"max_pool_bytes"`
+
 	// Mode is ModeVerbatim (the default: the upstream's signed files as
 	// they are) or ModeFiltered: only the packages Include selects (and
 	// their dependencies), in regenerated indexes under Releases re-signed
@@ -151,6 +162,22 @@ func (c *Config) Defaults() {
 	if c.Mode == "" {
 		c.Mode = ModeVerbatim
 	}
+	if c.MaxPackages == 0 {
+		c.MaxPackages = DefaultMaxPackages
+	}
+}
+
+// DefaultMaxPackages is max_packages when unset: several times Debian's
+// largest index (about 70,000 stanzas).
+const DefaultMaxPackages = 1_000_000
+
+// maxPoolBytes is MaxPoolBytes parsed; 0 means no limit.
+func (c *Config) maxPoolBytes() int64 {
+	if c.MaxPoolBytes == "" {
+		return 0
+	}
+	n, _ := ParseSize(c.MaxPoolBytes) // checked by Validate
+	return n
 }
 
 // Validate reports the first problem with c, naming the offending key so the
@@ -184,6 +211,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: include, exclude, with_dependencies and with_recommends apply to mode = \"filtered\" only; set the mode or remove them", where)
 	case c.WithRecommends && !c.WithDependencies:
 		return fmt.Errorf("%s: with_recommends needs with_dependencies = true", where)
+	case c.MaxPackages < 0:
+		return fmt.Errorf("%s: max_packages must be positive, got %d", where, c.MaxPackages)
+	}
+	if c.MaxPoolBytes != "" {
+		if _, err := ParseSize(c.MaxPoolBytes); err != nil {
+			return fmt.Errorf("%s: max_pool_bytes: %w", where, err)
+		}
 	}
 	flat := 0
 	for _, s := range c.Suites {

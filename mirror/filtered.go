@@ -233,14 +233,18 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 	}
+	nfiles, nbytes := pool.totals()
+	if err := r.checkPoolSize(nfiles, nbytes); err != nil {
+		return err
+	}
 	if r.opt.DryRun {
 		sel := make([]string, len(res.Selected))
 		for i, e := range res.Selected {
 			sel[i] = e.String()
 		}
-		return r.plan(pool, sel)
+		return r.plan(nfiles, nbytes, setSource(pool), sel)
 	}
-	if err := r.fetchPool(ctx, pool); err != nil {
+	if err := r.fetchPool(ctx, sn, nfiles, nbytes, setSource(pool)); err != nil {
 		return err
 	}
 

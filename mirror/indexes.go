@@ -196,7 +196,6 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 // and Release as they are (unchanged suites linked from the published
 // snapshot), and every pool file they name.
 func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, man *manifest) error {
-	pool := newPoolSet()
 	for _, sr := range suites {
 		if sr.unchanged {
 			if err := r.linkSuite(sn, sr); err != nil {
@@ -214,14 +213,40 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 		ms.Carried = r.carried[sr.name]
-		if err := collectPool(sn.Dir(), sr.name, ms, pool); err != nil {
+	}
+	// Two passes over the indexes, so that memory does not grow with
+	// their size: a census (distinct paths, total size, contradictions,
+	// limits) before anything is fetched, then the fetch, streaming. Every
+	// suite counts, unchanged ones too: the new snapshot must say which
+	// content it serves at each path (store.Snapshot.UsePool).
+	census := newPoolCensus()
+	for _, sr := range suites {
+		err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
+		if err != nil {
 			return err
 		}
 	}
-	if r.opt.DryRun {
-		return r.plan(pool, nil)
+	if err := r.checkPoolSize(census.files, census.bytes); err != nil {
+		return err
 	}
-	if err := r.fetchPool(ctx, pool); err != nil {
+	src := func(fn func(poolEntry) error) error {
+		for _, sr := range suites {
+			err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], 0, func(e poolEntry, _ string) error {
+				if !census.first(e) {
+					return nil
+				}
+				return fn(e)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if r.opt.DryRun {
+		return r.plan(census.files, census.bytes, src, nil)
+	}
+	if err := r.fetchPool(ctx, sn, census.files, census.bytes, src); err != nil {
 		return err
 	}
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,8 +21,11 @@ type Snapshot struct {
 	id  string
 	tmp string // ROOT/NAME/snapshots/ID.tmp
 
-	mu   sync.Mutex
-	done bool
+	mu        sync.Mutex
+	done      bool
+	overrides int
+	jf        *os.File      // the journal of new base-layer paths, see UsePool
+	jw        *bufio.Writer // buffers jf
 }
 
 // NewSnapshot creates an empty snapshot directory snapshots/ID.tmp, where ID
@@ -155,7 +159,8 @@ func (sn *Snapshot) Link(fromID, rel string) error {
 	return nil
 }
 
-// Commit publishes the snapshot: rename ID.tmp to ID, syncfs(2) the state
+// Commit publishes the snapshot: link the new pool paths it names into the
+// base layer (see UsePool), rename ID.tmp to ID, syncfs(2) the state
 // file system (making this snapshot and every pool file written since the
 // last sync durable at once), then atomically repoint "current" and fsync
 // the mirror directory. If Commit fails or the process dies before the
@@ -171,6 +176,9 @@ func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	if err := sn.linkBase(); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
 	final := filepath.Join(sn.s.dir, SnapshotsDir, sn.id)
@@ -199,6 +207,7 @@ func (sn *Snapshot) Abort() error {
 		return nil
 	}
 	sn.done = true
+	_ = sn.closeJournal()
 	if err := os.RemoveAll(sn.tmp); err != nil {
 		return fmt.Errorf("store: abort snapshot %s: %w", sn.id, err)
 	}
