@@ -188,11 +188,8 @@ func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 		res.Files = len(refs.m) + len(victims)
 	}
 	for _, id := range c.Prune {
-		if err := validID(id); err != nil {
+		if err := s.removeSnapshot(id); err != nil {
 			return res, err
-		}
-		if err := os.RemoveAll(filepath.Join(s.dir, SnapshotsDir, id)); err != nil {
-			return res, fmt.Errorf("store: prune snapshot %s: %w", id, err)
 		}
 	}
 	var victimBytes int64

@@ -525,12 +525,34 @@ func (s *Store) Prune(keep int) ([]string, error) {
 		if sn.Current || i >= len(snaps)-keep {
 			continue
 		}
-		if err := os.RemoveAll(sn.Dir); err != nil {
-			return removed, fmt.Errorf("store: prune snapshot %s: %w", sn.Dir, err)
+		if err := s.removeSnapshot(sn.ID); err != nil {
+			return removed, err
 		}
 		removed = append(removed, sn.ID)
 	}
 	return removed, nil
+}
+
+// removeSnapshot deletes a finished snapshot: first renamed to ID.tmp
+// (atomically: it stops being a snapshot), then removed. A kill in between
+// leaves an unfinished snapshot, which the next NewSnapshot removes, never
+// a listed snapshot with half its files (and no manifest).
+func (s *Store) removeSnapshot(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	sdir := filepath.Join(s.dir, SnapshotsDir)
+	gone := filepath.Join(sdir, id+tmpSuffix)
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	if err := os.Rename(filepath.Join(sdir, id), gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	return nil
 }
 
 // publish points "current" at snapshots/id: a new symlink under a temporary
