@@ -327,6 +327,9 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 		}
 	}
 	for _, e := range wanted {
+		if err := checkPoolName(e.Path); err != nil {
+			return nil, refuse(where+": Release", err)
+		}
 		if algo, _ := e.StrongestHash(); algo != apt.AlgoSHA256 && algo != apt.AlgoSHA512 {
 			return nil, refused("%s: Release protects %s only by %s; apt refuses such files, and so does the mirror", where, e.Path, algo)
 		}
