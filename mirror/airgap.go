@@ -227,7 +227,7 @@ type importRun struct {
 
 	files, filesTotal int // progress
 	bytes, bytesTotal int64
-	distFiles         []string // extracted into the snapshot, absolute
+	distFiles         []string // extracted into the snapshot, relative to it
 }
 
 // Import publishes the mirrors an air-gap bundle carries, after verifying
@@ -403,11 +403,11 @@ func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (strin
 		if im.suiteOf(rel) == "" {
 			return "", nil
 		}
-		p, err := im.sn.Path(rel)
+		p, err := im.sn.Dest(rel)
 		if err != nil {
 			return "", refuse("mirror "+r.cfg.Name, err)
 		}
-		im.distFiles = append(im.distFiles, p)
+		im.distFiles = append(im.distFiles, rel)
 		return p, nil
 	}
 	if err := im.verify(ctx); err != nil {
@@ -564,7 +564,7 @@ func (im *importRun) dropUnsigned(suite string, ms *manifestSuite) error {
 			return nil
 		}
 		im.r.log.Debug("dropping a bundle file the Release does not cover for this mirror", "suite", suite, "file", rel)
-		return os.Remove(p)
+		return im.sn.Remove(publishedDir(suite) + "/" + rel)
 	})
 }
 
@@ -620,8 +620,8 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 			}
 		}
 	}
-	for _, p := range im.distFiles {
-		if err := os.Chtimes(p, r.pubTime, r.pubTime); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, rel := range im.distFiles {
+		if err := im.sn.SetTime(rel, r.pubTime); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return r.rep, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 		}
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Snapshot is a generation of the dists tree being built. Write files at the
@@ -212,4 +214,107 @@ func (sn *Snapshot) Abort() error {
 		return fmt.Errorf("store: abort snapshot %s: %w", sn.id, err)
 	}
 	return nil
+}
+
+// WriteFile writes b as the file rel of this snapshot (creating its
+// directories), with modification time mtime unless that is zero. No
+// fsync: Commit makes the whole snapshot durable with one syncfs.
+func (sn *Snapshot) WriteFile(rel string, b []byte, mtime time.Time) error {
+	p, err := sn.Dest(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	if mtime.IsZero() {
+		return nil
+	}
+	return sn.SetTime(rel, mtime)
+}
+
+// Dest returns the path where a writer that verifies what it writes
+// (mirror/fetch.Get, mirror/bundle) puts the file rel of this snapshot, by
+// rename from a temporary file beside it; its directory is created.
+func (sn *Snapshot) Dest(rel string) (string, error) {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return p, nil
+}
+
+// SetTime sets the modification time of the file rel of this snapshot
+// (what HTTP Last-Modified reports).
+func (sn *Snapshot) SetTime(rel string, t time.Time) error {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Chtimes(p, t, t); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return nil
+}
+
+// LinkInside makes rel another name of the file target, both in this
+// snapshot (a by-hash name of an index), creating directories; an existing
+// rel is kept.
+func (sn *Snapshot) LinkInside(target, rel string) error {
+	src, err := sn.Path(target)
+	if err != nil {
+		return err
+	}
+	dst, err := sn.Dest(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Link(src, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("store: snapshot %s: link %s: %w", sn.id, rel, err)
+	}
+	return nil
+}
+
+// Remove deletes the file rel of this snapshot; a missing one is fine.
+func (sn *Snapshot) Remove(rel string) error {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return nil
+}
+
+// MkdirAll creates the directory rel of this snapshot and returns its
+// path, for a writer that lays out a tree of files there (mirror/filter's
+// index writers).
+func (sn *Snapshot) MkdirAll(rel string) (string, error) {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return p, nil
+}
+
+// TouchTree sets the modification time of every regular file below the
+// directory rel of this snapshot.
+func (sn *Snapshot) TouchTree(rel string, t time.Time) error {
+	dir, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Chtimes(p, t, t)
+	})
 }
