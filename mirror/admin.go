@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"gatehouse/mirror/store"
@@ -56,22 +55,6 @@ func baseRefs(st *store.Store, snaps []store.SnapshotInfo) func(yield func(strin
 		}
 		return nil
 	}
-}
-
-// snapshotRefs returns the pool files the given snapshots name.
-func snapshotRefs(st *store.Store, snaps []store.SnapshotInfo) (map[string]struct{}, error) {
-	out := map[string]struct{}{}
-	for _, sn := range snaps {
-		err := eachSnapshotEntry(st, sn, func(rel, _ string, _ bool) {
-			if _, ok := out[rel]; !ok {
-				out[strings.Clone(rel)] = struct{}{}
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // collect is the one garbage collection (store.Collect): with doomed set,

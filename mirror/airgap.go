@@ -152,6 +152,24 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		}
 	}
 	slices.Sort(src.PoolFiles)
+	over, err := st.Overridden(id)
+	if err != nil {
+		return bundle.Source{}, err
+	}
+	for rel := range over {
+		if p, err := st.PoolView(id, rel); err == nil {
+			if src.Overrides == nil {
+				src.Overrides = map[string]string{}
+			}
+			src.Overrides[rel] = p
+		}
+	}
+	// The receiver has a path of an earlier snapshot only with the content
+	// that snapshot named: the upstream may have rebuilt it since.
+	same := func(rel string, e poolEntry) bool {
+		cur, ok := pool[rel]
+		return ok && cur.Size == e.Size && cur.key() == e.key()
+	}
 	switch {
 	case prev != nil:
 		me := prev.Mirror(cfg.Name)
@@ -162,14 +180,15 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		src.SinceID = me.Snapshot
 		src.Since = map[string]bool{}
 		if have, _, err := snapshotPool(st, me.Snapshot); err == nil {
-			for rel := range have {
-				src.Since[rel] = true
+			for rel, e := range have {
+				src.Since[rel] = same(rel, e)
 			}
 			break
 		}
 		opt.logger().Warn("the --since bundle's snapshot is gone here; leaving out only the pool files that bundle held", "mirror", cfg.Name, "snapshot", me.Snapshot)
 		for _, f := range prev.FilesOf(cfg.Name, store.PoolDir) {
-			src.Since[strings.TrimPrefix(f.Path, store.PoolDir+"/")] = true
+			rel := strings.TrimPrefix(f.Path, store.PoolDir+"/")
+			src.Since[rel] = strings.EqualFold(f.SHA256, src.PoolSHA256[rel]) && f.SHA256 != ""
 		}
 	case since != "":
 		have, _, err := snapshotPool(st, since)
@@ -178,8 +197,8 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		}
 		src.SinceID = since
 		src.Since = map[string]bool{}
-		for rel := range have {
-			src.Since[rel] = true
+		for rel, e := range have {
+			src.Since[rel] = same(rel, e)
 		}
 	}
 	return src, nil

@@ -348,3 +348,47 @@ func httpGet(u string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// TestAirgapRebuiltFile: the upstream rebuilds hello under the same
+// Filename (same size, other bytes); the incremental bundle must carry the
+// new bytes (the receiver has that path with the old content), the import
+// publishes them as an override, and apt on the inner side gets them.
+func TestAirgapRebuiltFile(t *testing.T) {
+	ctx := context.Background()
+	up := newUpstream(t)
+	stateA, stateB := t.TempDir(), t.TempDir()
+	cfg := up.config()
+	mustSync(t, stateA, cfg)
+	key := apttest.NewKey(t, "ed25519")
+	trusted := agKeyring(t, key)
+	out := t.TempDir()
+	b1 := filepath.Join(out, "b1.tar")
+	if _, err := Export(ctx, stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	agImport(t, stateB, cfg, b1, trusted)
+	old := upstreamHello(t, up)
+
+	v, err := apttest.SameSizeVariant(ctx, helloPkg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.repo.RebuildChanged([]string{"hello_1.0-1_amd64"}, helloSuite(v)); err != nil {
+		t.Fatal(err)
+	}
+	changed := upstreamHello(t, up)
+	mustSync(t, stateA, cfg)
+	b2 := filepath.Join(out, "b2.tar")
+	man2, err := Export(ctx, stateA, []Config{cfg}, b2, b1, key, 0, testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := up.repo.PoolPath("hello", "1.0-1", "amd64")
+	if got := agPoolPaths(man2); !slices.Contains(got, hello) {
+		t.Fatalf("incremental bundle pool files %q lack the rebuilt %s", got, hello)
+	}
+	agImport(t, stateB, cfg, b2, trusted)
+	if got := aptHello(t, up, serveMirror(t, stateB)); !bytes.Equal(got, changed) || bytes.Equal(got, old) {
+		t.Fatal("apt on the inner side did not get the rebuilt hello")
+	}
+}
