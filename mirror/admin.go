@@ -5,51 +5,91 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"gatehouse/mirror/store"
 )
 
-// referenced returns the pool files (relative to the pool directory) that
-// the retained snapshots name, from their Packages and Sources. A snapshot
-// without a readable manifest is an error: guessing would let GC delete
-// files a live snapshot needs.
-func referenced(st *store.Store) (map[string]struct{}, error) {
-	snaps, err := st.Snapshots()
+// eachSnapshotEntry calls fn with every pool file snapshot sn names (the
+// path relative to the pool directory, and its object key), and whether
+// the snapshot serves it from its own override layer. A snapshot without a
+// readable manifest is an error: guessing would let GC delete files a live
+// snapshot needs.
+func eachSnapshotEntry(st *store.Store, sn store.SnapshotInfo, fn func(rel, key string, overridden bool)) error {
+	m, err := readManifest(st, sn.ID)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("collecting referenced pool files: %w (remove the snapshot with `gatehouse mirror rollback` and a new sync, or repair it)", err)
 	}
-	return snapshotRefs(st, snaps)
+	over, err := st.Overridden(sn.ID)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.Suites)) {
+		err := eachPoolEntry(sn.Dir, name, m.Suites[name], 0, func(e poolEntry, _ string) error {
+			rel, _ := poolRel(e.Filename)
+			_, o := over[rel]
+			fn(rel, e.key(), o)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("collecting referenced pool files of snapshot %s: %w", sn.ID, err)
+		}
+	}
+	return nil
 }
 
-// snapshotRefs returns the pool files the given snapshots name.
-func snapshotRefs(st *store.Store, snaps []store.SnapshotInfo) (map[string]struct{}, error) {
-	ps := &poolSet{files: map[string]poolEntry{}, namesOnly: true}
-	for _, s := range snaps {
-		m, err := readManifest(st, s.ID)
-		if err != nil {
-			return nil, fmt.Errorf("collecting referenced pool files: %w (remove the snapshot with `gatehouse mirror rollback` and a new sync, or repair it)", err)
-		}
-		for name, ms := range m.Suites {
-			if err := collectPool(s.Dir, name, ms, ps); err != nil {
-				return nil, fmt.Errorf("collecting referenced pool files of snapshot %s: %w", s.ID, err)
+// baseRefs yields the pool paths the snapshots serve from the base layer
+// pool/ (what store.Collection.Referenced wants), streaming the indexes.
+func baseRefs(st *store.Store, snaps []store.SnapshotInfo) func(yield func(string)) error {
+	return func(yield func(string)) error {
+		for _, sn := range snaps {
+			err := eachSnapshotEntry(st, sn, func(rel, _ string, overridden bool) {
+				if !overridden {
+					yield(rel)
+				}
+			})
+			if err != nil {
+				return err
 			}
 		}
+		return nil
 	}
-	out := make(map[string]struct{}, len(ps.files))
-	for fn := range ps.files {
-		rel, _ := poolRel(fn)
-		out[rel] = struct{}{}
-	}
-	return out, nil
 }
 
-func collectGarbage(ctx context.Context, st *store.Store, cfg Config) (store.GCResult, error) {
-	refs, err := referenced(st)
+// collect is the one garbage collection (store.Collect): with doomed set,
+// the sync's cleanup, which prunes those snapshots and looks only at the
+// pool files they named; without, `mirror gc`, which walks everything.
+func collect(ctx context.Context, st *store.Store, cfg Config, doomed []store.SnapshotInfo) (store.GCResult, error) {
+	snaps, err := st.Snapshots()
 	if err != nil {
 		return store.GCResult{}, err
 	}
-	return st.GC(ctx, maps.Keys(refs), cfg.MaxDeleteFraction)
+	c := store.Collection{MaxDeleteFraction: cfg.MaxDeleteFraction}
+	var kept []store.SnapshotInfo
+	for _, sn := range snaps {
+		if !slices.ContainsFunc(doomed, func(d store.SnapshotInfo) bool { return d.ID == sn.ID }) {
+			kept = append(kept, sn)
+		}
+	}
+	c.Referenced = baseRefs(st, kept)
+	if doomed != nil {
+		for _, d := range doomed {
+			c.Prune = append(c.Prune, d.ID)
+		}
+		c.Candidates = func(yield func(store.PoolRef)) error {
+			for _, sn := range doomed {
+				err := eachSnapshotEntry(st, sn, func(rel, key string, _ bool) {
+					yield(store.PoolRef{Rel: rel, Hash: key})
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return st.Collect(ctx, c)
 }
 
 // GC prunes snapshots beyond cfg.KeepSnapshots (never the published one) and
@@ -74,7 +114,7 @@ func GC(ctx context.Context, stateDir string, cfg Config, opt Options) (removed 
 	if len(pruned) > 0 {
 		opt.logger().Info("pruned snapshots", "mirror", cfg.Name, "snapshots", pruned)
 	}
-	res, err := collectGarbage(ctx, st, cfg)
+	res, err := collect(ctx, st, cfg, nil)
 	if err != nil {
 		return res.Removed, res.RemovedBytes, fmt.Errorf("mirror %s: gc: %w", cfg.Name, err)
 	}

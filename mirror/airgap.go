@@ -152,6 +152,24 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		}
 	}
 	slices.Sort(src.PoolFiles)
+	over, err := st.Overridden(id)
+	if err != nil {
+		return bundle.Source{}, err
+	}
+	for rel := range over {
+		if p, err := st.PoolView(id, rel); err == nil {
+			if src.Overrides == nil {
+				src.Overrides = map[string]string{}
+			}
+			src.Overrides[rel] = p
+		}
+	}
+	// The receiver has a path of an earlier snapshot only with the content
+	// that snapshot named: the upstream may have rebuilt it since.
+	same := func(rel string, e poolEntry) bool {
+		cur, ok := pool[rel]
+		return ok && cur.Size == e.Size && cur.key() == e.key()
+	}
 	switch {
 	case prev != nil:
 		me := prev.Mirror(cfg.Name)
@@ -162,14 +180,15 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		src.SinceID = me.Snapshot
 		src.Since = map[string]bool{}
 		if have, _, err := snapshotPool(st, me.Snapshot); err == nil {
-			for rel := range have {
-				src.Since[rel] = true
+			for rel, e := range have {
+				src.Since[rel] = same(rel, e)
 			}
 			break
 		}
 		opt.logger().Warn("the --since bundle's snapshot is gone here; leaving out only the pool files that bundle held", "mirror", cfg.Name, "snapshot", me.Snapshot)
 		for _, f := range prev.FilesOf(cfg.Name, store.PoolDir) {
-			src.Since[strings.TrimPrefix(f.Path, store.PoolDir+"/")] = true
+			rel := strings.TrimPrefix(f.Path, store.PoolDir+"/")
+			src.Since[rel] = strings.EqualFold(f.SHA256, src.PoolSHA256[rel]) && f.SHA256 != ""
 		}
 	case since != "":
 		have, _, err := snapshotPool(st, since)
@@ -178,8 +197,8 @@ func exportSource(st *store.Store, cfg Config, since string, prev *bundle.Manife
 		}
 		src.SinceID = since
 		src.Since = map[string]bool{}
-		for rel := range have {
-			src.Since[rel] = true
+		for rel, e := range have {
+			src.Since[rel] = same(rel, e)
 		}
 	}
 	return src, nil
@@ -227,7 +246,7 @@ type importRun struct {
 
 	files, filesTotal int // progress
 	bytes, bytesTotal int64
-	distFiles         []string // extracted into the snapshot, absolute
+	distFiles         []string // extracted into the snapshot, relative to it
 }
 
 // Import publishes the mirrors an air-gap bundle carries, after verifying
@@ -404,11 +423,11 @@ func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (strin
 		if im.suiteOf(rel) == "" {
 			return "", nil
 		}
-		p, err := im.sn.Path(rel)
+		p, err := im.sn.Dest(rel)
 		if err != nil {
 			return "", refuse("mirror "+r.cfg.Name, err)
 		}
-		im.distFiles = append(im.distFiles, p)
+		im.distFiles = append(im.distFiles, rel)
 		return p, nil
 	}
 	if err := im.verify(ctx); err != nil {
@@ -426,7 +445,15 @@ func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (strin
 			r.cfg.Name, rel, f.Size, f.SHA256, e.Size, e.SHA256)
 	}
 	pr, _ := poolRel(rel)
-	p, err := r.st.PoolPath(pr)
+	if err := checkPoolName(rel); err != nil {
+		return "", refuse("mirror "+r.cfg.Name, err)
+	}
+	if err := store.CheckRel(pr); err != nil {
+		return "", refuse("mirror "+r.cfg.Name, err)
+	}
+	// Into the store's objects, never onto a pool path a published
+	// snapshot may serve; checkPool records it in the snapshot.
+	p, err := r.st.ObjectDest(e.key())
 	if err != nil {
 		return "", refuse("mirror "+r.cfg.Name, err)
 	}
@@ -557,7 +584,7 @@ func (im *importRun) dropUnsigned(suite string, ms *manifestSuite) error {
 			return nil
 		}
 		im.r.log.Debug("dropping a bundle file the Release does not cover for this mirror", "suite", suite, "file", rel)
-		return os.Remove(p)
+		return im.sn.Remove(publishedDir(suite) + "/" + rel)
 	})
 }
 
@@ -567,12 +594,26 @@ func (im *importRun) checkPool() error {
 	var missing []string
 	for fn, e := range im.pool.files {
 		rel, _ := poolRel(fn)
-		switch {
-		case im.carried[rel]:
-		case im.r.st.HasPoolFile(rel, e.Size):
-			im.r.reused++
-		default:
+		h := e.key()
+		if store.CheckHash(h) != nil {
+			return refused("mirror %s: the index gives no valid SHA-256 for %s; air-gap import needs one", im.r.cfg.Name, fn)
+		}
+		ok, err := im.r.st.HasObject(rel, h, e.Size)
+		if err != nil {
+			return refuse("mirror "+im.r.cfg.Name, err)
+		}
+		if !ok {
 			missing = append(missing, fn)
+			continue
+		}
+		if !im.carried[rel] {
+			im.r.reused++
+		}
+		if err := im.sn.UsePool(rel, h); err != nil {
+			if errors.Is(err, store.ErrPoolConflict) {
+				return refused("mirror %s: %s is listed twice with different content: %v", im.r.cfg.Name, fn, err)
+			}
+			return fmt.Errorf("mirror %s: %w", im.r.cfg.Name, err)
 		}
 	}
 	if len(missing) > 0 {
@@ -599,8 +640,8 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 			}
 		}
 	}
-	for _, p := range im.distFiles {
-		if err := os.Chtimes(p, r.pubTime, r.pubTime); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, rel := range im.distFiles {
+		if err := im.sn.SetTime(rel, r.pubTime); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return r.rep, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 		}
 	}

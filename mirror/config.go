@@ -88,6 +88,17 @@ type Config struct {
 	// transfer that was slow.
 	MaxSyncDuration Duration `toml:"max_sync_duration"`
 
+	// MaxPackages caps the stanzas of one Packages or Sources index (default
+	// DefaultMaxPackages); an index with more is refused (exit 3), since a
+	// signed index can otherwise make a sync use any amount of memory,
+	// time and inodes.
+	MaxPackages int `toml:"max_packages"`
+	// MaxPoolBytes caps the total size of the pool files one snapshot
+	// names, written like rate_limit ("500GiB"); 0 (unset) = no limit. A
+	// sync whose indexes name more is refused (exit 3) before it downloads
+	// any pool file.
+	MaxPoolBytes Size `toml:"max_pool_bytes"`
+
 	// Mode is ModeVerbatim (the default: the upstream's signed files as
 	// they are) or ModeFiltered: only the packages Include selects (and
 	// their dependencies), in regenerated indexes under Releases re-signed
@@ -120,15 +131,15 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // Size is a number of bytes written like rate_limit: "1KiB", "500k",
-// "20MiB", or a plain number.
+// "20MiB", "2TiB", or a plain number (ParseSize).
 type Size int64
 
 // UnmarshalText parses a size; a bad one is a configuration error that the
 // TOML decoder reports with file and line.
 func (s *Size) UnmarshalText(b []byte) error {
-	n, err := ParseRate(string(b))
+	n, err := ParseSize(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid size %q: use bytes like \"1KiB\", \"500k\" or \"20MiB\"", b)
+		return err
 	}
 	*s = Size(n)
 	return nil
@@ -188,7 +199,15 @@ func (c *Config) Defaults() {
 	if c.MaxSyncDuration.Duration == 0 {
 		c.MaxSyncDuration.Duration = 6 * time.Hour
 	}
+
+	if c.MaxPackages == 0 {
+		c.MaxPackages = DefaultMaxPackages
+	}
 }
+
+// DefaultMaxPackages is max_packages when unset: several times Debian's
+// largest index (about 70,000 stanzas).
+const DefaultMaxPackages = 1_000_000
 
 // Validate reports the first problem with c, naming the offending key so the
 // operator can fix the configuration file.
@@ -227,6 +246,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: low_speed_time must be at least 1s, got %s", where, c.LowSpeedTime.Duration)
 	case c.MaxSyncDuration.Duration < time.Second:
 		return fmt.Errorf("%s: max_sync_duration must be at least 1s, got %s", where, c.MaxSyncDuration.Duration)
+	case c.MaxPackages < 0:
+		return fmt.Errorf("%s: max_packages must be positive, got %d", where, c.MaxPackages)
+	case c.MaxPoolBytes < 0:
+		return fmt.Errorf("%s: max_pool_bytes must not be negative, got %d", where, c.MaxPoolBytes)
 	}
 	for _, h := range c.RedirectHosts {
 		if err := fetch.ParseRedirectHost(h); err != nil {

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -233,14 +231,18 @@ func (r *run) fillFiltered(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 	}
+	nfiles, nbytes := pool.totals()
+	if err := r.checkPoolSize(nfiles, nbytes); err != nil {
+		return err
+	}
 	if r.opt.DryRun {
 		sel := make([]string, len(res.Selected))
 		for i, e := range res.Selected {
 			sel[i] = e.String()
 		}
-		return r.plan(pool, sel)
+		return r.plan(nfiles, nbytes, setSource(pool), sel)
 	}
-	if err := r.fetchPool(ctx, pool); err != nil {
+	if err := r.fetchPool(ctx, sn, nfiles, nbytes, setSource(pool)); err != nil {
 		return err
 	}
 
@@ -366,7 +368,7 @@ func (r *run) writeFiltered(f *filteredSuite, res *filter.Result) (*manifestSuit
 	if err := filter.WriteRelease(dir, info, r.key); err != nil {
 		return nil, err
 	}
-	if err := touchTree(dir, r.pubTime); err != nil {
+	if err := f.sn.TouchTree(sr.dir, r.pubTime); err != nil {
 		return nil, err
 	}
 	ms := &manifestSuite{Release: "InRelease", Selection: selectionKey(r.cfg), Upstream: upms,
@@ -397,11 +399,8 @@ type filteredSuite struct {
 // every binary-ARCH, as upstream had them), in the compressions the
 // upstream offered.
 func (r *run) newFilteredSuite(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (*filteredSuite, error) {
-	dir, err := sn.Path(sr.dir)
+	dir, err := sn.MkdirAll(sr.dir)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
@@ -510,18 +509,6 @@ func cheapestVariant(ms *manifestSuite, k string) string {
 		}
 	}
 	return best
-}
-
-// touchTree sets the modification time of every regular file below dir,
-// so that HTTP If-Modified-Since sees the new files as newer (see
-// run.pubTime).
-func touchTree(dir string, t time.Time) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		return os.Chtimes(p, t, t)
-	})
 }
 
 func (r *run) warn(msg string) {

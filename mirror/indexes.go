@@ -196,7 +196,6 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 // and Release as they are (unchanged suites linked from the published
 // snapshot), and every pool file they name.
 func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*suiteRun, man *manifest) error {
-	pool := newPoolSet()
 	for _, sr := range suites {
 		if sr.unchanged {
 			if err := r.linkSuite(sn, sr); err != nil {
@@ -214,14 +213,40 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 			return err
 		}
 		ms.Carried = r.carried[sr.name]
-		if err := collectPool(sn.Dir(), sr.name, ms, pool); err != nil {
+	}
+	// Two passes over the indexes, so that memory does not grow with
+	// their size: a census (distinct paths, total size, contradictions,
+	// limits) before anything is fetched, then the fetch, streaming. Every
+	// suite counts, unchanged ones too: the new snapshot must say which
+	// content it serves at each path (store.Snapshot.UsePool).
+	census := newPoolCensus()
+	for _, sr := range suites {
+		err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
+		if err != nil {
 			return err
 		}
 	}
-	if r.opt.DryRun {
-		return r.plan(pool, nil)
+	if err := r.checkPoolSize(census.files, census.bytes); err != nil {
+		return err
 	}
-	if err := r.fetchPool(ctx, pool); err != nil {
+	src := func(fn func(poolEntry) error) error {
+		for _, sr := range suites {
+			err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], 0, func(e poolEntry, _ string) error {
+				if !census.first(e) {
+					return nil
+				}
+				return fn(e)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if r.opt.DryRun {
+		return r.plan(census.files, census.bytes, src, nil)
+	}
+	if err := r.fetchPool(ctx, sn, census.files, census.bytes, src); err != nil {
 		return err
 	}
 
@@ -244,18 +269,7 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 }
 
 func (r *run) writeSnapshotFile(sn *store.Snapshot, rel string, b []byte) error {
-	p, err := sn.Path(rel)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	// No fsync: Commit makes the whole snapshot durable with one syncfs.
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		return err
-	}
-	return os.Chtimes(p, r.pubTime, r.pubTime)
+	return sn.WriteFile(rel, b, r.pubTime)
 }
 
 // linkSuite carries an unchanged suite's whole dists tree forward.
@@ -302,6 +316,9 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 		}
 	}
 	for _, e := range wanted {
+		if err := checkPoolName(e.Path); err != nil {
+			return nil, refuse(where+": Release", err)
+		}
 		if algo, _ := e.StrongestHash(); algo != apt.AlgoSHA256 && algo != apt.AlgoSHA512 {
 			return nil, refused("%s: Release protects %s only by %s; apt refuses such files, and so does the mirror", where, e.Path, algo)
 		}
@@ -365,8 +382,7 @@ func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun
 // upstream does not have this variant.
 func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, me manifestEntry, prev map[string]manifestEntry) (bool, error) {
 	rel := sr.local + "/" + me.Path
-	dest, err := sn.Path(rel)
-	if err != nil {
+	if _, err := sn.Path(rel); err != nil {
 		return false, refuse(rel, err)
 	}
 	algo, hex := me.strongest()
@@ -374,12 +390,16 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 		if palgo, phex := pe.strongest(); palgo == algo && phex == hex {
 			if err := sn.Link(r.curID, rel); err == nil {
 				r.countReused()
-				return true, r.linkByHash(sn, sr.local, me, dest)
+				return true, r.linkByHash(sn, sr.local, me)
 			}
 			// Fall through and fetch: the published copy is gone.
 		}
 	}
 	want := fetch.Want{Size: me.Size, SHA256: me.SHA256, SHA512: me.SHA512}
+	dest, err := sn.Dest(rel)
+	if err != nil {
+		return false, err
+	}
 	var ferr error
 	if sr.rel.AcquireByHash {
 		_, ferr = r.client.Get(ctx, r.url(sr.name, joinRel(sr.dir, apt.ByHashPath(me.Path, algo, hex))), dest, want)
@@ -393,24 +413,17 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 	if ferr != nil {
 		return false, wrapFetch(ferr)
 	}
-	if err := os.Chtimes(dest, r.pubTime, r.pubTime); err != nil {
+	if err := sn.SetTime(rel, r.pubTime); err != nil {
 		return false, err
 	}
-	return true, r.linkByHash(sn, sr.local, me, dest)
+	return true, r.linkByHash(sn, sr.local, me)
 }
 
 // linkByHash makes the by-hash names of an index point at its file.
-func (r *run) linkByHash(sn *store.Snapshot, dir string, me manifestEntry, dest string) error {
+func (r *run) linkByHash(sn *store.Snapshot, dir string, me manifestEntry) error {
 	for _, bh := range me.byHash() {
-		p, err := sn.Path(dir + "/" + bh)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.Link(dest, p); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("by-hash link %s: %w", p, err)
+		if err := sn.LinkInside(dir+"/"+me.Path, dir+"/"+bh); err != nil {
+			return fmt.Errorf("by-hash: %w", err)
 		}
 	}
 	return nil

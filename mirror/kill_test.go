@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -200,5 +201,124 @@ func TestCancel(t *testing.T) {
 	}
 	if rep := mustSync(t, state, cfg); rep.Result != ResultPublished {
 		t.Errorf("next sync: %+v", rep)
+	}
+}
+
+// TestKillAtRandomWhileAptLoops SIGKILLs syncs at random moments, over 20
+// rounds of upstream changes (new versions, and a package rebuilt under the
+// same Filename with new bytes), while a real apt-get updates and downloads
+// in a loop from the served mirror. apt must never see a hash mismatch,
+// and verify must find the mirror sound after every kill.
+func TestKillAtRandomWhileAptLoops(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("inside the child")
+	}
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	up := newUpstream(t, testSuite("1.0-1", manyPackages(16)...))
+	state := t.TempDir()
+	cfg := up.config()
+	cfg.Concurrency = 2
+	// Syncs here follow each other every second or two while one apt run
+	// takes seconds on a loaded machine: keep enough snapshots that the
+	// one apt read its indexes from is not pruned before it downloads.
+	cfg.KeepSnapshots = 20
+	mustSync(t, state, cfg)
+	apt := apttest.AptClient(t, up.repo.SourcesLine(serveMirror(t, state), "stable", "main"))
+	stop := make(chan struct{})
+	type result struct {
+		runs, mismatches int
+		errs             []string
+	}
+	res := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { res <- r }()
+		for ; ; r.runs++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			out, err := apt.Update()
+			if err == nil {
+				apt.Run("clean")
+				var o2 string
+				// Not bulk03: its bytes change under the same Filename, and a
+				// client holding the indexes of the snapshot before a publish
+				// then gets the new bytes, as from any mirror ("Mirror sync
+				// in progress?") until its next update.
+				o2, err = apt.InstallDownloadOnly("hello")
+				out += o2
+			}
+			if strings.Contains(out, "Hash Sum mismatch") || strings.Contains(out, "Hashes of expected file") {
+				r.mismatches++
+			}
+			if err != nil && len(r.errs) < 5 {
+				r.errs = append(r.errs, fmt.Sprintf("run %d: %v\n%s", r.runs, err, out))
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	t.Logf("seed is the start time; rounds follow")
+	kills, published := 0, 0
+	for round := range 20 {
+		pk := manyPackages(16)
+		pk[3].Size = 2000 + 37*(round/3) // bulk03: same Filename, new bytes every third round
+		s := testSuite(fmt.Sprintf("1.%d-1", round+1), pk...)
+		var err error
+		if round%3 == 0 {
+			err = up.repo.RebuildChanged([]string{"bulk03_1.0_amd64"}, s)
+		} else {
+			err = up.repo.Rebuild(s)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		up.srv.SetFault("pool", apttest.Fault{Delay: time.Duration(5+rng.IntN(20)) * time.Millisecond})
+		spec, _ := json.Marshal(struct {
+			State string
+			Cfg   Config
+		}{state, cfg})
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$")
+		cmd.Env = append(os.Environ(), killChildEnv+"="+string(spec))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.IntN(900)) * time.Millisecond
+		time.Sleep(delay)
+		if cmd.Process.Kill() == nil {
+			kills++
+		}
+		cmd.Wait()
+		lines, err := Verify(context.Background(), state, cfg, testOptions(t))
+		if err != nil || len(problemsOnly(lines)) != 0 {
+			t.Fatalf("round %d, killed after %v: verify: %v %q", round, delay, err, lines)
+		}
+		if id, _, err := store.ResolveCurrent(StoreRoot(state), testMirror); err == nil {
+			t.Logf("round %d: killed after %v; published %s; notes %q", round, delay, id, lines)
+		}
+		// Every other round completes, so the mirror moves on and
+		// prunes while apt reads.
+		if round%2 == 1 {
+			up.srv.ClearFaults()
+			if rep := mustSync(t, state, cfg); rep.Result == ResultPublished {
+				published++
+			}
+			mustVerify(t, state, cfg)
+		}
+	}
+	close(stop)
+	r := <-res
+	t.Logf("%d kills, %d completed publishes, %d apt runs, %d failed", kills, published, r.runs, len(r.errs))
+	if r.mismatches != 0 || len(r.errs) != 0 {
+		t.Errorf("apt saw %d hash mismatches, %d failures:\n%s", r.mismatches, len(r.errs), strings.Join(r.errs, "\n"))
+	}
+	if kills < 20 {
+		t.Errorf("only %d kills landed", kills)
+	}
+	if r.runs < 5 {
+		t.Errorf("apt ran only %d times: the test did not overlap syncs", r.runs)
 	}
 }

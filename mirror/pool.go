@@ -1,14 +1,18 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -17,6 +21,7 @@ import (
 	"gatehouse/apt"
 	"gatehouse/apt/compress"
 	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/store"
 )
 
 // maxIndexText bounds the decompressed size of one Packages or Sources
@@ -62,6 +67,15 @@ func (ps *poolSet) add(e poolEntry, where string) error {
 	return nil
 }
 
+// totals counts the files of ps and their size.
+func (ps *poolSet) totals() (int, int64) {
+	var b int64
+	for _, e := range ps.files {
+		b += e.Size
+	}
+	return len(ps.files), b
+}
+
 // poolRel returns the path of filename relative to the pool directory.
 func poolRel(filename string) (string, bool) {
 	return strings.CutPrefix(filename, "pool/")
@@ -97,10 +111,29 @@ func parsedIndexes(ms *manifestSuite) []string {
 // are refusals: the indexes are verified upstream data, so a malformed or
 // escaping entry is the upstream's (or an attacker's) doing.
 func collectPool(snapDir, suite string, ms *manifestSuite, ps *poolSet) error {
+	return eachPoolEntry(snapDir, suite, ms, 0, func(e poolEntry, where string) error {
+		if ps.namesOnly {
+			if _, ok := ps.files[e.Filename]; ok {
+				return nil
+			}
+			return ps.add(poolEntry{Filename: strings.Clone(e.Filename)}, where)
+		}
+		if _, ok := ps.files[e.Filename]; !ok {
+			e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
+		}
+		return ps.add(e, where)
+	})
+}
+
+// eachPoolEntry calls fn with every pool file the Packages and Sources
+// indexes of suite in snapDir name, streaming: the strings of e are only
+// valid during the call. limit > 0 refuses an index of more stanzas
+// (max_packages).
+func eachPoolEntry(snapDir, suite string, ms *manifestSuite, limit int, fn func(e poolEntry, where string) error) error {
 	for _, rel := range parsedIndexes(ms) {
 		p := filepath.Join(snapDir, filepath.FromSlash(publishedDir(suite)), filepath.FromSlash(rel))
 		where := publishedDir(suite) + "/" + rel
-		if err := readIndex(p, suite, where, ps); err != nil {
+		if err := readIndex(p, suite, where, limit, fn); err != nil {
 			return err
 		}
 	}
@@ -129,12 +162,19 @@ type indexReader struct {
 
 func (r indexReader) Close() error { return errors.Join(r.ReadCloser.Close(), r.f.Close()) }
 
-func readIndex(p, suite, where string, ps *poolSet) error {
+func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) error) error {
 	rd, err := openIndex(p, where)
 	if err != nil {
 		return err
 	}
 	defer rd.Close()
+	stanzas := 0
+	count := func() error {
+		if stanzas++; limit > 0 && stanzas > limit {
+			return refused("%s: has more than %d entries (max_packages); the upstream's signed index is refused. If the archive really is that large, raise max_packages for this mirror", where, limit)
+		}
+		return nil
+	}
 	add := func(filename string, size int64, s256, s512 string) error {
 		if isFlat(suite) {
 			filename = flatPoolKey(filename)
@@ -142,13 +182,10 @@ func readIndex(p, suite, where string, ps *poolSet) error {
 		if _, ok := poolRel(filename); !ok {
 			return fmt.Errorf("%s: file %q is not below pool/; gatehouse serves only dists/ and pool/ of an archive", where, filename)
 		}
-		if ps.namesOnly {
-			if _, ok := ps.files[filename]; ok {
-				return nil
-			}
-			return ps.add(poolEntry{Filename: strings.Clone(filename)}, where)
+		if err := checkPoolName(filename); err != nil {
+			return refuse(where, err)
 		}
-		return ps.add(poolEntry{Filename: strings.Clone(filename), Suite: suite, Size: size, SHA256: strings.Clone(s256), SHA512: strings.Clone(s512)}, where)
+		return fn(poolEntry{Filename: filename, Suite: suite, Size: size, SHA256: s256, SHA512: s512}, where)
 	}
 	indexErr := func(err error) error {
 		if errors.Is(err, apt.ErrIndex) {
@@ -165,6 +202,9 @@ func readIndex(p, suite, where string, ps *poolSet) error {
 			}
 			if err != nil {
 				return indexErr(err)
+			}
+			if err := count(); err != nil {
+				return err
 			}
 			for _, sf := range s.Files {
 				fn, err := apt.CleanRepoPath(s.Directory + "/" + sf.Name)
@@ -186,33 +226,132 @@ func readIndex(p, suite, where string, ps *poolSet) error {
 		if err != nil {
 			return indexErr(err)
 		}
+		if err := count(); err != nil {
+			return err
+		}
 		if err := add(pk.Filename, pk.Size, pk.SHA256, pk.SHA512); err != nil {
 			return err
 		}
 	}
 }
 
-// fetchPool downloads every pool file not already present with its size.
-// The presence check runs in the workers too: on a large pool the path
-// checks and stats are a good part of an incremental sync.
-func (r *run) fetchPool(ctx context.Context, ps *poolSet) error {
-	names := make([]string, 0, len(ps.files))
-	var bytesTotal int64
-	for n, e := range ps.files {
-		names = append(names, n)
-		bytesTotal += e.Size
+// checkPoolName refuses a pool path with an element the store uses for
+// its own files (store.TempPrefix): such a name could collide with a
+// download in progress, and serve hides those names anyway.
+func checkPoolName(filename string) error {
+	for el := range strings.SplitSeq(filename, "/") {
+		if strings.HasPrefix(el, store.TempPrefix) {
+			return fmt.Errorf("%w: %q has an element starting with %q, the prefix of the store's temporary files", apt.ErrUnsafePath, filename, store.TempPrefix)
+		}
 	}
-	slices.Sort(names)
+	return nil
+}
+
+// key is the store object name of e (store.ObjectKey).
+func (e poolEntry) key() string { return store.ObjectKey(e.SHA256, e.SHA512) }
+
+// poolCensus is what the first pass over a verbatim snapshot's indexes
+// learns: the distinct pool paths and their total size, and which
+// content each path is named with, to refuse indexes that contradict each
+// other. It keeps 16 bytes per distinct path (two 64-bit hashes), not the
+// entries: the second pass streams the indexes again.
+type poolCensus struct {
+	seed  maphash.Seed
+	seen  map[uint64]uint64 // hash of Filename -> hash of size and content key, low bit: dispatched
+	files int
+	bytes int64
+}
+
+func newPoolCensus() *poolCensus {
+	return &poolCensus{seed: maphash.MakeSeed(), seen: map[uint64]uint64{}}
+}
+
+func (pc *poolCensus) content(e poolEntry) uint64 {
+	var h maphash.Hash
+	h.SetSeed(pc.seed)
+	h.WriteString(strconv.FormatInt(e.Size, 10))
+	h.WriteByte('/')
+	h.WriteString(strings.ToLower(e.key()))
+	return h.Sum64() &^ 1
+}
+
+// add counts e; the same path with other content is refused.
+func (pc *poolCensus) add(e poolEntry, where string) error {
+	k := maphash.String(pc.seed, e.Filename)
+	v := pc.content(e)
+	if old, ok := pc.seen[k]; ok {
+		if old&^1 != v {
+			return refused("%s: %s is listed twice with different size or hash; the upstream is inconsistent", where, e.Filename)
+		}
+		return nil
+	}
+	pc.seen[k] = v
+	pc.files++
+	pc.bytes += e.Size
+	return nil
+}
+
+// first reports whether e is the first entry of its path in the second
+// pass.
+func (pc *poolCensus) first(e poolEntry) bool {
+	k := maphash.String(pc.seed, e.Filename)
+	v, ok := pc.seen[k]
+	if !ok || v&1 == 1 {
+		return false
+	}
+	pc.seen[k] = v | 1
+	return true
+}
+
+// poolSource yields the pool files of a snapshot, each path once.
+type poolSource func(fn func(poolEntry) error) error
+
+// setSource yields the entries of ps in path order.
+func setSource(ps *poolSet) poolSource {
+	return func(fn func(poolEntry) error) error {
+		for _, n := range slices.Sorted(maps.Keys(ps.files)) {
+			if err := fn(ps.files[n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// checkPoolSize refuses a snapshot whose pool exceeds max_pool_bytes.
+func (r *run) checkPoolSize(files int, bytes int64) error {
+	if max := int64(r.cfg.MaxPoolBytes); max > 0 && bytes > max {
+		return refused("mirror %s: the indexes name %d pool files of %d bytes, more than max_pool_bytes (%d bytes); nothing was fetched or published. If the archive really is that large, raise max_pool_bytes",
+			r.cfg.Name, files, bytes, r.cfg.MaxPoolBytes)
+	}
+	return nil
+}
+
+// fetchPool makes every pool file of the snapshot present as a store
+// object and tells the snapshot which object it serves at each path
+// (store.Snapshot.UsePool). The presence check runs in the workers too: on
+// a large pool the path checks and stats are a good part of an
+// incremental sync. After the first fatal error no further file is
+// started, and nothing is created.
+func (r *run) fetchPool(ctx context.Context, sn *store.Snapshot, filesTotal int, bytesTotal int64, src poolSource) error {
 	var mu sync.Mutex
 	var done, fetched, reused int
 	var doneBytes int64
-	r.progress(Event{Phase: PhasePool, FilesTotal: len(names), BytesTotal: bytesTotal})
+	r.progress(Event{Phase: PhasePool, FilesTotal: filesTotal, BytesTotal: bytesTotal})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Concurrency)
-	for _, n := range names {
-		e := ps.files[n]
+	errStop := errors.New("stop")
+	srcErr := src(func(e poolEntry) error {
+		if gctx.Err() != nil {
+			return errStop
+		}
+		// The entry's strings may be reused by the index reader.
+		e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
 		g.Go(func() error {
-			res, err := r.fetchPoolFile(gctx, e)
+			if gctx.Err() != nil {
+				return nil // another file failed: start nothing new
+			}
+			res, err := r.fetchPoolFile(gctx, sn, e)
 			if err != nil {
 				return err
 			}
@@ -226,7 +365,7 @@ func (r *run) fetchPool(ctx context.Context, ps *poolSet) error {
 			case poolPresent:
 				reused++
 			}
-			ev := Event{Phase: PhasePool, Files: done, FilesTotal: len(names), Bytes: doneBytes, BytesTotal: bytesTotal}
+			ev := Event{Phase: PhasePool, Files: done, FilesTotal: filesTotal, Bytes: doneBytes, BytesTotal: bytesTotal}
 			mu.Unlock()
 			if ok {
 				// Only fetched files are reported; present ones go by
@@ -235,26 +374,38 @@ func (r *run) fetchPool(ctx context.Context, ps *poolSet) error {
 			}
 			return nil
 		})
-	}
+		return nil
+	})
 	err := g.Wait()
+	if srcErr != nil && !errors.Is(srcErr, errStop) {
+		err = cmp.Or(err, srcErr)
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
 	r.reused += reused
 	slices.Sort(r.missing)
-	r.log.Info("pool files", "fetched", fetched, "present", reused, "missing", len(r.missing))
+	r.log.Info("pool files", "fetched", fetched, "present", reused, "missing", len(r.missing), "overrides", sn.Overrides())
 	return err
 }
 
 // plan fills the Report's Plan from the pool a dry run would publish and
 // returns errDryRun, which ends the build with nothing published.
-func (r *run) plan(ps *poolSet, selected []string) error {
-	p := &Plan{PoolFiles: len(ps.files), Selected: selected}
-	for _, e := range ps.files {
-		p.PoolBytes += e.Size
-		rel, _ := poolRel(e.Filename)
-		if r.st.HasPoolFile(rel, e.Size) {
-			continue
+func (r *run) plan(filesTotal int, bytesTotal int64, src poolSource, selected []string) error {
+	p := &Plan{PoolFiles: filesTotal, PoolBytes: bytesTotal, Selected: selected}
+	err := src(func(e poolEntry) error {
+		if ok, err := r.st.HasObject("", e.key(), e.Size); err == nil && ok {
+			return nil
+		}
+		if rel, _ := poolRel(e.Filename); r.st.HasPoolFile(rel, e.Size) {
+			return nil // from before objects existed: adopted by the sync
 		}
 		p.FetchFiles++
 		p.FetchBytes += e.Size
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	r.rep.Plan = p
 	return errDryRun
@@ -267,44 +418,61 @@ const (
 	poolMissing
 )
 
-// fetchPoolFile fetches one pool file unless it is present with its size.
-func (r *run) fetchPoolFile(ctx context.Context, e poolEntry) (int, error) {
+// fetchPoolFile fetches one pool file into the store's objects unless it is
+// there already, then records it in the snapshot.
+func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry) (int, error) {
 	rel, _ := poolRel(e.Filename)
-	dest, present, err := r.st.PoolFile(rel, e.Size)
+	h := e.key()
+	if store.CheckHash(h) != nil {
+		return 0, refused("mirror %s: %s: the index gives no valid SHA-256 or SHA-512; apt refuses such files, and so does the mirror", r.cfg.Name, e.Filename)
+	}
+	present, err := r.st.HasObject(rel, h, e.Size)
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}
-	if present {
-		return poolPresent, nil
+	res := poolPresent
+	if !present {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		dest, err := r.st.ObjectDest(h)
+		if err != nil {
+			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+		}
+		// The hash the object is named by, and only that: hashing twice
+		// costs CPU the sync needs, and either one alone protects
+		// against forgery.
+		want := fetch.Want{Size: e.Size}
+		if e.SHA256 != "" {
+			want.SHA256 = e.SHA256
+		} else {
+			want.SHA512 = e.SHA512
+		}
+		src := e.Filename
+		if isFlat(e.Suite) {
+			src = strings.TrimPrefix(src, "pool/") // see flatPoolKey
+		}
+		_, err = r.client.Get(ctx, r.url(e.Suite, src), dest, want)
+		switch {
+		case err == nil:
+			res = poolFetched
+		case errors.Is(err, fetch.ErrNotFound) && r.cfg.TolerateMissing:
+			r.progMu.Lock()
+			r.missing = append(r.missing, e.Filename)
+			r.progMu.Unlock()
+			r.log.Warn("pool file missing upstream; tolerated by configuration", "file", e.Filename)
+			return poolMissing, nil
+		case errors.Is(err, fetch.ErrNotFound):
+			return 0, fmt.Errorf("mirror %s: %w (an index lists a file upstream does not have; retry later, or set tolerate_missing = true)", r.cfg.Name, err)
+		default:
+			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
+		}
 	}
-	if err := r.st.MkdirPool(filepath.Dir(dest)); err != nil {
+	if err := sn.UsePool(rel, h); err != nil {
+		if errors.Is(err, store.ErrPoolConflict) {
+			return 0, refused("mirror %s: %s is listed twice with different content; the upstream is inconsistent (%v)", r.cfg.Name, e.Filename, err)
+		}
 		return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 	}
-	want := fetch.Want{Size: e.Size}
-	// The strongest hash only: hashing twice costs CPU the sync needs,
-	// and either one alone protects against forgery.
-	if e.SHA512 != "" {
-		want.SHA512 = e.SHA512
-	} else {
-		want.SHA256 = e.SHA256
-	}
-	src := e.Filename
-	if isFlat(e.Suite) {
-		src = strings.TrimPrefix(src, "pool/") // see flatPoolKey
-	}
-	_, err = r.client.Get(ctx, r.url(e.Suite, src), dest, want)
-	switch {
-	case err == nil:
-		return poolFetched, nil
-	case errors.Is(err, fetch.ErrNotFound) && r.cfg.TolerateMissing:
-		r.progMu.Lock()
-		r.missing = append(r.missing, e.Filename)
-		r.progMu.Unlock()
-		r.log.Warn("pool file missing upstream; tolerated by configuration", "file", e.Filename)
-		return poolMissing, nil
-	case errors.Is(err, fetch.ErrNotFound):
-		return 0, fmt.Errorf("mirror %s: %w (an index lists a file upstream does not have; retry later, or set tolerate_missing = true)", r.cfg.Name, err)
-	default:
-		return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
-	}
+	return res, nil
 }

@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -447,92 +444,41 @@ func (r *run) acceptSuite(sr *suiteRun, id string) {
 	}
 }
 
-// cleanup prunes old snapshots and deletes the pool files that only they
-// named. Its failures are reported, never fatal: the new snapshot is
-// already live.
+// cleanup prunes old snapshots and deletes the pool files and objects
+// that only they used, through the same store.Collect as `mirror gc`. Its
+// failures are reported, never fatal: the new snapshot is already live.
 //
-// It does not walk the pool as store.GC does: on a large archive, reading
-// every pool directory costs more than the rest of an incremental sync.
-// Instead it deletes what the pruned snapshots referenced and no retained
-// one does, with the same wipe protection. Files that failed syncs left
-// behind, and stale temporary files, wait for `gatehouse mirror gc`.
+// It does not walk the pool: on a large archive, reading every pool
+// directory costs more than the rest of an incremental sync. It looks only
+// at what the pruned snapshots named, with the same wipe protection.
+// Objects that failed syncs left behind, and stale temporary files, wait
+// for `gatehouse mirror gc`.
 func (r *run) cleanup(ctx context.Context) {
 	snaps, err := r.st.Snapshots()
 	if err != nil {
 		r.gcFailed(err)
 		return
 	}
-	var doomed, kept []store.SnapshotInfo
+	var doomed []store.SnapshotInfo
 	for i, s := range snaps {
 		if i < len(snaps)-r.cfg.KeepSnapshots && !s.Current {
 			doomed = append(doomed, s)
-		} else {
-			kept = append(kept, s)
 		}
 	}
 	if len(doomed) == 0 {
 		return
 	}
-	gone, err := snapshotRefs(r.st, doomed)
-	if err != nil {
-		r.gcFailed(err)
-		return
-	}
-	pruned, err := r.st.Prune(r.cfg.KeepSnapshots)
-	r.rep.Pruned = pruned
-	if err != nil {
-		r.gcFailed(err)
-		return
-	}
-	if len(pruned) != len(doomed) {
-		r.gcFailed(fmt.Errorf("pruned %v, expected %d snapshots; run `gatehouse mirror gc`", pruned, len(doomed)))
-		return
-	}
 	r.progress(Event{Phase: PhaseGC})
-	keep, err := snapshotRefs(r.st, kept)
+	res, err := collect(ctx, r.st, r.cfg, doomed)
+	for _, d := range doomed {
+		r.rep.Pruned = append(r.rep.Pruned, d.ID)
+	}
+	r.rep.GCRemoved, r.rep.GCBytes = res.Removed, res.RemovedBytes
 	if err != nil {
+		if errors.Is(err, store.ErrWipeProtection) {
+			err = fmt.Errorf("%w; check the upstream, then run `gatehouse mirror gc`", err)
+		}
 		r.gcFailed(err)
-		return
-	}
-	var del []string
-	for rel := range gone {
-		if _, ok := keep[rel]; !ok {
-			del = append(del, rel)
-		}
-	}
-	// Wipe protection as in store.GC, against the retained pool's size.
-	if float64(len(del)) > r.cfg.MaxDeleteFraction*float64(len(keep)+len(del)) {
-		r.gcFailed(fmt.Errorf("%w: %d of %d pool files would go (max_delete_fraction %g); check the upstream, then run `gatehouse mirror gc`",
-			store.ErrWipeProtection, len(del), len(keep)+len(del), r.cfg.MaxDeleteFraction))
-		return
-	}
-	slices.Sort(del)
-	for _, rel := range del {
-		if err := ctx.Err(); err != nil {
-			r.gcFailed(err)
-			return
-		}
-		p, err := r.st.PoolPath(rel)
-		if err != nil {
-			continue // never created by a sync; store.GC deals with oddities
-		}
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		if err := os.Remove(p); err != nil {
-			r.gcFailed(err)
-			return
-		}
-		r.rep.GCRemoved++
-		r.rep.GCBytes += fi.Size()
-		// Remove directories left empty, up to the pool root.
-		root := filepath.Join(r.st.Dir(), store.PoolDir)
-		for d := filepath.Dir(p); d != root && strings.HasPrefix(d, root+string(filepath.Separator)); d = filepath.Dir(d) {
-			if os.Remove(d) != nil {
-				break
-			}
-		}
 	}
 }
 
@@ -544,6 +490,31 @@ func (r *run) gcFailed(err error) {
 func sha256Hex(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// ParseSize parses a size written like a rate_limit: "10GiB", "500M" or
+// "1000000" bytes (k/M/G powers of 1000, Ki/Mi/Gi powers of 1024; a
+// trailing "B" is optional).
+func ParseSize(s string) (int64, error) {
+	if strings.HasSuffix(strings.TrimSpace(s), "/s") {
+		return 0, fmt.Errorf("invalid size %q: a size has no \"/s\"", s)
+	}
+	t := strings.TrimSpace(s)
+	if v, ok := strings.CutSuffix(t, "Ti"); ok || strings.HasSuffix(t, "TiB") {
+		if !ok {
+			v = strings.TrimSuffix(t, "TiB")
+		}
+		n, err := ParseRate(v + "Gi")
+		if err != nil || n > 1<<50/1024 {
+			return 0, fmt.Errorf("invalid size %q: use bytes like \"10GiB\" or \"2TiB\"", s)
+		}
+		return n * 1024, nil
+	}
+	n, err := ParseRate(t)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q: use bytes like \"10GiB\" or \"500M\"", s)
+	}
+	return n, nil
 }
 
 // ParseRate parses a bandwidth such as "20MiB", "500k" or "1000000" (bytes

@@ -12,12 +12,14 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -28,16 +30,23 @@ import (
 	"gatehouse/mirror/store"
 )
 
-// Verify re-checks the published snapshot of a mirror against its signed
-// Release (an fsck): each suite's signature against cfg.Keyring, every index
-// file against the Release's size and hash, every by-hash file against its
-// name, and every pool file the indexes list for presence, size and hash.
-// Pool files no retained snapshot references are reported as extra.
+// Verify re-checks what a mirror serves against its signed Releases (an
+// fsck): for the published snapshot each suite's signature against
+// cfg.Keyring, every index file against the Release's size and hash, every
+// by-hash file against its name; for it and every retained snapshot (what
+// rollback can publish) every pool file its indexes list, as that snapshot
+// serves it (its override, else pool/), for presence, size and hash. A file shared
+// by several snapshots is hashed once. Files in pool/ that no retained
+// snapshot serves and that are not store objects are reported as extra.
 //
 // Each problem is one line starting with "missing:", "corrupted:",
-// "extra:" or "unverifiable:"; an empty list means the mirror is sound.
-// An expired Valid-Until is not corruption: it is logged as a warning
-// (Status reports it too). err is for failures to run the check at all.
+// "extra:" or "unverifiable:"; problems of a snapshot other than the
+// published one end in "(snapshot ID)". Lines starting with "note:" are
+// not problems: what an interrupted sync left (verified downloads no
+// snapshot uses yet, which `mirror gc` removes). A list with no problem
+// means the mirror is sound. An expired Valid-Until is not corruption: it
+// is logged as a warning (Status reports it too). err is for failures to
+// run the check at all.
 func Verify(ctx context.Context, stateDir string, cfg Config, opt Options) (problems []string, err error) {
 	st, err := openStore(stateDir, &cfg, opt)
 	if err != nil {
@@ -45,50 +54,73 @@ func Verify(ctx context.Context, stateDir string, cfg Config, opt Options) (prob
 	}
 	log := opt.logger().With("mirror", cfg.Name)
 	now := opt.clock()()
-	cur, err := st.Current()
-	if err != nil {
+	if _, err := st.Current(); err != nil {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	kr, err := publishedKeyring(cfg, opt)
 	if err != nil {
 		return nil, err
 	}
-	mpath, err := st.SnapshotPath(cur, manifestFile)
+	snaps, err := st.Snapshots()
 	if err != nil {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
-	snapDir := filepath.Dir(mpath)
 	var mu sync.Mutex
-	report := func(format string, args ...any) {
-		mu.Lock()
-		problems = append(problems, fmt.Sprintf(format, args...))
-		mu.Unlock()
-	}
-	man, merr := readManifest(st, cur)
-	if merr != nil {
-		report("corrupted: %s: %v", manifestFile, merr)
-	}
-	ps := newPoolSet()
-	for _, suite := range cfg.Suites {
-		var listed *manifestSuite
-		if man != nil {
-			listed = man.Suites[suite]
+	hashes := &inodeHashes{m: map[inodeKey]inodeHash{}}
+	for _, sn := range snaps {
+		suffix := ""
+		if !sn.Current {
+			suffix = " (snapshot " + sn.ID + ")"
 		}
-		ms, err := verifySuite(snapDir, suite, cfg, kr, listed, now, log, report)
-		if err != nil {
-			return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+		report := func(format string, args ...any) {
+			mu.Lock()
+			problems = append(problems, fmt.Sprintf(format, args...)+suffix)
+			mu.Unlock()
 		}
-		if ms == nil {
+		man, merr := readManifest(st, sn.ID)
+		if merr != nil {
+			report("corrupted: %s: %v", manifestFile, merr)
+		}
+		ps := newPoolSet()
+		if !sn.Current {
+			// A retained snapshot was made under the configuration of its
+			// day (other components, architectures, sources), so its
+			// dists are checked against its own manifest by the sync that
+			// made it; what rollback needs from here is its pool view.
+			if man != nil {
+				for _, suite := range slices.Sorted(maps.Keys(man.Suites)) {
+					if err := collectPool(sn.Dir, suite, man.Suites[suite], ps); err != nil {
+						report("unverifiable: suite %s: pool files not checked: %v", suite, err)
+					}
+				}
+			}
+			if err := verifyPool(ctx, st, sn.ID, cfg, ps, hashes, report); err != nil {
+				return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+			}
 			continue
 		}
-		if err := collectPool(snapDir, suite, ms, ps); err != nil {
-			report("unverifiable: suite %s: pool files not checked: %v", suite, err)
+		for _, suite := range cfg.Suites {
+			var listed *manifestSuite
+			if man != nil {
+				listed = man.Suites[suite]
+			}
+			ms, err := verifySuite(sn.Dir, suite, cfg, kr, listed, now, log, report)
+			if err != nil {
+				return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
+			}
+			if ms == nil {
+				continue
+			}
+			if err := collectPool(sn.Dir, suite, ms, ps); err != nil {
+				report("unverifiable: suite %s: pool files not checked: %v", suite, err)
+			}
+		}
+		if err := verifyPool(ctx, st, sn.ID, cfg, ps, hashes, report); err != nil {
+			return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 		}
 	}
-	if err := verifyPool(ctx, st, cfg, ps, report); err != nil {
-		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
-	}
-	refs, err := referenced(st)
+	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	refs, err := snapshotBaseRefs(st, snaps)
 	if err != nil {
 		report("unverifiable: extra pool files not checked: %v", err)
 	} else if err := extraPool(st, refs, report); err != nil {
@@ -96,6 +128,35 @@ func Verify(ctx context.Context, stateDir string, cfg Config, opt Options) (prob
 	}
 	slices.Sort(problems)
 	return problems, nil
+}
+
+// IsProblem reports whether a line of Verify's result is a problem (and
+// not a note).
+func IsProblem(line string) bool { return !strings.HasPrefix(line, "note:") }
+
+// snapshotBaseRefs returns the pool paths the snapshots serve from pool/.
+func snapshotBaseRefs(st *store.Store, snaps []store.SnapshotInfo) (map[string]struct{}, error) {
+	out := map[string]struct{}{}
+	err := baseRefs(st, snaps)(func(rel string) {
+		if _, ok := out[rel]; !ok {
+			out[strings.Clone(rel)] = struct{}{}
+		}
+	})
+	return out, err
+}
+
+type inodeKey struct{ dev, ino uint64 }
+
+type inodeHash struct {
+	algo, sum string
+	size      int64
+}
+
+// inodeHashes remembers the hash of each inode Verify read, so a pool file
+// that several snapshots share is read once.
+type inodeHashes struct {
+	mu sync.Mutex
+	m  map[inodeKey]inodeHash
 }
 
 // publishedKeyring is the keyring the published Releases of cfg are signed
@@ -216,8 +277,9 @@ func verifySuite(snapDir, suite string, cfg Config, kr *pgp.Keyring, listed *man
 	return ms, err
 }
 
-// verifyPool re-hashes every pool file the published indexes name.
-func verifyPool(ctx context.Context, st *store.Store, cfg Config, ps *poolSet, report func(string, ...any)) error {
+// verifyPool re-hashes every pool file the indexes of snapshot id name,
+// as that snapshot serves it.
+func verifyPool(ctx context.Context, st *store.Store, id string, cfg Config, ps *poolSet, hashes *inodeHashes, report func(string, ...any)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cfg.Concurrency)
 	for fn, e := range ps.files {
@@ -226,16 +288,16 @@ func verifyPool(ctx context.Context, st *store.Store, cfg Config, ps *poolSet, r
 				return err
 			}
 			rel, _ := poolRel(fn)
-			p, err := st.PoolPath(rel)
+			p, err := st.PoolView(id, rel)
 			if err != nil {
 				report("corrupted: %s: %v", fn, err)
 				return nil
 			}
 			algo, want := apt.AlgoSHA256, e.SHA256
-			if e.SHA512 != "" {
+			if e.SHA256 == "" {
 				algo, want = apt.AlgoSHA512, e.SHA512
 			}
-			got, size, err := hashFile(p, algo)
+			got, size, err := hashes.hash(p, algo)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
 				report("missing: %s", fn)
@@ -243,7 +305,7 @@ func verifyPool(ctx context.Context, st *store.Store, cfg Config, ps *poolSet, r
 				return err
 			case size != e.Size:
 				report("corrupted: %s: has %d bytes, index says %d", fn, size, e.Size)
-			case got != want:
+			case !strings.EqualFold(got, want):
 				report("corrupted: %s: %s is %s, index says %s", fn, algo, got, want)
 			}
 			return nil
@@ -252,26 +314,74 @@ func verifyPool(ctx context.Context, st *store.Store, cfg Config, ps *poolSet, r
 	return g.Wait()
 }
 
-// extraPool reports pool files no retained snapshot references.
+// hash is hashFile, once per inode.
+func (ih *inodeHashes) hash(p, algo string) (string, int64, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", 0, err
+	}
+	var k inodeKey
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k = inodeKey{uint64(st.Dev), st.Ino}
+		ih.mu.Lock()
+		h, ok := ih.m[k]
+		ih.mu.Unlock()
+		if ok && h.algo == algo {
+			return h.sum, h.size, nil
+		}
+	}
+	sum, size, err := hashFile(p, algo)
+	if err == nil && k != (inodeKey{}) {
+		ih.mu.Lock()
+		ih.m[k] = inodeHash{algo, sum, size}
+		ih.mu.Unlock()
+	}
+	return sum, size, err
+}
+
+// extraPool reports files in pool/ that no retained snapshot serves: a
+// store object (a verified download linked there by a publish that was
+// interrupted) is a note, anything else is extra. Objects nothing links
+// (downloads of an interrupted sync) are counted in the same note.
 func extraPool(st *store.Store, refs map[string]struct{}, report func(string, ...any)) error {
 	root := filepath.Join(st.Dir(), store.PoolDir)
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	var files int
+	var bytes int64
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), store.TempPrefix) {
+		if d.IsDir() {
 			return nil
 		}
-		rel, err := filepath.Rel(root, p)
+		rel := filepath.ToSlash(p[len(root)+1:])
+		if _, ok := refs[rel]; ok {
+			return nil
+		}
+		fi, err := d.Info()
 		if err != nil {
 			return err
 		}
-		rel = filepath.ToSlash(rel)
-		if _, ok := refs[rel]; !ok {
-			report("extra: %s", path.Join(store.PoolDir, rel))
+		if fi.Mode().IsRegular() && (strings.HasPrefix(d.Name(), store.TempPrefix) || store.IsObjectFile(fi)) {
+			files++
+			bytes += fi.Size()
+			return nil
 		}
+		report("extra: %s", path.Join(store.PoolDir, rel))
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	n, b, err := st.Leftovers()
+	if err != nil {
+		return err
+	}
+	files, bytes = files+n, bytes+b
+	if files > 0 {
+		report("note: %d unreferenced pool files, %.1f MiB; `gatehouse mirror gc` removes them", files, float64(bytes)/(1<<20))
+	}
+	return nil
 }
 
 // hashFile returns the hex digest (algo SHA256 or SHA512) and size of a file.

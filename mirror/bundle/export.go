@@ -63,6 +63,10 @@ type Source struct {
 	Suites []string
 	// PoolDir is the mirror's pool directory.
 	PoolDir string
+	// Overrides maps the PoolFiles the snapshot serves from its own
+	// override layer (mirror/store) to their absolute paths, read instead
+	// of PoolDir's.
+	Overrides map[string]string
 	// PoolFiles are the pool files the snapshot references, relative to
 	// PoolDir.
 	PoolFiles []string
@@ -199,6 +203,9 @@ func prepare(ctx context.Context, srcs []Source, opt ExportOptions) (*Manifest, 
 				return nil, nil, nil, fmt.Errorf("bundle: mirror %s: pool file: %w", src.Name, err)
 			}
 			p := filepath.Join(src.PoolDir, filepath.FromSlash(rel))
+			if o, ok := src.Overrides[rel]; ok {
+				p = o
+			}
 			fi, err := os.Lstat(p)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("bundle: mirror %s: %w (run `gatehouse mirror verify %s`)", src.Name, err, src.Name)

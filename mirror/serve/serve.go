@@ -6,14 +6,16 @@
 //
 //	/                     text/plain list of mirror names
 //	/NAME/dists/REL       ROOT/NAME/snapshots/<current>/dists/REL
-//	/NAME/pool/REL        ROOT/NAME/pool/REL
+//	/NAME/pool/REL        ROOT/NAME/snapshots/<current>/pool/REL if that is a file
+//	                      (an override: upstream changed the content under that
+//	                      name), else ROOT/NAME/pool/REL
 //
 // A flat repository's snapshot has store.FlatDir instead of dists/, and
 // its clients ask for files by their upstream paths (the Release, its
 // indexes, and every Filename relative to the archive root):
 //
 //	/NAME/REL             ROOT/NAME/snapshots/<current>/flat/REL if that is a file,
-//	                      else ROOT/NAME/pool/REL
+//	                      else the pool as above
 //
 // Each dists request resolves "current" exactly once and then opens the file
 // inside that snapshot directory, so a publish during the request cannot mix
@@ -126,6 +128,9 @@ type handler struct {
 	// needed on every request, pool files included. It keeps one small
 	// entry per snapshot served (hourly syncs: under 1 MB a year).
 	flat sync.Map
+	// overrides remembers, per snapshot directory, whether it has an
+	// override layer (store.PoolDir inside the snapshot), likewise.
+	overrides sync.Map
 }
 
 // NewHandler serves the published snapshots of the named mirrors under the
@@ -220,7 +225,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 			if isFileIn(flat, rest) {
 				h.serveFile(w, r, flat, rest, false)
 			} else {
-				h.serveFile(w, r, pool, rest, true)
+				h.serveFile(w, r, h.poolDir(snap, pool, rest), rest, true)
 			}
 			return
 		}
@@ -228,6 +233,8 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case top == "dists" && rel != "":
 		h.serveFile(w, r, snap, rest, false) // the snapshot holds "dists/..."
+	case top == "pool" && rel != "" && err == nil:
+		h.serveFile(w, r, h.poolDir(snap, pool, rel), rel, true)
 	case top == "pool" && rel != "":
 		h.serveFile(w, r, pool, rel, true)
 	default:
@@ -247,6 +254,26 @@ func (h *handler) isFlat(snap string) bool {
 		h.flat.Store(snap, flat)
 	}
 	return flat
+}
+
+// poolDir returns the directory that serves pool path rel for the
+// snapshot directory snap: its override layer snap/pool when that holds
+// rel, else the shared pool (see mirror/store). Whether a snapshot has any
+// override is remembered, so the common case costs no extra lookup.
+func (h *handler) poolDir(snap, pool, rel string) string {
+	over := filepath.Join(snap, store.PoolDir)
+	has, ok := h.overrides.Load(snap)
+	if !ok {
+		fi, err := os.Lstat(over)
+		has = err == nil && fi.IsDir()
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			h.overrides.Store(snap, has)
+		}
+	}
+	if has.(bool) && isFileIn(over, rel) {
+		return over
+	}
+	return pool
 }
 
 // isFileIn reports whether rel is a regular file inside dir, following no

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io/fs"
 	"iter"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,52 +27,231 @@ type GCResult struct {
 	RemovedBytes int64
 	Missing      int // referenced paths with no pool file (a retained snapshot is broken)
 	TempRemoved  int // ".tmp-*" files older than an hour deleted
+	// ObjectsRemoved and ObjectBytes count deleted objects that nothing
+	// linked any more: what pruned snapshots alone used, and what
+	// interrupted syncs downloaded.
+	ObjectsRemoved int
+	ObjectBytes    int64
 }
 
 // staleTemp is how old a ".tmp-*" file must be before GC treats it as left
 // behind by a killed writer rather than being written right now.
 const staleTemp = time.Hour
 
-// GC deletes pool files that no retained snapshot references. referenced
-// yields every pool path (relative to the pool, as PoolPath takes it) named
-// by any snapshot that Snapshots lists — all of them, not only the current
-// one, or a later Rollback would find files missing. The store does not
-// parse indexes, so the caller collects these (call Prune first to shrink
-// the set). Anything else in the pool — unreferenced files,
-// and symlinks or other non-regular files, which the store never creates —
-// is deleted, and directories left empty are removed.
-//
-// Wipe protection: if the deletions would exceed maxDeleteFraction of the
-// pool's files (0 < f ≤ 1; 0 means 0.5), GC deletes nothing and returns an
-// error wrapping ErrWipeProtection with the counts, since an empty or wrong
-// reference set (a parsing bug, a broken upstream) must not erase the
-// mirror. Temporary ".tmp-*" files older than an hour are removed either
-// way. Requires the lock.
+// PoolRef names one pool path a snapshot served and the object it was
+// (see ObjectKey): a candidate for Collect.
+type PoolRef struct {
+	Rel, Hash string
+}
+
+// Collection is the input of Collect.
+type Collection struct {
+	// Referenced yields every pool path (relative to the pool, as
+	// PoolPath takes it) that a retained snapshot serves from the base
+	// layer pool/: the paths its indexes name, less those it overrides
+	// (Overridden). All retained snapshots, not only the current one, or a
+	// later Rollback would find files missing. The store does not parse
+	// indexes, so the caller collects these (call Prune first).
+	// An error from it stops Collect before it deletes anything.
+	Referenced func(yield func(rel string)) error
+	// Candidates, when set, limits the collection to these paths and
+	// objects (what the Prune snapshots name): the sync's cleanup, which
+	// must cost in proportion to what was pruned, not to the pool. When
+	// nil, Collect walks pool/ and objects/ and removes everything
+	// unreferenced.
+	Candidates func(yield func(PoolRef)) error
+	// Prune lists finished snapshots to delete (never the published one),
+	// after Candidates are read from them and before files are removed.
+	Prune []string
+	// MaxDeleteFraction is the wipe protection, 0 < f ≤ 1; 0 means 0.5.
+	MaxDeleteFraction float64
+}
+
+// GC is Collect of everything: it deletes pool files that no retained
+// snapshot references and the objects nothing links any more.
 func (s *Store) GC(ctx context.Context, referenced iter.Seq[string], maxDeleteFraction float64) (GCResult, error) {
+	return s.Collect(ctx, Collection{MaxDeleteFraction: maxDeleteFraction, Referenced: func(yield func(string)) error {
+		for rel := range referenced {
+			yield(rel)
+		}
+		return nil
+	}})
+}
+
+// refSet is a set of pool paths kept as 64-bit hashes: a million paths fit
+// in tens of MB instead of hundreds. A collision can only make a garbage
+// path look referenced, so it is kept a while longer; never the reverse.
+type refSet struct {
+	seed maphash.Seed
+	m    map[uint64]struct{}
+}
+
+func newRefSet() *refSet { return &refSet{seed: maphash.MakeSeed(), m: map[uint64]struct{}{}} }
+
+func (r *refSet) key(rel string) uint64 { return maphash.String(r.seed, rel) }
+func (r *refSet) add(rel string)        { r.m[r.key(rel)] = struct{}{} }
+func (r *refSet) has(rel string) bool   { _, ok := r.m[r.key(rel)]; return ok }
+func (r *refSet) take(rel string) (ok bool) {
+	k := r.key(rel)
+	if _, ok = r.m[k]; ok {
+		delete(r.m, k)
+	}
+	return ok
+}
+
+// Collect is the one garbage collection of the store, for `mirror gc` (no
+// Candidates: walk everything) and for the cleanup after a sync (the
+// pruned snapshots' paths as Candidates). It deletes pool/ files that no
+// retained snapshot serves — and symlinks or other non-regular files, which
+// the store never creates — then every object no pool path or override
+// links any more (an object is a hard link target: its link count tells,
+// without an index). Directories left empty are removed.
+//
+// Wipe protection: if the pool deletions would exceed MaxDeleteFraction of
+// the pool's files, Collect deletes nothing from pool/ and returns an error
+// wrapping ErrWipeProtection with the counts, since an empty or wrong
+// reference set (a parsing bug, a broken upstream) must not erase the
+// mirror. Objects nothing links and temporary ".tmp-*" files older than an
+// hour are removed either way: no snapshot can serve them. Requires the
+// lock.
+func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 	var res GCResult
 	if err := s.requireLock("gc"); err != nil {
 		return res, err
 	}
-	if maxDeleteFraction == 0 {
-		maxDeleteFraction = 0.5
+	frac := c.MaxDeleteFraction
+	if frac == 0 {
+		frac = 0.5
 	}
-	if !(maxDeleteFraction > 0 && maxDeleteFraction <= 1) {
-		return res, fmt.Errorf("store: gc of mirror %s: max delete fraction %v is not in (0, 1]", s.name, maxDeleteFraction)
+	if !(frac > 0 && frac <= 1) {
+		return res, fmt.Errorf("store: gc of mirror %s: max delete fraction %v is not in (0, 1]", s.name, frac)
 	}
-	refs := make(map[string]struct{})
-	for rel := range referenced {
-		refs[rel] = struct{}{}
+	refs := newRefSet()
+	if c.Referenced != nil {
+		if err := c.Referenced(refs.add); err != nil {
+			return res, fmt.Errorf("store: gc of mirror %s: nothing deleted: %w", s.name, err)
+		}
 	}
 	pool := filepath.Join(s.dir, PoolDir)
-	type victim struct {
-		path string
-		size int64
-	}
 	var victims []victim
 	var dirs []string
+	var objs []string // candidate objects to check once pool/ is done
+	var err error
+	// What the snapshots to prune override: their objects may lose their
+	// last link with them.
+	overridden := map[string]struct{}{}
+	cur, _ := s.Current()
+	for _, id := range c.Prune {
+		if id == cur {
+			return res, fmt.Errorf("store: gc of mirror %s: will not prune the published snapshot %s", s.name, id)
+		}
+		o, err := s.Overridden(id)
+		if err != nil {
+			return res, err
+		}
+		maps.Copy(overridden, o)
+	}
+	if c.Candidates == nil {
+		victims, dirs, err = s.walkPool(ctx, pool, refs, &res)
+		if err != nil {
+			return res, err
+		}
+		res.Missing = len(refs.m)
+	} else {
+		objs = []string{}
+		err := c.Candidates(func(ref PoolRef) {
+			_, over := overridden[ref.Rel]
+			if over && CheckHash(ref.Hash) == nil {
+				objs = append(objs, ref.Hash)
+			}
+			if refs.has(ref.Rel) {
+				return
+			}
+			p, err := s.PoolPath(ref.Rel)
+			if err != nil {
+				return // never created by the store; a full gc deals with oddities
+			}
+			fi, err := os.Lstat(p)
+			if err != nil || !fi.Mode().IsRegular() {
+				return
+			}
+			if CheckHash(ref.Hash) == nil {
+				objs = append(objs, ref.Hash)
+			}
+			victims = append(victims, victim{p, fi.Size()})
+		})
+		if err != nil {
+			return res, fmt.Errorf("store: gc of mirror %s: nothing deleted: %w", s.name, err)
+		}
+		slices.SortFunc(victims, func(a, b victim) int { return strings.Compare(a.path, b.path) })
+		victims = slices.CompactFunc(victims, func(a, b victim) bool { return a.path == b.path })
+		res.Files = len(refs.m) + len(victims)
+	}
+	for _, id := range c.Prune {
+		if err := s.removeSnapshot(id); err != nil {
+			return res, err
+		}
+	}
+	var victimBytes int64
+	for _, v := range victims {
+		victimBytes += v.size
+	}
+	if len(victims) > 0 && float64(len(victims)) > frac*float64(res.Files) {
+		if c.Candidates == nil {
+			_ = s.collectObjects(ctx, nil, &res)
+		}
+		return res, fmt.Errorf("store: gc of mirror %s: %w: %d of %d pool files (%d of %d bytes) are unreferenced, more than the limit of %.0f%% (max_delete_fraction); check the upstream, and if that is expected, raise max_delete_fraction for this run",
+			s.name, ErrWipeProtection, len(victims), res.Files, victimBytes, res.Bytes, frac*100)
+	}
+	for i, v := range victims {
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+		}
+		if err := os.Remove(v.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("store: gc of mirror %s: %w", s.name, err)
+		}
+		res.Removed++
+		res.RemovedBytes += v.size
+		if c.Candidates != nil {
+			// Remove directories left empty, up to the pool root.
+			for d := filepath.Dir(v.path); d != pool && strings.HasPrefix(d, pool+string(filepath.Separator)); d = filepath.Dir(d) {
+				if os.Remove(d) != nil {
+					break
+				}
+				s.realDirs.Delete(d)
+			}
+		}
+	}
+	// Deepest first, so parents emptied by their children go too. A
+	// non-empty directory fails to be removed, which is what we want.
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		if os.Remove(d) == nil {
+			s.realDirs.Delete(d)
+		}
+	}
+	if c.Candidates != nil && objs == nil {
+		return res, nil
+	}
+	if err := s.collectObjects(ctx, objs, &res); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+type victim struct {
+	path string
+	size int64
+}
+
+// walkPool lists the pool files refs does not hold (removing stale
+// temporary files on the way), taking the found ones out of refs.
+func (s *Store) walkPool(ctx context.Context, pool string, refs *refSet, res *GCResult) (victims []victim, dirs []string, err error) {
 	cutoff := s.now().Add(-staleTemp)
 	seen := 0
-	err := filepath.WalkDir(pool, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(pool, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -101,16 +282,11 @@ func (s *Store) GC(ctx context.Context, referenced iter.Seq[string], maxDeleteFr
 			}
 			return nil
 		}
-		rel, err := filepath.Rel(pool, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
+		rel := filepath.ToSlash(p[len(pool)+1:])
 		if fi.Mode().IsRegular() {
 			res.Files++
 			res.Bytes += fi.Size()
-			if _, ok := refs[rel]; ok {
-				delete(refs, rel)
+			if refs.take(rel) {
 				return nil
 			}
 		}
@@ -118,31 +294,88 @@ func (s *Store) GC(ctx context.Context, referenced iter.Seq[string], maxDeleteFr
 		return nil
 	})
 	if err != nil {
-		return res, fmt.Errorf("store: gc of mirror %s: walk %s: %w", s.name, pool, err)
+		return nil, nil, fmt.Errorf("store: gc of mirror %s: walk %s: %w", s.name, pool, err)
 	}
-	res.Missing = len(refs)
-	var victimBytes int64
-	for _, v := range victims {
-		victimBytes += v.size
-	}
-	if len(victims) > 0 && float64(len(victims)) > maxDeleteFraction*float64(res.Files) {
-		return res, fmt.Errorf("store: gc of mirror %s: %w: %d of %d pool files (%d of %d bytes) are unreferenced, more than the limit of %.0f%%; if that is expected, raise max_delete_fraction for this run",
-			s.name, ErrWipeProtection, len(victims), res.Files, victimBytes, res.Bytes, maxDeleteFraction*100)
-	}
-	for _, v := range victims {
-		if err := os.Remove(v.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return res, fmt.Errorf("store: gc of mirror %s: %w", s.name, err)
+	return victims, dirs, nil
+}
+
+// collectObjects removes objects that nothing links any more: the named
+// ones, or with hashes nil, every one under objects/ (and stale temporary
+// files there).
+func (s *Store) collectObjects(ctx context.Context, hashes []string, res *GCResult) error {
+	remove := func(p string, fi fs.FileInfo) error {
+		if !fi.Mode().IsRegular() || nlink(fi) != 1 {
+			return nil
 		}
-		res.Removed++
-		res.RemovedBytes += v.size
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: gc of mirror %s: %w", s.name, err)
+		}
+		res.ObjectsRemoved++
+		res.ObjectBytes += fi.Size()
+		return nil
 	}
-	// Deepest first, so parents emptied by their children go too. A
-	// non-empty directory fails to be removed, which is what we want.
-	slices.Reverse(dirs)
-	for _, d := range dirs {
-		_ = os.Remove(d)
+	if hashes != nil {
+		slices.Sort(hashes)
+		for i, h := range slices.Compact(hashes) {
+			if i%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			p := s.objectPath(h)
+			if fi, err := os.Lstat(p); err == nil {
+				if err := remove(p, fi); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
-	return res, nil
+	root := filepath.Join(s.dir, ObjectsDir)
+	cutoff := s.now().Add(-staleTemp)
+	seen := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == root {
+			return filepath.SkipAll
+		}
+		if err != nil {
+			return err
+		}
+		if seen++; seen%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if d.IsDir() {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), TempPrefix) {
+			if fi.ModTime().Before(cutoff) {
+				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				res.TempRemoved++
+			}
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 || !fi.Mode().IsRegular() || CheckHash(d.Name()) != nil {
+			// Not something the store made: no pool path can link it.
+			res.ObjectsRemoved++
+			return os.RemoveAll(p)
+		}
+		return remove(p, fi)
+	})
+	if err != nil {
+		return fmt.Errorf("store: gc of mirror %s: walk %s: %w", s.name, root, err)
+	}
+	return nil
 }
 
 // PoolStats counts the regular files in the pool and their total size

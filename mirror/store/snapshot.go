@@ -1,14 +1,17 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Snapshot is a generation of the dists tree being built. Write files at the
@@ -20,8 +23,11 @@ type Snapshot struct {
 	id  string
 	tmp string // ROOT/NAME/snapshots/ID.tmp
 
-	mu   sync.Mutex
-	done bool
+	mu        sync.Mutex
+	done      bool
+	overrides int
+	jf        *os.File      // the journal of new base-layer paths, see UsePool
+	jw        *bufio.Writer // buffers jf
 }
 
 // NewSnapshot creates an empty snapshot directory snapshots/ID.tmp, where ID
@@ -155,7 +161,8 @@ func (sn *Snapshot) Link(fromID, rel string) error {
 	return nil
 }
 
-// Commit publishes the snapshot: rename ID.tmp to ID, syncfs(2) the state
+// Commit publishes the snapshot: link the new pool paths it names into the
+// base layer (see UsePool), rename ID.tmp to ID, syncfs(2) the state
 // file system (making this snapshot and every pool file written since the
 // last sync durable at once), then atomically repoint "current" and fsync
 // the mirror directory. If Commit fails or the process dies before the
@@ -171,6 +178,9 @@ func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	if err := sn.linkBase(); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
 	final := filepath.Join(sn.s.dir, SnapshotsDir, sn.id)
@@ -199,8 +209,112 @@ func (sn *Snapshot) Abort() error {
 		return nil
 	}
 	sn.done = true
+	_ = sn.closeJournal()
 	if err := os.RemoveAll(sn.tmp); err != nil {
 		return fmt.Errorf("store: abort snapshot %s: %w", sn.id, err)
 	}
 	return nil
+}
+
+// WriteFile writes b as the file rel of this snapshot (creating its
+// directories), with modification time mtime unless that is zero. No
+// fsync: Commit makes the whole snapshot durable with one syncfs.
+func (sn *Snapshot) WriteFile(rel string, b []byte, mtime time.Time) error {
+	p, err := sn.Dest(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	if mtime.IsZero() {
+		return nil
+	}
+	return sn.SetTime(rel, mtime)
+}
+
+// Dest returns the path where a writer that verifies what it writes
+// (mirror/fetch.Get, mirror/bundle) puts the file rel of this snapshot, by
+// rename from a temporary file beside it; its directory is created.
+func (sn *Snapshot) Dest(rel string) (string, error) {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return p, nil
+}
+
+// SetTime sets the modification time of the file rel of this snapshot
+// (what HTTP Last-Modified reports).
+func (sn *Snapshot) SetTime(rel string, t time.Time) error {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Chtimes(p, t, t); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return nil
+}
+
+// LinkInside makes rel another name of the file target, both in this
+// snapshot (a by-hash name of an index), creating directories; an existing
+// rel is kept.
+func (sn *Snapshot) LinkInside(target, rel string) error {
+	src, err := sn.Path(target)
+	if err != nil {
+		return err
+	}
+	dst, err := sn.Dest(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Link(src, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("store: snapshot %s: link %s: %w", sn.id, rel, err)
+	}
+	return nil
+}
+
+// Remove deletes the file rel of this snapshot; a missing one is fine.
+func (sn *Snapshot) Remove(rel string) error {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return nil
+}
+
+// MkdirAll creates the directory rel of this snapshot and returns its
+// path, for a writer that lays out a tree of files there (mirror/filter's
+// index writers).
+func (sn *Snapshot) MkdirAll(rel string) (string, error) {
+	p, err := sn.Path(rel)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	return p, nil
+}
+
+// TouchTree sets the modification time of every regular file below the
+// directory rel of this snapshot.
+func (sn *Snapshot) TouchTree(rel string, t time.Time) error {
+	dir, err := sn.Path(rel)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Chtimes(p, t, t)
+	})
 }

@@ -1,33 +1,67 @@
 // Package store owns the on-disk layout of mirrors under one state directory:
-// the shared pool, immutable snapshots, the atomically swapped "current"
-// pointer, the per-mirror lock, mirror state, and garbage collection.
+// content-addressed pool objects, the shared pool, immutable snapshots with
+// their override layers, the atomically swapped "current" pointer, the
+// per-mirror lock, mirror state, and garbage collection. It is the only
+// package that creates, links, renames or removes anything there; writers
+// (mirror/fetch, mirror/bundle) get a destination from it.
 //
 // Layout, for a state directory ROOT and a mirror NAME:
 //
 //	ROOT/NAME/.lock                 flock held by a running sync; holds "pid N since T"
 //	ROOT/NAME/state.json            State: last accepted Release per suite, last sync
-//	ROOT/NAME/pool/...              package files, shared by all snapshots; a path's
-//	                                content never changes once renamed into place
+//	ROOT/NAME/objects/ab/<hash>     pool file contents, named by the SHA-256 the signed
+//	                                index gives (SHA-512 when it gives only that); put
+//	                                there only after size and hash were verified; never
+//	                                served
+//	ROOT/NAME/pool/<path>           base layer: a hard link of an object, made only by
+//	                                Commit for a path the committed snapshot names and
+//	                                pool/ lacks; never replaced while a retained
+//	                                snapshot serves it
 //	ROOT/NAME/snapshots/ID/dists/.. one published generation of the dists tree
-//	ROOT/NAME/snapshots/ID.tmp/     a generation being built (never served)
+//	ROOT/NAME/snapshots/ID/pool/<path>  override layer: a hard link of an object, only
+//	                                for paths whose content differs from pool/<path>
+//	                                (the upstream rebuilt a file under the same name)
+//	ROOT/NAME/snapshots/ID.tmp/     a generation being built, or being deleted (never
+//	                                served); its .pool-journal lists the paths Commit
+//	                                will link into pool/
 //	ROOT/NAME/current -> snapshots/ID   relative symlink: the published generation
 //
-// Serving maps URL /NAME/dists/... into the snapshot "current" resolves to
-// (resolve once per request, see ResolveCurrent) and /NAME/pool/... into the
-// shared pool. Snapshots hold no pool symlink: a snapshot directory is
-// self-contained for its dists, and a server confined to it (os.Root) cannot
-// be led out of it by a link.
+// A snapshot's pool view is its override of a path, else pool/<path>
+// (PoolView). Serving maps URL /NAME/dists/... into the snapshot "current"
+// resolves to (resolve once per request, see ResolveCurrent) and
+// /NAME/pool/... into that snapshot's pool view. A stock web server can do
+// the same from plain files (README.md has the nginx configuration).
 //
-// Writers put pool files in place by rename (mirror/fetch does that) without
-// fsync; Commit makes everything durable with one syncfs(2) of the state
-// file system before the atomic rename of the "current" symlink, then fsyncs
-// the mirror directory. So after a crash or kill at any point "current"
-// names a complete snapshot whose pool files exist. This relies on
-// ROOT/NAME being one file system: do not mount the pool separately.
+// Why this shape:
+//   - Published bytes never change. A sync downloads into objects/, so a
+//     failed or killed sync changes nothing served, and the next one
+//     resumes: "present" is one lstat of objects/<hash> (the name is the
+//     hash, and only verified files get it), with no re-hashing.
+//   - pool/<path> "has hash H" iff it is the same inode as objects/H: no
+//     index of hashes to keep consistent, no xattrs (tmpfs lacks user
+//     xattrs before Linux 6.6).
+//   - Publishing costs in proportion to what changed: new paths get one
+//     link in pool/, changed ones one override link; unchanged paths cost
+//     two lstats and no write. There is no per-snapshot farm of links.
+//   - An object's link count says whether anything still uses it, so GC
+//     needs no reference index for objects (Collect).
+//   - A state directory from before objects existed keeps working: a pool
+//     file with no object is hashed once and linked in as its object
+//     (HasObject).
+//
+// Writers put objects in place by rename without fsync; Commit makes
+// everything durable with one syncfs(2) of the state file system before the
+// atomic rename of the "current" symlink, then fsyncs the mirror directory.
+// So after a crash or kill at any point "current" names a complete snapshot
+// whose pool view exists. A kill during Commit, after it linked new paths
+// into pool/ and before the swap, leaves those paths unreferenced (verified
+// bytes no index names); `mirror verify` notes them and GC removes them.
+// This relies on ROOT/NAME being one file system (hard links): do not mount
+// the pool or objects separately.
 //
 // Methods that change the tree (NewSnapshot, Commit, Rollback, Prune, GC,
-// WriteState) require the Store to hold the lock (Lock); reading methods
-// do not.
+// Collect, WriteState) require the Store to hold the lock (Lock); reading
+// methods do not.
 package store
 
 import (
@@ -525,12 +559,34 @@ func (s *Store) Prune(keep int) ([]string, error) {
 		if sn.Current || i >= len(snaps)-keep {
 			continue
 		}
-		if err := os.RemoveAll(sn.Dir); err != nil {
-			return removed, fmt.Errorf("store: prune snapshot %s: %w", sn.Dir, err)
+		if err := s.removeSnapshot(sn.ID); err != nil {
+			return removed, err
 		}
 		removed = append(removed, sn.ID)
 	}
 	return removed, nil
+}
+
+// removeSnapshot deletes a finished snapshot: first renamed to ID.tmp
+// (atomically: it stops being a snapshot), then removed. A kill in between
+// leaves an unfinished snapshot, which the next NewSnapshot removes, never
+// a listed snapshot with half its files (and no manifest).
+func (s *Store) removeSnapshot(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	sdir := filepath.Join(s.dir, SnapshotsDir)
+	gone := filepath.Join(sdir, id+tmpSuffix)
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	if err := os.Rename(filepath.Join(sdir, id), gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("store: prune snapshot %s: %w", id, err)
+	}
+	return nil
 }
 
 // publish points "current" at snapshots/id: a new symlink under a temporary
