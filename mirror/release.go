@@ -26,6 +26,9 @@ type suiteRun struct {
 	// 304, or the same bytes).
 	unchanged  bool
 	validators fetch.Validators
+	// prev is the suite's last accepted Release as stored, which an
+	// unchanged suite reports (its Date and Valid-Until).
+	prev store.SuiteState
 
 	// Exactly one of inRelease and release (+releaseGPG) is set for a
 	// changed suite.
@@ -50,6 +53,9 @@ func (sr *suiteRun) report() SuiteReport {
 	rep := SuiteReport{Suite: sr.name, Changed: !sr.unchanged, SignedBy: sr.signedBy}
 	if sr.rel != nil {
 		rep.Date, rep.ValidUntil = sr.rel.Date, sr.rel.ValidUntil
+	} else if sr.unchanged {
+		// The published Release is the one accepted before.
+		rep.Date, rep.ValidUntil = sr.prev.Date, sr.prev.ValidUntil
 	}
 	return rep
 }
@@ -71,12 +77,20 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	sr := &suiteRun{name: name, dir: remoteDir(name), local: r.localDir(name)}
 	r.progress(Event{Suite: name, Phase: PhaseRelease})
 	prev, hadPrev := r.state.Suites[name]
+	sr.prev = prev
 	var val fetch.Validators
 	// Only a published suite with the same selection can be "unchanged".
 	published := r.curID != "" && r.curMan != nil && r.curMan.Suites[name] != nil &&
 		r.curMan.Suites[name].Selection == selectionKey(r.cfg)
 	if published && hadPrev {
 		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
+		if (fetch.Validators{LastModified: prev.LastModified, Date: r.extra.ResponseDate[name]}).LastModifiedNearDate() {
+			// The Release we hold may have been replaced in the second
+			// it was fetched without its Last-Modified (or, on nginx,
+			// its ETag: mtime and size) changing: ask for the bytes and
+			// compare them (samePublished) instead of trusting a 304.
+			val = fetch.Validators{}
+		}
 	}
 	url := r.baseOf(name) + "/" + joinRel(sr.dir, "")
 	sr.from = url
