@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"gatehouse/apt"
@@ -133,7 +136,62 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	if err := r.verifyRelease(sr, prev, hadPrev); err != nil {
 		return nil, err
 	}
+	if err := r.checkListed(sr); err != nil {
+		return nil, err
+	}
 	return sr, nil
+}
+
+// checkListed fails, wrapping ErrConfig, when the verified Release of sr
+// does not list a configured component or architecture, unless the mirror
+// sets allow_missing (then it warns). A flat repository's Release lists
+// neither, and a Release without Architectures does not say, so those are
+// not checked.
+func (r *run) checkListed(sr *suiteRun) error {
+	rel := sr.rel
+	var comps, arches []string
+	if len(rel.Components) > 0 {
+		for _, c := range r.cfg.Components {
+			if !rel.HasComponent(c) {
+				comps = append(comps, c)
+			}
+		}
+	}
+	if len(rel.Architectures) > 0 {
+		for _, a := range r.cfg.Architectures {
+			if !slices.Contains(rel.Architectures, a) {
+				arches = append(arches, a)
+			}
+		}
+	}
+	var missing []string
+	if len(comps) > 0 {
+		missing = append(missing, fmt.Sprintf("component %s (it lists components: %s)", quoteAll(comps), strings.Join(rel.Components, " ")))
+	}
+	if len(arches) > 0 {
+		missing = append(missing, fmt.Sprintf("architecture %s (it lists architectures: %s)", quoteAll(arches), strings.Join(rel.Architectures, " ")))
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	what := strings.Join(missing, " nor ")
+	if r.cfg.AllowMissing {
+		msg := fmt.Sprintf("suite %s: the Release does not list %s; left out (allow_missing = true)", sr.name, what)
+		r.rep.Warnings = append(r.rep.Warnings, msg)
+		r.log.Warn(msg)
+		return nil
+	}
+	return fmt.Errorf("%w: mirror %s: suite %s: the Release from %s does not list %s; nothing was published. Fix components/architectures in this [[mirror]] table (a typo?), or set allow_missing = true to mirror only what the upstream has",
+		ErrConfig, r.cfg.Name, sr.name, sr.from, what)
+}
+
+// quoteAll quotes each of vs and joins them with ", ".
+func quoteAll(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = strconv.Quote(v)
+	}
+	return strings.Join(q, ", ")
 }
 
 // samePublished reports whether sr's Release files equal the published ones.
