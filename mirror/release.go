@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -102,7 +103,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	case err == nil && notMod:
 		sr.unchanged, sr.validators = true, val
 		r.warnExpiry(name, prev)
-		return sr, nil
+		return sr, r.checkPublished(sr)
 	case err == nil:
 		sr.inRelease, sr.validators = data, v
 	case errors.Is(err, fetch.ErrNotFound):
@@ -113,7 +114,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 		if notMod {
 			sr.unchanged, sr.validators = true, val
 			r.warnExpiry(name, prev)
-			return sr, nil
+			return sr, r.checkPublished(sr)
 		}
 		sr.release, sr.validators = data, v
 		sr.releaseGPG, _, _, err = r.client.GetBytes(ctx, url+"Release.gpg", 1<<20, fetch.Validators{})
@@ -131,7 +132,7 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 		// Upstream ignores conditional requests but serves what we have.
 		sr.unchanged = true
 		r.warnExpiry(name, prev)
-		return sr, nil
+		return sr, r.checkPublished(sr)
 	}
 	if err := r.verifyRelease(sr, prev, hadPrev); err != nil {
 		return nil, err
@@ -192,6 +193,46 @@ func quoteAll(vs []string) string {
 		q[i] = strconv.Quote(v)
 	}
 	return strings.Join(q, ", ")
+}
+
+// checkPublished verifies the published copy of an unchanged suite's
+// upstream Release (for a filtered mirror, the copy kept beside dists/)
+// against the configured keyring, as a changed one would be. A 304 says
+// only that upstream did not change; the keyring may have (a rotated
+// upstream key, a wrong file deployed), and clients configured with it
+// would refuse the mirror while every sync said "current".
+func (r *run) checkPublished(sr *suiteRun) error {
+	where := fmt.Sprintf("mirror %s: suite %s", r.cfg.Name, sr.name)
+	read := func(name string) ([]byte, string, error) {
+		p, err := r.st.SnapshotPath(r.curID, sr.local+"/"+name)
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := os.ReadFile(p)
+		return b, "snapshot " + r.curID + ", " + sr.local + "/" + name, err
+	}
+	b, p, err := read("InRelease")
+	if errors.Is(err, fs.ErrNotExist) {
+		var rel, sig []byte
+		var err2 error
+		rel, p, err = read("Release")
+		sig, _, err2 = read("Release.gpg")
+		if err == nil && err2 == nil {
+			_, err = pgp.VerifyDetached(rel, sig, r.kr, r.now)
+		} else {
+			return refused("%s: published snapshot %s has neither InRelease nor Release with Release.gpg of the upstream; run `gatehouse mirror verify %s`, then `gatehouse mirror rollback %s` or delete its state to sync afresh",
+				where, r.curID, r.cfg.Name, r.cfg.Name)
+		}
+	} else if err == nil {
+		_, _, err = pgp.VerifyClearsigned(b, r.kr, r.now)
+	} else {
+		return fmt.Errorf("%s: reading the published Release: %w", where, err)
+	}
+	if err != nil {
+		return refused("%s: the published Release (%s) is not signed by a key in the configured keyring %s: %v. The upstream has not changed, so the keyring has: if the upstream rotated its signing key, set keyring to its new Signed-By file and sync again; otherwise restore the previous keyring. Clients that use the configured keyring refuse this mirror until then",
+			where, p, r.cfg.Keyring, err)
+	}
+	return nil
 }
 
 // samePublished reports whether sr's Release files equal the published ones.

@@ -69,3 +69,32 @@ func TestSyncMissingComponentCLI(t *testing.T) {
 		t.Fatalf("no-op sync: exit %d\n%s\n%s", code, out, errs)
 	}
 }
+
+// TestSyncWrongKeyringUnchangedCLI: after the keyring is replaced by one
+// without the upstream's key, a sync of the unchanged upstream exits 3 and
+// says the published Release is not signed by a key in the configured
+// keyring and what to do (it used to exit 0 "current"), like `mirror
+// verify`.
+func TestSyncWrongKeyringUnchangedCLI(t *testing.T) {
+	f := newOpsyncFixture(t)
+	f.write(t, f.repo.KeyringPath, `["main"]`, "")
+	if code, out, errs := ghRun(t, "--config", f.conf, "mirror", "sync"); code != 0 {
+		t.Fatalf("first sync: exit %d\n%s\n%s", code, out, errs)
+	}
+	pub, err := apttest.NewKey(t, "ed25519").PublicKey(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(f.dir, "wrong.gpg")
+	os.WriteFile(wrong, pub, 0o644)
+	f.write(t, wrong, `["main"]`, "")
+	code, out, errs := ghRun(t, "--config", f.conf, "mirror", "sync")
+	if code != exitRefused || !strings.Contains(errs, "mirror up: suite stable: the published Release (snapshot ") ||
+		!strings.Contains(errs, ") is not signed by a key in the configured keyring "+wrong+": ") ||
+		!strings.Contains(errs, "if the upstream rotated its signing key, set keyring to its new Signed-By file and sync again; otherwise restore the previous keyring") {
+		t.Fatalf("sync of an unchanged upstream with the wrong keyring: exit %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	if code, out, _ := ghRun(t, "--config", f.conf, "mirror", "verify"); code != exitRefused {
+		t.Errorf("verify with the wrong keyring: exit %d\n%s", code, out)
+	}
+}
