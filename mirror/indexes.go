@@ -186,6 +186,7 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
 	}
 	r.rep.Result, r.rep.Snapshot = ResultPublished, id
+	r.recordPublished(id)
 	for _, sr := range suites {
 		r.acceptSuite(sr, id)
 	}

@@ -2,11 +2,13 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gatehouse/apt/apttest"
 	"gatehouse/mirror/store"
@@ -110,5 +112,97 @@ func TestKeyringChangedUnchangedUpstream(t *testing.T) {
 	}
 	if rep := mustSync(t, state, cfg); rep.Result != ResultCurrent {
 		t.Errorf("with the right keyring again: %+v", rep)
+	}
+}
+
+// TestRollbackSkipsUnpublished: rollback without a snapshot goes to the
+// newest older snapshot that was published, skipping one a failed sync
+// left in snapshots/ without ever publishing it (its Commit renamed it but
+// the switch failed). ListSnapshots says which were published and when,
+// and a rollback is recorded as a publication.
+func TestRollbackSkipsUnpublished(t *testing.T) {
+	up := newUpstream(t)
+	state := t.TempDir()
+	cfg := up.config()
+	cfg.KeepSnapshots = 5
+	var ids []string
+	for _, v := range []string{"1.0-1", "1.1-1", "1.2-1"} {
+		if v != "1.0-1" {
+			if err := up.repo.Rebuild(testSuite(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, mustSync(t, state, cfg).Snapshot)
+	}
+	ls, err := ListSnapshots(state, cfg)
+	if err != nil || len(ls) != 3 {
+		t.Fatalf("list: %v %+v", err, ls)
+	}
+	for i, l := range ls {
+		if l.ID != ids[i] || !l.Published || l.PublishedAt.IsZero() || l.Current != (i == 2) {
+			t.Errorf("listing %d: %+v", i, l)
+		}
+	}
+	// The middle snapshot becomes one a failed sync left behind: it was
+	// never current, so no publication is recorded for it.
+	st, err := store.Open(StoreRoot(state), testMirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := st.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := st.ReadState()
+	x := readExtra(s)
+	delete(x.Published, ids[1])
+	s.Extra, _ = json.Marshal(x)
+	if err := st.WriteState(s); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	ls, _ = ListSnapshots(state, cfg)
+	if ls[1].Published || !ls[1].PublishedAt.IsZero() || !ls[0].Published {
+		t.Fatalf("after dropping the record: %+v", ls)
+	}
+
+	if err := Rollback(state, cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	if id, _, _ := store.ResolveCurrent(StoreRoot(state), testMirror); id != ids[0] {
+		t.Fatalf("rollback went to %s, want the previous published %s (not the unpublished %s)", id, ids[0], ids[1])
+	}
+	ls, _ = ListSnapshots(state, cfg)
+	if !ls[0].Current || !ls[0].PublishedAt.After(ls[2].PublishedAt) {
+		t.Errorf("rollback not recorded as a publication: %+v", ls)
+	}
+	err = Rollback(state, cfg, "")
+	want := "mirror up: no snapshot older than the published " + ids[0] + " was ever published, so there is none to roll back to; see `gatehouse mirror list`"
+	if err == nil || err.Error() != want {
+		t.Errorf("rollback past the oldest: %v, want %q", err, want)
+	}
+	// Named explicitly, the unpublished one can still be published.
+	if err := Rollback(state, cfg, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if ls, _ = ListSnapshots(state, cfg); !ls[1].Published || !ls[1].Current {
+		t.Errorf("explicit rollback to the unpublished snapshot: %+v", ls)
+	}
+}
+
+// TestListingsBeforeRecords: snapshots made before publications were
+// recorded (a state without records) count as published, so rollback
+// works on an upgraded appliance as before.
+func TestListingsBeforeRecords(t *testing.T) {
+	snaps := []store.SnapshotInfo{{ID: "20260101T000000Z"}, {ID: "20260102T000000Z"}, {ID: "20260103T000000Z", Current: true}}
+	for i, l := range listings(snaps, stateExtra{}) {
+		if !l.Published || !l.PublishedAt.IsZero() {
+			t.Errorf("no records, listing %d: %+v", i, l)
+		}
+	}
+	at := time.Date(2026, 1, 3, 0, 0, 1, 0, time.UTC)
+	ls := listings(snaps[:2], stateExtra{Published: map[string]time.Time{"20260102T000000Z": at}})
+	if !ls[0].Published || !ls[1].Published || !ls[1].PublishedAt.Equal(at) {
+		t.Errorf("records start at the second: %+v", ls)
 	}
 }

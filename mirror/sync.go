@@ -153,6 +153,9 @@ type stateExtra struct {
 	// ResponseDate is, per suite, the HTTP Date of the response that
 	// brought the stored validators (see fetch.Validators.LastModifiedNearDate).
 	ResponseDate map[string]string `json:"release_response_date,omitempty"`
+	// Published is, per snapshot ID, when it last became the published
+	// one (see published.go).
+	Published map[string]time.Time `json:"published,omitempty"`
 }
 
 func readExtra(st store.State) stateExtra {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -96,5 +97,41 @@ func TestSyncWrongKeyringUnchangedCLI(t *testing.T) {
 	}
 	if code, out, _ := ghRun(t, "--config", f.conf, "mirror", "verify"); code != exitRefused {
 		t.Errorf("verify with the wrong keyring: exit %d\n%s", code, out)
+	}
+}
+
+// TestListRollbackPublishedCLI: `mirror list` says when each snapshot was
+// published; `mirror rollback NAME` goes to the previous published one and
+// past the oldest says why there is none (exit 1).
+func TestListRollbackPublishedCLI(t *testing.T) {
+	f := newOpsyncFixture(t)
+	f.write(t, f.repo.KeyringPath, `["main"]`, "")
+	for i := range 2 {
+		if i > 0 {
+			if err := f.repo.Rebuild(f.repo.Suites()...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if code, out, errs := ghRun(t, "--config", f.conf, "mirror", "sync"); code != 0 || !strings.Contains(out, "up: published") {
+			t.Fatalf("sync %d: exit %d\n%s\n%s", i, code, out, errs)
+		}
+	}
+	code, out, _ := ghRun(t, "--config", f.conf, "mirror", "list")
+	line := regexp.MustCompile(`(?m)^  ([ *]) (\S+)  \S+Z  published (\S+Z)$`)
+	m := line.FindAllStringSubmatch(out, -1)
+	if code != 0 || len(m) != 2 || m[0][1] != " " || m[1][1] != "*" {
+		t.Fatalf("list: exit %d\n%s", code, out)
+	}
+	code, out, errs := ghRun(t, "--config", f.conf, "mirror", "rollback", "up")
+	if code != 0 || out != "up: now publishing snapshot "+m[0][2]+"\n" {
+		t.Fatalf("rollback: exit %d\n%s\n%s", code, out, errs)
+	}
+	code, _, errs = ghRun(t, "--config", f.conf, "mirror", "rollback", "up")
+	want := "mirror up: no snapshot older than the published " + m[0][2] + " was ever published, so there is none to roll back to; see `gatehouse mirror list`"
+	if code != exitFailure || !strings.Contains(errs, want) {
+		t.Fatalf("rollback past the oldest: exit %d\n%s\nwant %q", code, errs, want)
+	}
+	if code, out, _ = ghRun(t, "--config", f.conf, "mirror", "list"); code != 0 || !regexp.MustCompile(`(?m)^  \* `+m[0][2]+`  \S+Z  published \S+Z$`).MatchString(out) {
+		t.Fatalf("list after rollback: exit %d\n%s", code, out)
 	}
 }
