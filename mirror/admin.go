@@ -228,6 +228,16 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 		if ok {
 			s.Date, s.ValidUntil, s.Snapshot = ss.Date, ss.ValidUntil, ss.Snapshot
 		}
+		if ms.Published != "" && s.Snapshot != ms.Published {
+			// After a rollback the state keeps the newest accepted Date
+			// (rollback protection), but clients get the published one.
+			if d, vu, ok := publishedReleaseDate(st, cfg, ms.Published, name, now); ok {
+				s.Date, s.Snapshot = d, ms.Published
+				if cfg.Mode != ModeFiltered {
+					s.ValidUntil = vu
+				}
+			}
+		}
 		if !s.ValidUntil.IsZero() {
 			switch left := s.ValidUntil.Sub(now); {
 			case left <= 0:

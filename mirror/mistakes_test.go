@@ -126,13 +126,15 @@ func TestRollbackSkipsUnpublished(t *testing.T) {
 	cfg := up.config()
 	cfg.KeepSnapshots = 5
 	var ids []string
+	var dates []time.Time
 	for _, v := range []string{"1.0-1", "1.1-1", "1.2-1"} {
 		if v != "1.0-1" {
 			if err := up.repo.Rebuild(testSuite(v)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		ids = append(ids, mustSync(t, state, cfg).Snapshot)
+		rep := mustSync(t, state, cfg)
+		ids, dates = append(ids, rep.Snapshot), append(dates, rep.Suites[0].Date)
 	}
 	ls, err := ListSnapshots(state, cfg)
 	if err != nil || len(ls) != 3 {
@@ -175,6 +177,11 @@ func TestRollbackSkipsUnpublished(t *testing.T) {
 	ls, _ = ListSnapshots(state, cfg)
 	if !ls[0].Current || !ls[0].PublishedAt.After(ls[2].PublishedAt) {
 		t.Errorf("rollback not recorded as a publication: %+v", ls)
+	}
+	// Status shows the Date of the Release clients now get, not the
+	// newest accepted one the state keeps for rollback protection.
+	if ms, err := Status(state, cfg, time.Now()); err != nil || !ms.Suites[0].Date.Equal(dates[0]) || ms.Suites[0].Snapshot != ids[0] {
+		t.Errorf("status after rollback: %v %+v, want Date %v of %s (the state has %v)", err, ms.Suites, dates[0], ids[0], dates[2])
 	}
 	err = Rollback(state, cfg, "")
 	want := "mirror up: no snapshot older than the published " + ids[0] + " was ever published, so there is none to roll back to; see `gatehouse mirror list`"

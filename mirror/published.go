@@ -3,9 +3,12 @@ package mirror
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
+	"gatehouse/apt"
+	"gatehouse/apt/pgp"
 	"gatehouse/mirror/store"
 )
 
@@ -91,4 +94,42 @@ func ListSnapshots(stateDir string, cfg Config) ([]SnapshotListing, error) {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	return listings(snaps, readExtra(state)), nil
+}
+
+// publishedReleaseDate returns the Date and Valid-Until of the upstream
+// Release of suite in snapshot id, verified with cfg's keyring (a file
+// that does not verify is not shown as the upstream's); ok is false when
+// it cannot be read or verified.
+func publishedReleaseDate(st *store.Store, cfg Config, id, suite string, now time.Time) (date, validUntil time.Time, ok bool) {
+	dir := publishedDir(suite)
+	if cfg.Mode == ModeFiltered {
+		dir = upstreamDir + "/dists/" + suite
+	}
+	read := func(name string) []byte {
+		p, err := st.SnapshotPath(id, dir+"/"+name)
+		if err != nil {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		return b
+	}
+	kr, err := pgp.LoadKeyring(cfg.Keyring)
+	if err != nil {
+		return date, validUntil, false
+	}
+	var body []byte
+	if b := read("InRelease"); b != nil {
+		body, _, err = pgp.VerifyClearsigned(b, kr, now)
+	} else {
+		body = read("Release")
+		_, err = pgp.VerifyDetached(body, read("Release.gpg"), kr, now)
+	}
+	if err != nil {
+		return date, validUntil, false
+	}
+	rel, err := apt.ParseRelease(body)
+	if err != nil {
+		return date, validUntil, false
+	}
+	return rel.Date, rel.ValidUntil, true
 }
