@@ -2,10 +2,12 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"gatehouse/mirror/store"
@@ -122,7 +124,9 @@ func GC(ctx context.Context, stateDir string, cfg Config, opt Options) (removed 
 }
 
 // Rollback publishes an earlier snapshot: the one named, or with snapshot
-// "" the newest one older than the published snapshot. The accepted Release
+// "" the newest one older than the published snapshot that was itself
+// published before (never one a failed sync left unpublished, see
+// published.go). The switch is recorded in the state. The accepted Release
 // Dates are kept (rollback protection is about upstream), but the stored
 // HTTP validators are dropped so the next sync fetches upstream's Release
 // in full instead of taking a 304 as "nothing to do".
@@ -136,30 +140,40 @@ func Rollback(stateDir string, cfg Config, snapshot string) error {
 		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	defer unlock()
+	state, err := st.ReadState()
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	x := readExtra(state)
+	snaps, err := st.Snapshots()
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
 	if snapshot == "" {
-		snaps, err := st.Snapshots()
-		if err != nil {
-			return fmt.Errorf("mirror %s: %w", cfg.Name, err)
-		}
 		cur, err := st.Current()
 		if err != nil {
 			return fmt.Errorf("mirror %s: %w", cfg.Name, err)
 		}
-		for i, s := range snaps {
-			if s.ID == cur && i > 0 {
-				snapshot = snaps[i-1].ID
+		ls := listings(snaps, x)
+		i := slices.IndexFunc(ls, func(l SnapshotListing) bool { return l.ID == cur })
+		var skipped []string
+		for i--; i >= 0; i-- {
+			if ls[i].Published {
+				snapshot = ls[i].ID
+				break
 			}
+			skipped = append(skipped, ls[i].ID)
 		}
 		if snapshot == "" {
-			return fmt.Errorf("mirror %s: no snapshot older than the published %s to roll back to (see `gatehouse mirror list`)", cfg.Name, cur)
+			msg := fmt.Sprintf("mirror %s: no snapshot older than the published %s was ever published, so there is none to roll back to", cfg.Name, cur)
+			if len(skipped) > 0 {
+				msg += fmt.Sprintf(" (%s never published; name one explicitly to publish it anyway)", strings.Join(skipped, ", "))
+			}
+			return errors.New(msg + "; see `gatehouse mirror list`")
 		}
 	}
 	if _, err := readManifest(st, snapshot); err != nil {
 		return fmt.Errorf("mirror %s: cannot roll back: %w", cfg.Name, err)
-	}
-	state, err := st.ReadState()
-	if err != nil {
-		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	if err := st.Rollback(snapshot); err != nil {
 		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
@@ -167,6 +181,10 @@ func Rollback(stateDir string, cfg Config, snapshot string) error {
 	for k, ss := range state.Suites {
 		ss.ETag, ss.LastModified = "", ""
 		state.Suites[k] = ss
+	}
+	notePublished(&x, snaps, snapshot, st.Now())
+	if b, err := json.Marshal(x); err == nil {
+		state.Extra = b
 	}
 	if err := st.WriteState(state); err != nil {
 		return fmt.Errorf("mirror %s: rolled back to %s, but recording it failed: %w", cfg.Name, snapshot, err)
@@ -248,6 +266,16 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 		s := SuiteStatus{Suite: name}
 		if ok {
 			s.Date, s.ValidUntil, s.Snapshot = ss.Date, ss.ValidUntil, ss.Snapshot
+		}
+		if ms.Published != "" && s.Snapshot != ms.Published {
+			// After a rollback the state keeps the newest accepted Date
+			// (rollback protection), but clients get the published one.
+			if d, vu, ok := publishedReleaseDate(st, cfg, ms.Published, name, now); ok {
+				s.Date, s.Snapshot = d, ms.Published
+				if cfg.Mode != ModeFiltered {
+					s.ValidUntil = vu
+				}
+			}
 		}
 		if !s.ValidUntil.IsZero() {
 			switch left := s.ValidUntil.Sub(now); {

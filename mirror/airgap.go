@@ -658,6 +658,7 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 	}
 	r.rep.Result, r.rep.Snapshot, r.rep.FilesReused = ResultPublished, id, r.reused
 	r.rep.FilesFetched = len(im.carried)
+	r.recordPublished(id)
 	for _, sr := range im.suites {
 		r.acceptSuite(sr, id)
 		r.rep.Suites = append(r.rep.Suites, sr.report())

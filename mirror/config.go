@@ -67,6 +67,12 @@ type Config struct {
 	// TolerateMissing lets a sync publish even when a pool file listed in
 	// Packages is missing upstream (404). Off by default: such a sync fails.
 	TolerateMissing bool `toml:"tolerate_missing"`
+	// AllowMissing lets a sync publish when the upstream's Release does not
+	// list a configured component or architecture (it is left out, with a
+	// warning). Off by default: a typo such as "mian" would otherwise
+	// publish a mirror without the packages the operator meant, so such a
+	// sync fails with ErrConfig and publishes nothing.
+	AllowMissing bool `toml:"allow_missing"`
 	// Schedule is when `gatehouse run` syncs this mirror ("hourly", "daily",
 	// or a Go duration like "30m"); "" = only on demand.
 	Schedule string `toml:"schedule"`
@@ -115,6 +121,12 @@ type Config struct {
 	// WithRecommends also follows Recommends (with WithDependencies).
 	WithRecommends bool `toml:"with_recommends"`
 }
+
+// ErrConfig is wrapped by sync errors that come from a configuration that
+// does not fit the upstream (a component or architecture its Release does
+// not list) rather than from the network or verification; the command line
+// maps it to exit code 2. Nothing is published.
+var ErrConfig = errors.New("configuration does not match the upstream")
 
 // Duration is a time.Duration that decodes from TOML strings like "10m".
 type Duration struct{ time.Duration }

@@ -186,6 +186,7 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
 	}
 	r.rep.Result, r.rep.Snapshot = ResultPublished, id
+	r.recordPublished(id)
 	for _, sr := range suites {
 		r.acceptSuite(sr, id)
 	}
@@ -298,11 +299,8 @@ func (r *run) linkSuite(sn *store.Snapshot, sr *suiteRun) error {
 // copies beside them.
 func (r *run) fetchIndexes(ctx context.Context, sn *store.Snapshot, sr *suiteRun) (*manifestSuite, error) {
 	where := fmt.Sprintf("mirror %s: suite %s", r.cfg.Name, sr.name)
-	for _, c := range r.cfg.Components {
-		if len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c) {
-			r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf("suite %s has no component %q (it has %s)", sr.name, c, strings.Join(sr.rel.Components, " ")))
-		}
-	}
+	// A component the Release does not list failed the sync in
+	// fetchRelease, or was warned about there with allow_missing.
 	wanted := wantedIndexes(r.cfg, sr.rel)
 	var prev map[string]manifestEntry
 	if r.curMan != nil && r.curMan.Suites[sr.name] != nil {

@@ -147,6 +147,12 @@ type stateExtra struct {
 	// BodySHA256 is, per suite, the SHA-256 of the signed Release text last
 	// accepted: a later Release with the same Date must have the same text.
 	BodySHA256 map[string]string `json:"release_body_sha256,omitempty"`
+	// ResponseDate is, per suite, the HTTP Date of the response that
+	// brought the stored validators (see fetch.Validators.LastModifiedNearDate).
+	ResponseDate map[string]string `json:"release_response_date,omitempty"`
+	// Published is, per snapshot ID, when it last became the published
+	// one (see published.go).
+	Published map[string]time.Time `json:"published,omitempty"`
 }
 
 func readExtra(st store.State) stateExtra {
@@ -158,6 +164,9 @@ func readExtra(st store.State) stateExtra {
 	}
 	if x.BodySHA256 == nil {
 		x.BodySHA256 = map[string]string{}
+	}
+	if x.ResponseDate == nil {
+		x.ResponseDate = map[string]string{}
 	}
 	return x
 }
@@ -427,6 +436,11 @@ func (r *run) acceptSuite(sr *suiteRun, id string) {
 	}
 	ss := r.state.Suites[sr.name]
 	ss.ETag, ss.LastModified = sr.validators.ETag, sr.validators.LastModified
+	if sr.validators.Date != "" || sr.validators.LastModified == "" {
+		// A 304 keeps the validators, and with them the Date that
+		// brought them.
+		r.extra.ResponseDate[sr.name] = sr.validators.Date
+	}
 	ss.Snapshot = id
 	if sr.rel != nil {
 		ss.Date, ss.ValidUntil = sr.rel.Date, sr.rel.ValidUntil

@@ -95,9 +95,17 @@ type Repo struct {
 	stamp time.Time
 }
 
+// stampAge is how far before the build its metadata files are dated: as
+// on a real archive, published a while before a mirror reads it. A
+// Last-Modified within 2 s of the response's Date makes a mirror ask
+// unconditionally next time (a same-second republish could hide behind
+// it), so files stamped "now" would turn every no-op sync of a test into
+// a full InRelease download. Tests of that case set the mtime themselves.
+const stampAge = time.Minute
+
 // nextStamp advances r.stamp for a new build.
 func (r *Repo) nextStamp() {
-	now := time.Now().Truncate(time.Second)
+	now := time.Now().Add(-stampAge).Truncate(time.Second)
 	if !now.After(r.stamp) {
 		now = r.stamp.Add(time.Second)
 	}

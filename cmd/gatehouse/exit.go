@@ -49,6 +49,9 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	if errors.Is(err, mirror.ErrConfig) {
+		return exitUsage
+	}
 	var re *refusedError
 	if errors.As(err, &re) {
 		return exitRefused

@@ -375,10 +375,11 @@ func newMirrorGCCmd(g *globals) *cobra.Command {
 func newMirrorRollbackCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rollback NAME [SNAPSHOT]",
-		Short: "Publish an earlier snapshot again (default: the one before the current)",
-		Long: `Publish an earlier snapshot of mirror NAME again (default: the one before
-the current; see 'mirror list' for the IDs). The switch is atomic: a client
-sees either snapshot, never a mix.
+		Short: "Publish an earlier snapshot again (default: the previous published one)",
+		Long: `Publish an earlier snapshot of mirror NAME again (default: the newest
+snapshot older than the current one that was itself published; one a failed
+sync left behind is skipped. See 'mirror list' for the IDs and which were
+published). The switch is atomic: a client sees either snapshot, never a mix.
 
 Who gets the older snapshot: new apt clients, and downstream mirrors. A host
 whose apt already fetched the newer InRelease keeps it: serve does send it
@@ -414,6 +415,10 @@ func newMirrorListCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list [NAME...]",
 		Short: "List mirrors and their snapshots",
+		Long: `List mirrors and their snapshots, oldest first: "*" marks the published
+one; each says when it was last published, or "never published" (a sync
+that failed after building it). 'mirror rollback NAME' goes back to the
+newest older snapshot that was published.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, ms, err := mirrorsFor(g, args, false)
 			if err != nil {
@@ -421,7 +426,7 @@ func newMirrorListCmd(g *globals) *cobra.Command {
 			}
 			all := map[string]any{}
 			for _, m := range ms {
-				snaps, err := mirror.List(cfg.StateDir, m)
+				snaps, err := mirror.ListSnapshots(cfg.StateDir, m)
 				if err != nil {
 					return err
 				}
@@ -435,7 +440,14 @@ func newMirrorListCmd(g *globals) *cobra.Command {
 					if s.Current {
 						mark = "*"
 					}
-					fmt.Fprintf(g.stdout, "  %s %s  %s\n", mark, s.ID, s.Created.UTC().Format(time.RFC3339))
+					pub := "never published"
+					switch {
+					case !s.PublishedAt.IsZero():
+						pub = "published " + s.PublishedAt.UTC().Format(time.RFC3339)
+					case s.Published:
+						pub = "published (time not recorded)"
+					}
+					fmt.Fprintf(g.stdout, "  %s %s  %s  %s\n", mark, s.ID, s.Created.UTC().Format(time.RFC3339), pub)
 				}
 			}
 			if g.json {

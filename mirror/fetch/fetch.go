@@ -245,6 +245,29 @@ func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 type Validators struct {
 	ETag         string `json:"etag,omitempty"`
 	LastModified string `json:"last_modified,omitempty"`
+	// Date is the Date header of the response that brought the file. It
+	// is never sent; callers keep it to tell whether LastModified is
+	// trustworthy: a file replaced within the same second as the response
+	// keeps its Last-Modified (one-second resolution), so a validator
+	// taken that close to its Date can hide a change (see LastModifiedNearDate).
+	Date string `json:"date,omitempty"`
+}
+
+// LastModifiedNearDate reports whether v's Last-Modified lies within 2 s
+// of the Date of the response that brought it. Such a validator cannot
+// be trusted for If-Modified-Since: the file may have been replaced again
+// in the same second, and a server such as nginx then answers 304 (and,
+// with the same size, the same ETag) to the new file. The caller asks
+// unconditionally instead and compares the bytes. False when either header
+// is missing or unparsable.
+func (v Validators) LastModifiedNearDate() bool {
+	lm, err1 := http.ParseTime(v.LastModified)
+	d, err2 := http.ParseTime(v.Date)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	diff := d.Sub(lm)
+	return diff <= 2*time.Second && diff >= -2*time.Second
 }
 
 // GetBytes fetches a small file (such as InRelease) into memory. When prev
@@ -258,6 +281,9 @@ func (c *Client) GetBytes(ctx context.Context, url string, max int64, prev Valid
 		return nil, Validators{}, false, fmt.Errorf("GET %s: max must be positive, got %d", url, max)
 	}
 	hdr := http.Header{}
+	// If-None-Match goes first in RFC 9110's evaluation order: an
+	// upstream that gave an ETag is asked by it, which is exact where
+	// Last-Modified has one-second resolution.
 	if prev.ETag != "" {
 		hdr.Set("If-None-Match", prev.ETag)
 	}
@@ -273,7 +299,7 @@ func (c *Client) GetBytes(ctx context.Context, url string, max int64, prev Valid
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode == http.StatusNotModified {
-			if prev == (Validators{}) {
+			if prev.ETag == "" && prev.LastModified == "" {
 				return permanent(fmt.Errorf("GET %s: HTTP 304 to an unconditional request", url))
 			}
 			notModified, v, body = true, prev, nil
@@ -298,7 +324,7 @@ func (c *Client) GetBytes(ctx context.Context, url string, max int64, prev Valid
 			return fmt.Errorf("GET %s: body has %d bytes, Content-Length said %d", url, len(b), resp.ContentLength)
 		}
 		notModified, body = false, b
-		v = Validators{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
+		v = Validators{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Date: resp.Header.Get("Date")}
 		return nil
 	})
 	if err != nil {
