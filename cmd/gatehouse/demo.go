@@ -20,8 +20,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
-	"gatehouse/apt/apttest"
 	"gatehouse/apt/pgp"
+	"gatehouse/apt/repobuild"
 	"gatehouse/bastion"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
@@ -63,8 +63,8 @@ type demoOptions struct {
 
 // demoPackages are the sample upstream's packages: a small dependency chain
 // so apt-get install --download-only shows the closure being fetched.
-func demoPackages() []apttest.Package {
-	return []apttest.Package{
+func demoPackages() []repobuild.Package {
+	return []repobuild.Package{
 		{Name: "gatehouse-hello", Version: "1.0-1", Arch: "all", Depends: "libgatehouse-greeting (>= 1.0)", Section: "misc", Priority: "optional",
 			Description: "sample package served by the gatehouse demo\n This package was signed upstream, verified by gatehouse and served\n from its mirror.",
 			Files:       map[string]string{"usr/share/doc/gatehouse-hello/README": "Hello from the gatehouse demo mirror.\n"}},
@@ -113,10 +113,10 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	arch := debianArch(runtime.GOARCH)
-	repo, err := apttest.Build(filepath.Join(dir, "upstream"), upKey, apttest.Suite{
+	repo, err := repobuild.Build(filepath.Join(dir, "upstream"), upKey, repobuild.Suite{
 		Name: "stable", Codename: "demo", Origin: "Gatehouse Demo", Label: "Gatehouse Demo",
 		Components: []string{"main"}, Architectures: []string{arch},
-		Packages: map[string][]apttest.Package{"main": demoPackages()},
+		Packages: map[string][]repobuild.Package{"main": demoPackages()},
 		ByHash:   true, Translations: true,
 	})
 	if err != nil {
@@ -152,7 +152,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	defer stopServe()
 	sourcesLine := fmt.Sprintf("deb [signed-by=%s] %s/demo stable main", repo.KeyringPath, mirrorURL)
-	aptConf, err := apttest.WriteAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
+	aptConf, err := repobuild.WriteAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
 	if err != nil {
 		return err
 	}
