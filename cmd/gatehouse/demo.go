@@ -232,15 +232,16 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	defer srv.Close()
-	page, met, err := newStatusSite(&fileConfig{StateDir: stateDir, Mirror: []mirror.Config{mcfg}, Bastion: &bcfg,
+	page, _, err := newStatusSite(&fileConfig{StateDir: stateDir, Mirror: []mirror.Config{mcfg}, Bastion: &bcfg,
 		Status: statusConfig{SessionsFrom: []string{"127.0.0.0/8", "::1/128"}}}, mirrors, true, log)
 	if err != nil {
 		return err
 	}
-	site.Store(&page)
+	var pageHandler http.Handler = page
+	site.Store(&pageHandler)
 	srv.SetObserver(func(event string, fields map[string]any) {
 		rp.observe(event, fields)
-		met.observeBastion(event, fields)
+		page.ObserveBastion(event, fields)
 	})
 	bctx, stopBastion := context.WithCancel(ctx)
 	bdone := make(chan error, 1)

@@ -52,8 +52,10 @@ func TestImportRules(t *testing.T) {
 				continue
 			}
 			switch {
-			case under(imp, "gatehouse/cmd"):
-				t.Errorf("%s imports %s: nothing imports cmd", p.ImportPath, imp)
+			case under(imp, "gatehouse/cmd") && !(under(p.ImportPath, "gatehouse/cmd/gatehouse") && strings.HasPrefix(imp, "gatehouse/cmd/gatehouse/")):
+				// cmd/gatehouse's own subpackages (status page, metrics,
+				// demo) are imported by it and by each other, by nobody else.
+				t.Errorf("%s imports %s: nothing outside cmd/gatehouse imports cmd", p.ImportPath, imp)
 			case under(p.ImportPath, "gatehouse/mirror") && under(imp, "gatehouse/bastion"),
 				under(p.ImportPath, "gatehouse/bastion") && under(imp, "gatehouse/mirror"):
 				t.Errorf("%s imports %s: mirror and bastion never import each other", p.ImportPath, imp)
