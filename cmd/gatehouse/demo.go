@@ -25,6 +25,7 @@ import (
 	"gatehouse/bastion"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/demo"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -187,13 +188,13 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	if err := os.WriteFile(filepath.Join(bdir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
 		return err
 	}
-	target, err := newDemoTarget(targetKey, ca.PublicKey(), log)
+	target, err := demo.NewTarget(targetKey, ca.PublicKey(), log)
 	if err != nil {
 		return err
 	}
 	tctx, stopTarget := context.WithCancel(ctx)
 	targetDone := make(chan struct{})
-	go func() { target.serve(tctx); close(targetDone) }()
+	go func() { target.Serve(tctx); close(targetDone) }()
 	defer func() { stopTarget(); <-targetDone }()
 
 	// The recording proxy: a second sample target that trusts only the
@@ -205,7 +206,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	rtctx, stopRecTarget := context.WithCancel(ctx)
 	recTargetDone := make(chan struct{})
-	go func() { rp.target.serve(rtctx); close(recTargetDone) }()
+	go func() { rp.target.Serve(rtctx); close(recTargetDone) }()
 	defer func() { stopRecTarget(); <-recTargetDone }()
 
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -218,8 +219,8 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		UserCAKeys: filepath.Join(bdir, "user_ca.pub"),
 		AuditLog:   filepath.Join(bdir, "audit.jsonl"),
 		Rules: []policy.Rule{
-			{Principals: []string{"admin"}, Jump: []string{target.addr()}},
-			{Principals: []string{"admin"}, Proxy: []string{rp.target.addr()}, Logins: []string{demoRecordedLogin}},
+			{Principals: []string{"admin"}, Jump: []string{target.Addr()}},
+			{Principals: []string{"admin"}, Proxy: []string{rp.target.Addr()}, Logins: []string{demoRecordedLogin}},
 		},
 	}
 	rp.configure(&bcfg)
@@ -248,14 +249,14 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	go func() { bdone <- srv.Serve(bctx, bln) }()
 	defer func() { stopBastion(); <-bdone }()
 
-	sshConf, err := demoSSHConfig{dir: bdir, bastionAddr: bln.Addr().String(), targetAddr: target.addr(),
-		bastionKey: hostKey.PublicKey(), targetKey: targetKey.PublicKey(),
-		recordedAddr: rp.target.addr(), hostCA: rp.hostCA}.write()
+	sshConf, err := demo.SSHConfig{Dir: bdir, BastionAddr: bln.Addr().String(), TargetAddr: target.Addr(),
+		BastionKey: hostKey.PublicKey(), TargetKey: targetKey.PublicKey(),
+		RecordedAddr: rp.target.Addr(), HostCA: rp.hostCA}.Write()
 	if err != nil {
 		return err
 	}
-	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.addr())
-	say("5. recording proxy to a second target %s, which trusts only the bastion's upstream CA; recordings in %s", rp.target.addr(), rp.dir)
+	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.Addr())
+	say("5. recording proxy to a second target %s, which trusts only the bastion's upstream CA; recordings in %s", rp.target.Addr(), rp.dir)
 	say("6. status page (mirror freshness, live and recorded sessions, replay in the browser): %s/", mirrorURL)
 
 	failed := false
@@ -307,7 +308,7 @@ Try it yourself (in another terminal):
 
   # what the mirror, the server and the bastion logged
   less %[9]s
-`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.addr(), bcfg.AuditLog, logPath,
+`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.Addr(), bcfg.AuditLog, logPath,
 		demoRecordedLogin, rp.dir, rp.exampleID(), rp.keyPath+".pub", rp.allowedSigners, record.RecordingNamespace,
 		filepath.Join(rp.dir, rp.exampleID(), record.SignatureName), filepath.Join(rp.dir, rp.exampleID(), record.ManifestName), mirrorURL)
 
@@ -338,71 +339,6 @@ func demoHTTP(ctx context.Context, h http.Handler) (url string, stop func(), err
 		srv.Shutdown(sctx)
 		<-done
 	}, nil
-}
-
-// writeDemoSSHConfig writes an ssh_config with which stock OpenSSH reaches
-// the demo target through the bastion, and pinned known_hosts for both.
-func writeDemoSSHConfig(dir, bastionAddr, targetAddr string, bastionKey, targetKey ssh.PublicKey) (string, error) {
-	return demoSSHConfig{dir: dir, bastionAddr: bastionAddr, targetAddr: targetAddr, bastionKey: bastionKey, targetKey: targetKey}.write()
-}
-
-// demoSSHConfig describes the demo's ssh_config: the bastion, the jump
-// target, and (when recordedAddr is set) the recording proxy's target.
-type demoSSHConfig struct {
-	dir                     string
-	bastionAddr, targetAddr string
-	bastionKey, targetKey   ssh.PublicKey
-	// recordedAddr is reached through the recording proxy: the bastion
-	// presents a host certificate from hostCA for it, so known_hosts trusts
-	// hostCA for that one name and port (an @cert-authority line), not the
-	// target's own key, which the client never sees.
-	recordedAddr string
-	hostCA       ssh.PublicKey
-}
-
-// write writes dir/ssh_config and dir/known_hosts and returns the config's
-// path.
-func (c demoSSHConfig) write() (string, error) {
-	bh, bp, _ := net.SplitHostPort(c.bastionAddr)
-	th, tp, _ := net.SplitHostPort(c.targetAddr)
-	line := func(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
-	kh := filepath.Join(c.dir, "known_hosts")
-	known := fmt.Sprintf("[%s]:%s %s\n[%s]:%s %s\n", bh, bp, line(c.bastionKey), th, tp, line(c.targetKey))
-	var recorded string
-	if c.recordedAddr != "" {
-		rh, rport, _ := net.SplitHostPort(c.recordedAddr)
-		known += fmt.Sprintf("@cert-authority [%s]:%s %s\n", rh, rport, line(c.hostCA))
-		recorded = fmt.Sprintf(`Host demo-recorded
-  HostName %s
-  Port %s
-  User %s
-  ProxyJump demo-bastion
-`, rh, rport, demoRecordedLogin)
-	}
-	if err := os.WriteFile(kh, []byte(known), 0o644); err != nil {
-		return "", err
-	}
-	conf := fmt.Sprintf(`# ssh_config written by gatehouse demo
-Host demo-bastion
-  HostName %[1]s
-  Port %[2]s
-  User admin
-Host demo-target
-  HostName %[3]s
-  Port %[4]s
-  User admin
-  ProxyJump demo-bastion
-%[8]sHost *
-  IdentityFile %[5]s
-  CertificateFile %[6]s
-  IdentitiesOnly yes
-  UserKnownHostsFile %[7]s
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-`, bh, bp, th, tp, filepath.Join(c.dir, "admin"), filepath.Join(c.dir, "admin-cert.pub"), kh, recorded)
-	p := filepath.Join(c.dir, "ssh_config")
-	return p, os.WriteFile(p, []byte(conf), 0o644)
 }
 
 // demoCheck runs one real client command and prints ✓ or ✗ with its output
@@ -488,9 +424,8 @@ func firstLine(s string) string {
 	return s
 }
 
-// demoRecordedLogin is the account on the recorded sample target: the only
-// principal of the certificates the bastion mints for it.
-const demoRecordedLogin = "demo"
+// demoRecordedLogin is the account on the recorded sample target.
+const demoRecordedLogin = demo.RecordedLogin
 
 // demoMinFreeSpace replaces the 1 GiB default of min_free_space: the demo
 // records a few kilobytes and must run in a small temporary directory.
@@ -507,7 +442,7 @@ type demoRecording struct {
 	upCA, hostCAKey string
 	knownHosts      string // upstream_known_hosts: pins the recorded target
 	hostCA          ssh.PublicKey
-	target          *demoTarget
+	target          *demo.Target
 	ended           chan string // recording IDs, as proxy.end reports them
 
 	mu       sync.Mutex
@@ -551,13 +486,13 @@ func newDemoRecording(bdir string, log *slog.Logger) (*demoRecording, error) {
 	if err := os.WriteFile(rp.allowedSigners, []byte(record.AllowedSigners(rp.pub)), 0o644); err != nil {
 		return nil, err
 	}
-	if rp.target, err = newDemoTarget(tkey, upCA.PublicKey(), log); err != nil {
+	if rp.target, err = demo.NewTarget(tkey, upCA.PublicKey(), log); err != nil {
 		return nil, err
 	}
-	h, p, _ := net.SplitHostPort(rp.target.addr())
+	h, p, _ := net.SplitHostPort(rp.target.Addr())
 	known := fmt.Sprintf("[%s]:%s %s", h, p, ssh.MarshalAuthorizedKey(tkey.PublicKey()))
 	if err := os.WriteFile(rp.knownHosts, []byte(known), 0o644); err != nil {
-		rp.target.ln.Close()
+		rp.target.Close()
 		return nil, err
 	}
 	return rp, nil
