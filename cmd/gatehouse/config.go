@@ -74,7 +74,7 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 			return nil, usageErrorf("%s: %v", path, err)
 		}
 	}
-	if _, err := c.Status.Prefixes(); err != nil {
+	if _, err := c.Status.prefixes(); err != nil {
 		return nil, usageErrorf("%s:%d: [status] %v", path, keyLine(data, toml.Key{"status", "sessions_from"}), err)
 	}
 	if err := c.Serve.Validate(); err != nil {

@@ -90,7 +90,7 @@ func TestStatusConfigSessionsFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := c.Status.Prefixes(); len(p) != 2 || p[0].String() != "10.1.2.0/24" {
+	if p, _ := c.Status.prefixes(); len(p) != 2 || p[0].String() != "10.1.2.0/24" {
 		t.Errorf("prefixes %v", p)
 	}
 	if _, err := parseConfig("gh.toml", []byte(strings.Replace(goodConfig, `name = "debian"`, `name = "recordings"`, 1))); err == nil ||

@@ -3,13 +3,18 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"gatehouse/cmd/gatehouse/metrics"
 	"gatehouse/cmd/gatehouse/statuspage"
 )
 
-// statusConfig is the [status] table; statuspage owns its meaning.
-type statusConfig = statuspage.Config
+// statusConfig is the [status] table; statuspage.Config owns its meaning
+// and documents its keys.
+type statusConfig statuspage.Config
+
+// prefixes parses sessions_from (see statuspage.Config.Prefixes).
+func (c statusConfig) prefixes() ([]netip.Prefix, error) { return statuspage.Config(c).Prefixes() }
 
 // newStatusSite returns the HTTP surface that serve, run and the demo
 // share (see package statuspage) for cfg: the metrics of cfg's mirrors,
@@ -20,7 +25,7 @@ type statusConfig = statuspage.Config
 // bad sessions_from entry.
 func newStatusSite(cfg *fileConfig, mirrors http.Handler, live bool, log *slog.Logger) (*statuspage.Site, *metrics.Metrics, error) {
 	m := metrics.New(cfg.StateDir, cfg.Mirror, log)
-	o := statuspage.Options{Status: cfg.Status, Live: live, Log: log}
+	o := statuspage.Options{Status: statuspage.Config(cfg.Status), Live: live, Log: log}
 	if b := cfg.Bastion; b != nil {
 		o.RecordingsDir, o.RecordingKey = b.RecordingsDir, b.RecordingKey
 	}
