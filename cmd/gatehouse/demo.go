@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,20 +61,6 @@ type demoOptions struct {
 	exitAfterCheck bool
 }
 
-// demoPackages are the sample upstream's packages: a small dependency chain
-// so apt-get install --download-only shows the closure being fetched.
-func demoPackages() []repobuild.Package {
-	return []repobuild.Package{
-		{Name: "gatehouse-hello", Version: "1.0-1", Arch: "all", Depends: "libgatehouse-greeting (>= 1.0)", Section: "misc", Priority: "optional",
-			Description: "sample package served by the gatehouse demo\n This package was signed upstream, verified by gatehouse and served\n from its mirror.",
-			Files:       map[string]string{"usr/share/doc/gatehouse-hello/README": "Hello from the gatehouse demo mirror.\n"}},
-		{Name: "libgatehouse-greeting", Version: "1.2~rc1-1", Arch: "all", Section: "libs", Priority: "optional",
-			Description: "sample library of the gatehouse demo"},
-		{Name: "gatehouse-extras", Version: "2:0.9+dfsg-3", Arch: "all", Section: "misc", Priority: "optional",
-			Description: "another sample package"},
-	}
-}
-
 func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	now := time.Now()
 	dir := o.dir
@@ -114,16 +99,11 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	arch := debianArch(runtime.GOARCH)
-	repo, err := repobuild.Build(filepath.Join(dir, "upstream"), upKey, repobuild.Suite{
-		Name: "stable", Codename: "demo", Origin: "Gatehouse Demo", Label: "Gatehouse Demo",
-		Components: []string{"main"}, Architectures: []string{arch},
-		Packages: map[string][]repobuild.Package{"main": demoPackages()},
-		ByHash:   true, Translations: true,
-	})
+	repo, err := demo.BuildUpstream(filepath.Join(dir, "upstream"), upKey, arch)
 	if err != nil {
 		return fmt.Errorf("building the sample upstream: %w", err)
 	}
-	upURL, stopUp, err := demoHTTP(ctx, http.FileServer(http.Dir(repo.Dir)))
+	upURL, stopUp, err := demo.ServeLoopback(ctx, http.FileServer(http.Dir(repo.Dir)))
 	if err != nil {
 		return err
 	}
@@ -145,7 +125,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	mirrors := serve.NewHandler(mirror.StoreRoot(stateDir), []string{"demo"}, log)
 	var site atomic.Pointer[http.Handler]
 	site.Store(&mirrors)
-	mirrorURL, stopServe, err := demoHTTP(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mirrorURL, stopServe, err := demo.ServeLoopback(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*site.Load()).ServeHTTP(w, r)
 	}))
 	if err != nil {
@@ -262,17 +242,17 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	failed := false
 	if o.check {
 		say("\nChecking with the real tools:")
-		failed = !demoCheck(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
-		failed = !demoCheck(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
-		failed = !demoCheck(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
-		if demoCheck(ctx, out, "ssh -J through the bastion's recording proxy, as login "+demoRecordedLogin, "ssh", "-F", sshConf, "demo-recorded", "echo hello from a recorded session") {
+		failed = !demo.Check(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+		failed = !demo.Check(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
+		failed = !demo.Check(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
+		if demo.Check(ctx, out, "ssh -J through the bastion's recording proxy, as login "+demoRecordedLogin, "ssh", "-F", sshConf, "demo-recorded", "echo hello from a recorded session") {
 			failed = !rp.check(ctx, out) || failed
-			failed = !demoStatusPage(out, mirrorURL, rp.exampleID()) || failed
+			failed = !demo.CheckStatusPage(out, mirrorURL, rp.exampleID()) || failed
 		} else {
 			failed = true
 		}
-		failed = !demoRefusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
-		failed = !demoCheck(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+		failed = !demo.Refusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
+		failed = !demo.Check(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
 	}
 
 	say(`
@@ -322,106 +302,6 @@ Try it yourself (in another terminal):
 	<-ctx.Done()
 	say("\nstopping the demo")
 	return nil
-}
-
-// demoHTTP serves h on a fresh loopback port until stop is called.
-func demoHTTP(ctx context.Context, h http.Handler) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	return "http://" + ln.Addr().String(), func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-done
-	}, nil
-}
-
-// demoCheck runs one real client command and prints ✓ or ✗ with its output
-// on failure. A missing tool is reported, not failed.
-func demoCheck(ctx context.Context, w io.Writer, what, name string, args ...string) bool {
-	if _, err := exec.LookPath(name); err != nil {
-		fmt.Fprintf(w, "  -  %s: skipped (%s not installed)\n", what, name)
-		return true
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  %s: %v\n%s\n", what, err, indent(string(b)))
-		return false
-	}
-	last := strings.TrimSpace(string(b))
-	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-		last = last[i+1:]
-	}
-	fmt.Fprintf(w, "  ✓  %s  (%s)\n", what, last)
-	return true
-}
-
-func indent(s string) string {
-	return "     " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n     ")
-}
-
-// demoRefusals shows the checks working: a package injected upstream without
-// re-signing is refused and the published mirror stays as it was; a plain SSH
-// key (no certificate) is refused by the bastion.
-func demoRefusals(ctx context.Context, w io.Writer, log *slog.Logger, upstream, stateDir string, mcfg mirror.Config, bdir, bastionAddr string) bool {
-	ok := true
-	// An attacker on the path edits the upstream's signed Release (here: adds
-	// a line) without the upstream's key.
-	inrel := filepath.Join(upstream, "dists", "stable", "InRelease")
-	orig, err := os.ReadFile(inrel)
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  tamper check: %v\n", err)
-		return false
-	}
-	tampered := strings.Replace(string(orig), "\nLabel: ", "\nLabel: Evil ", 1)
-	before, _ := os.Stat(inrel)
-	os.WriteFile(inrel, []byte(tampered), 0o644)
-	os.Chtimes(inrel, time.Now(), before.ModTime().Add(2*time.Second))
-	rep, err := mirror.Sync(ctx, stateDir, mcfg, mirror.Options{Log: log, Now: time.Now})
-	os.WriteFile(inrel, orig, 0o644)
-	os.Chtimes(inrel, time.Now(), before.ModTime().Add(4*time.Second))
-	switch {
-	case errors.Is(err, mirror.ErrRefused):
-		fmt.Fprintf(w, "  ✓  an upstream Release edited without the upstream's key is refused\n     (%s)\n", firstLine(err.Error()))
-	default:
-		fmt.Fprintf(w, "  ✗  tampered upstream was not refused: report %+v, err %v\n", rep, err)
-		ok = false
-	}
-	if _, err := exec.LookPath("ssh"); err == nil {
-		if _, _, err := ensureSSHKey(filepath.Join(bdir, "intruder"), "intruder@demo"); err != nil {
-			fmt.Fprintf(w, "  ✗  %v\n", err)
-			return false
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		host, port, _ := net.SplitHostPort(bastionAddr)
-		b, err := exec.CommandContext(cctx, "ssh", "-F", "/dev/null", "-i", filepath.Join(bdir, "intruder"),
-			"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile="+filepath.Join(bdir, "known_hosts"),
-			"-o", "StrictHostKeyChecking=yes", "-p", port, "admin@"+host, "true").CombinedOutput()
-		if err != nil && strings.Contains(string(b), "Permission denied") {
-			fmt.Fprintf(w, "  ✓  a plain SSH key without a certificate is refused by the bastion\n")
-		} else {
-			fmt.Fprintf(w, "  ✗  a plain key was not refused: %v\n%s\n", err, indent(string(b)))
-			ok = false
-		}
-	}
-	return ok
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // demoRecordedLogin is the account on the recorded sample target.
@@ -523,39 +403,6 @@ func (rp *demoRecording) observe(event string, fields map[string]any) {
 	}
 }
 
-// demoStatusPage checks that the status page shows the demo mirror and
-// links the replay of the recording id, with a verified signature.
-func demoStatusPage(w io.Writer, base, id string) bool {
-	body, err := httpGetBody(base + "/")
-	want := []string{`id="m-demo"`, "/recordings/" + id + "/", "signature ok"}
-	for _, s := range want {
-		if err == nil && !strings.Contains(body, s) {
-			err = fmt.Errorf("the page has no %q", s)
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  status page %s/: %v\n", base, err)
-		return false
-	}
-	fmt.Fprintf(w, "  ✓  status page %s/ lists the mirror and the recording, with a replay link\n", base)
-	return true
-}
-
-// httpGetBody returns the body of a successful GET of url.
-func httpGetBody(url string) (string, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return string(b), err
-}
-
 // check waits for the recording of the session just made and verifies its
 // hash chain and manifest signature with the recording key.
 func (rp *demoRecording) check(ctx context.Context, w io.Writer) bool {
@@ -570,7 +417,7 @@ func (rp *demoRecording) check(ctx context.Context, w io.Writer) bool {
 	}
 	dir := filepath.Join(rp.dir, id)
 	if err := record.Verify(dir, rp.pub); err != nil {
-		fmt.Fprintf(w, "  ✗  recording: %s does not verify:\n%s\n", dir, indent(err.Error()))
+		fmt.Fprintf(w, "  ✗  recording: %s does not verify:\n%s\n", dir, demo.Indent(err.Error()))
 		return false
 	}
 	rp.mu.Lock()

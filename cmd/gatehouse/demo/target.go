@@ -1,9 +1,13 @@
-// Package demo holds the parts of `gatehouse demo` that are not flag
-// wiring: the sample SSH target that stands in for an isolated host, and
-// the ssh_config with which stock OpenSSH reaches it through the bastion.
-// Package main builds the sample archive, starts both halves and prints
-// the story; the tests of cmd/gatehouse reuse these parts to give their
-// bastions something real to reach.
+// Package demo holds the parts of `gatehouse demo`, which joins both
+// halves on a built-in sample: the signed sample upstream archive
+// (BuildUpstream, with apt/repobuild so the binary links no test code),
+// the sample SSH target that stands in for an isolated host (Target), the
+// ssh_config with which stock OpenSSH reaches it through the bastion
+// (SSHConfig), a loopback HTTP server, and the checks that run the real
+// apt-get and ssh and show refusals (Check, Refusals, CheckStatusPage).
+// Package main still sequences them (runDemo) and owns the flags; the
+// tests of cmd/gatehouse reuse Target and SSHConfig to give their bastions
+// something real to reach.
 //
 // Everything here binds to 127.0.0.1 and trusts only the keys it is given.
 package demo
