@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"gatehouse/apt/apttest"
+	"gatehouse/apt/repobuild"
 	"gatehouse/mirror/store"
 )
 
@@ -149,7 +150,7 @@ func TestRebuiltFileSameSize(t *testing.T) {
 	cfg.MaxDeleteFraction = 1
 	first := mustSync(t, state, cfg)
 	old := upstreamHello(t, up)
-	v, err := apttest.SameSizeVariant(context.Background(), helloPkg())
+	v, err := repobuild.SameSizeVariant(context.Background(), helloPkg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +311,7 @@ func TestNginxServesStore(t *testing.T) {
 	if got := aptHello(t, up, base); !bytes.Equal(got, old) {
 		t.Fatal("apt through nginx did not get hello")
 	}
-	v, err := apttest.SameSizeVariant(context.Background(), helloPkg())
+	v, err := repobuild.SameSizeVariant(context.Background(), helloPkg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +370,7 @@ func TestAirgapRebuiltFile(t *testing.T) {
 	agImport(t, stateB, cfg, b1, trusted)
 	old := upstreamHello(t, up)
 
-	v, err := apttest.SameSizeVariant(ctx, helloPkg())
+	v, err := repobuild.SameSizeVariant(ctx, helloPkg())
 	if err != nil {
 		t.Fatal(err)
 	}

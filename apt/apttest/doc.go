@@ -1,8 +1,11 @@
 // Package apttest builds signed Debian repositories on disk and serves them
 // over loopback HTTP with injectable faults, for the tests of other
 // gatehouse packages; it also drives the real apt-get against a repository
-// with a private configuration. It is used only from tests.
+// with a private configuration. It is used only from tests: it imports
+// testing and net/http/httptest, which the gatehouse binary must not link.
 //
+// The building itself is gatehouse/apt/repobuild (shared with the demo);
+// Build, Package, Suite, Repo and friends here are aliases of it.
 // Repositories are real: every .deb is built by dpkg-deb (cached per
 // process, built in parallel), indexes come in every requested compression
 // with by-hash copies, and Release files are signed by gatehouse/apt/pgp so

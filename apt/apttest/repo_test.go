@@ -277,7 +277,7 @@ func TestRebuild(t *testing.T) {
 	if err := repo.Rebuild(s); err != nil {
 		t.Fatal(err)
 	}
-	if got := checkRelease(t, filepath.Join(dir, "dists/stable"), nil).Value("Date"); got != debianDate(s.Date) {
+	if got := checkRelease(t, filepath.Join(dir, "dists/stable"), nil).Value("Date"); got != s.Date.UTC().Format("Mon, 02 Jan 2006 15:04:05 UTC") {
 		t.Errorf("explicit Date: got %q", got)
 	}
 }

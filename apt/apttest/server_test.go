@@ -19,7 +19,11 @@ func serverFixture(t *testing.T) (*Server, []byte) {
 	dir := t.TempDir()
 	body := bytes.Repeat([]byte("0123456789abcdef"), 64) // 1 KiB
 	for _, p := range []string{"dists/s/InRelease", "dists/s/main/binary-amd64/Packages.xz", "pool/main/h/hello/hello_1_amd64.deb", "poolx"} {
-		if err := writeFile(dir, p, body); err != nil {
+		f := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, body, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

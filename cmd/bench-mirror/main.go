@@ -36,8 +36,8 @@ import (
 	"time"
 
 	"gatehouse/apt"
-	"gatehouse/apt/apttest"
 	"gatehouse/apt/pgp"
+	"gatehouse/apt/repobuild"
 	"gatehouse/mirror"
 )
 
@@ -169,7 +169,7 @@ func run(n, minSize, maxSize int, change float64, conc, rounds int, dir, profile
 		return err
 	}
 	t0 := time.Now()
-	repo, err := apttest.BuildSynthetic(upDir, key, n, minSize, maxSize)
+	repo, err := repobuild.BuildSynthetic(upDir, key, n, minSize, maxSize)
 	if err != nil {
 		return err
 	}

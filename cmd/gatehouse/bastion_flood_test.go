@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"gatehouse/cmd/gatehouse/demo"
 )
 
 // Floods run against the gatehouse binary built without -race, in its own
@@ -85,13 +87,13 @@ func startFloodBastion(t *testing.T, extra string) *floodBastion {
 	if err := os.WriteFile(filepath.Join(dir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	target, err := newDemoTarget(tkey, ca.PublicKey(), nil)
+	target, err := demo.NewTarget(tkey, ca.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tctx, tstop := context.WithCancel(context.Background())
 	tdone := make(chan struct{})
-	go func() { target.serve(tctx); close(tdone) }()
+	go func() { target.Serve(tctx); close(tdone) }()
 	t.Cleanup(func() { tstop(); <-tdone })
 
 	b := &floodBastion{dir: dir, addr: freePort(t), audit: filepath.Join(dir, "audit.jsonl"), stderr: &lockedBuffer{}, done: make(chan error, 1)}
@@ -106,12 +108,12 @@ audit_log = %q
 [[bastion.rule]]
 principals = ["admin"]
 jump = [%q]
-`, dir, b.addr, filepath.Join(dir, "ssh_host_ed25519_key"), filepath.Join(dir, "user_ca.pub"), b.audit, extra, target.addr())
+`, dir, b.addr, filepath.Join(dir, "ssh_host_ed25519_key"), filepath.Join(dir, "user_ca.pub"), b.audit, extra, target.Addr())
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b.conf = conf
-	sshConf, err := writeDemoSSHConfig(dir, b.addr, target.addr(), hostKey.PublicKey(), tkey.PublicKey())
+	sshConf, err := demo.WriteSSHConfig(dir, b.addr, target.Addr(), hostKey.PublicKey(), tkey.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}

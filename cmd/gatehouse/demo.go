@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,11 +19,12 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
-	"gatehouse/apt/apttest"
 	"gatehouse/apt/pgp"
+	"gatehouse/apt/repobuild"
 	"gatehouse/bastion"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/demo"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -59,20 +59,6 @@ type demoOptions struct {
 	dir            string
 	keep, check    bool
 	exitAfterCheck bool
-}
-
-// demoPackages are the sample upstream's packages: a small dependency chain
-// so apt-get install --download-only shows the closure being fetched.
-func demoPackages() []apttest.Package {
-	return []apttest.Package{
-		{Name: "gatehouse-hello", Version: "1.0-1", Arch: "all", Depends: "libgatehouse-greeting (>= 1.0)", Section: "misc", Priority: "optional",
-			Description: "sample package served by the gatehouse demo\n This package was signed upstream, verified by gatehouse and served\n from its mirror.",
-			Files:       map[string]string{"usr/share/doc/gatehouse-hello/README": "Hello from the gatehouse demo mirror.\n"}},
-		{Name: "libgatehouse-greeting", Version: "1.2~rc1-1", Arch: "all", Section: "libs", Priority: "optional",
-			Description: "sample library of the gatehouse demo"},
-		{Name: "gatehouse-extras", Version: "2:0.9+dfsg-3", Arch: "all", Section: "misc", Priority: "optional",
-			Description: "another sample package"},
-	}
 }
 
 func runDemo(ctx context.Context, g *globals, o demoOptions) error {
@@ -113,16 +99,11 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	arch := debianArch(runtime.GOARCH)
-	repo, err := apttest.Build(filepath.Join(dir, "upstream"), upKey, apttest.Suite{
-		Name: "stable", Codename: "demo", Origin: "Gatehouse Demo", Label: "Gatehouse Demo",
-		Components: []string{"main"}, Architectures: []string{arch},
-		Packages: map[string][]apttest.Package{"main": demoPackages()},
-		ByHash:   true, Translations: true,
-	})
+	repo, err := demo.BuildUpstream(filepath.Join(dir, "upstream"), upKey, arch)
 	if err != nil {
 		return fmt.Errorf("building the sample upstream: %w", err)
 	}
-	upURL, stopUp, err := demoHTTP(ctx, http.FileServer(http.Dir(repo.Dir)))
+	upURL, stopUp, err := demo.ServeLoopback(ctx, http.FileServer(http.Dir(repo.Dir)))
 	if err != nil {
 		return err
 	}
@@ -144,7 +125,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	mirrors := serve.NewHandler(mirror.StoreRoot(stateDir), []string{"demo"}, log)
 	var site atomic.Pointer[http.Handler]
 	site.Store(&mirrors)
-	mirrorURL, stopServe, err := demoHTTP(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mirrorURL, stopServe, err := demo.ServeLoopback(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*site.Load()).ServeHTTP(w, r)
 	}))
 	if err != nil {
@@ -152,7 +133,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	defer stopServe()
 	sourcesLine := fmt.Sprintf("deb [signed-by=%s] %s/demo stable main", repo.KeyringPath, mirrorURL)
-	aptConf, err := apttest.WriteAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
+	aptConf, err := repobuild.WriteAptConfig(filepath.Join(dir, "apt"), arch, sourcesLine)
 	if err != nil {
 		return err
 	}
@@ -187,13 +168,13 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	if err := os.WriteFile(filepath.Join(bdir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
 		return err
 	}
-	target, err := newDemoTarget(targetKey, ca.PublicKey(), log)
+	target, err := demo.NewTarget(targetKey, ca.PublicKey(), log)
 	if err != nil {
 		return err
 	}
 	tctx, stopTarget := context.WithCancel(ctx)
 	targetDone := make(chan struct{})
-	go func() { target.serve(tctx); close(targetDone) }()
+	go func() { target.Serve(tctx); close(targetDone) }()
 	defer func() { stopTarget(); <-targetDone }()
 
 	// The recording proxy: a second sample target that trusts only the
@@ -205,7 +186,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	rtctx, stopRecTarget := context.WithCancel(ctx)
 	recTargetDone := make(chan struct{})
-	go func() { rp.target.serve(rtctx); close(recTargetDone) }()
+	go func() { rp.target.Serve(rtctx); close(recTargetDone) }()
 	defer func() { stopRecTarget(); <-recTargetDone }()
 
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -218,8 +199,8 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		UserCAKeys: filepath.Join(bdir, "user_ca.pub"),
 		AuditLog:   filepath.Join(bdir, "audit.jsonl"),
 		Rules: []policy.Rule{
-			{Principals: []string{"admin"}, Jump: []string{target.addr()}},
-			{Principals: []string{"admin"}, Proxy: []string{rp.target.addr()}, Logins: []string{demoRecordedLogin}},
+			{Principals: []string{"admin"}, Jump: []string{target.Addr()}},
+			{Principals: []string{"admin"}, Proxy: []string{rp.target.Addr()}, Logins: []string{demoRecordedLogin}},
 		},
 	}
 	rp.configure(&bcfg)
@@ -232,45 +213,46 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	defer srv.Close()
-	page, met, err := newStatusSite(&fileConfig{StateDir: stateDir, Mirror: []mirror.Config{mcfg}, Bastion: &bcfg,
+	page, _, err := newStatusSite(&fileConfig{StateDir: stateDir, Mirror: []mirror.Config{mcfg}, Bastion: &bcfg,
 		Status: statusConfig{SessionsFrom: []string{"127.0.0.0/8", "::1/128"}}}, mirrors, true, log)
 	if err != nil {
 		return err
 	}
-	site.Store(&page)
+	var pageHandler http.Handler = page
+	site.Store(&pageHandler)
 	srv.SetObserver(func(event string, fields map[string]any) {
 		rp.observe(event, fields)
-		met.observeBastion(event, fields)
+		page.ObserveBastion(event, fields)
 	})
 	bctx, stopBastion := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
 	go func() { bdone <- srv.Serve(bctx, bln) }()
 	defer func() { stopBastion(); <-bdone }()
 
-	sshConf, err := demoSSHConfig{dir: bdir, bastionAddr: bln.Addr().String(), targetAddr: target.addr(),
-		bastionKey: hostKey.PublicKey(), targetKey: targetKey.PublicKey(),
-		recordedAddr: rp.target.addr(), hostCA: rp.hostCA}.write()
+	sshConf, err := demo.SSHConfig{Dir: bdir, BastionAddr: bln.Addr().String(), TargetAddr: target.Addr(),
+		BastionKey: hostKey.PublicKey(), TargetKey: targetKey.PublicKey(),
+		RecordedAddr: rp.target.Addr(), HostCA: rp.hostCA}.Write()
 	if err != nil {
 		return err
 	}
-	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.addr())
-	say("5. recording proxy to a second target %s, which trusts only the bastion's upstream CA; recordings in %s", rp.target.addr(), rp.dir)
+	say("4. bastion on %s (user certificates from a throwaway CA only), sample target %s", bln.Addr(), target.Addr())
+	say("5. recording proxy to a second target %s, which trusts only the bastion's upstream CA; recordings in %s", rp.target.Addr(), rp.dir)
 	say("6. status page (mirror freshness, live and recorded sessions, replay in the browser): %s/", mirrorURL)
 
 	failed := false
 	if o.check {
 		say("\nChecking with the real tools:")
-		failed = !demoCheck(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
-		failed = !demoCheck(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
-		failed = !demoCheck(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
-		if demoCheck(ctx, out, "ssh -J through the bastion's recording proxy, as login "+demoRecordedLogin, "ssh", "-F", sshConf, "demo-recorded", "echo hello from a recorded session") {
+		failed = !demo.Check(ctx, out, "apt-get update through the mirror", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+		failed = !demo.Check(ctx, out, "apt-get install --download-only gatehouse-hello", "apt-get", "-c", aptConf, "install", "-y", "--download-only", "gatehouse-hello") || failed
+		failed = !demo.Check(ctx, out, "ssh -J through the bastion to the target", "ssh", "-F", sshConf, "demo-target", "uname") || failed
+		if demo.Check(ctx, out, "ssh -J through the bastion's recording proxy, as login "+demoRecordedLogin, "ssh", "-F", sshConf, "demo-recorded", "echo hello from a recorded session") {
 			failed = !rp.check(ctx, out) || failed
-			failed = !demoStatusPage(out, mirrorURL, rp.exampleID()) || failed
+			failed = !demo.CheckStatusPage(out, mirrorURL, rp.exampleID()) || failed
 		} else {
 			failed = true
 		}
-		failed = !demoRefusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
-		failed = !demoCheck(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
+		failed = !demo.Refusals(ctx, out, log, repo.Dir, stateDir, mcfg, bdir, bln.Addr().String()) || failed
+		failed = !demo.Check(ctx, out, "apt-get update still works: the refused sync left the published mirror as it was", "apt-get", "-c", aptConf, "update", "--error-on=any") || failed
 	}
 
 	say(`
@@ -306,7 +288,7 @@ Try it yourself (in another terminal):
 
   # what the mirror, the server and the bastion logged
   less %[9]s
-`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.addr(), bcfg.AuditLog, logPath,
+`, aptConf, sourcesLine, sshConf, bln.Addr(), filepath.Join(bdir, "admin-cert.pub"), filepath.Join(bdir, "admin"), target.Addr(), bcfg.AuditLog, logPath,
 		demoRecordedLogin, rp.dir, rp.exampleID(), rp.keyPath+".pub", rp.allowedSigners, record.RecordingNamespace,
 		filepath.Join(rp.dir, rp.exampleID(), record.SignatureName), filepath.Join(rp.dir, rp.exampleID(), record.ManifestName), mirrorURL)
 
@@ -335,174 +317,8 @@ Try it yourself (in another terminal):
 	return nil
 }
 
-// demoHTTP serves h on a fresh loopback port until stop is called.
-func demoHTTP(ctx context.Context, h http.Handler) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	return "http://" + ln.Addr().String(), func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-done
-	}, nil
-}
-
-// writeDemoSSHConfig writes an ssh_config with which stock OpenSSH reaches
-// the demo target through the bastion, and pinned known_hosts for both.
-func writeDemoSSHConfig(dir, bastionAddr, targetAddr string, bastionKey, targetKey ssh.PublicKey) (string, error) {
-	return demoSSHConfig{dir: dir, bastionAddr: bastionAddr, targetAddr: targetAddr, bastionKey: bastionKey, targetKey: targetKey}.write()
-}
-
-// demoSSHConfig describes the demo's ssh_config: the bastion, the jump
-// target, and (when recordedAddr is set) the recording proxy's target.
-type demoSSHConfig struct {
-	dir                     string
-	bastionAddr, targetAddr string
-	bastionKey, targetKey   ssh.PublicKey
-	// recordedAddr is reached through the recording proxy: the bastion
-	// presents a host certificate from hostCA for it, so known_hosts trusts
-	// hostCA for that one name and port (an @cert-authority line), not the
-	// target's own key, which the client never sees.
-	recordedAddr string
-	hostCA       ssh.PublicKey
-}
-
-// write writes dir/ssh_config and dir/known_hosts and returns the config's
-// path.
-func (c demoSSHConfig) write() (string, error) {
-	bh, bp, _ := net.SplitHostPort(c.bastionAddr)
-	th, tp, _ := net.SplitHostPort(c.targetAddr)
-	line := func(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
-	kh := filepath.Join(c.dir, "known_hosts")
-	known := fmt.Sprintf("[%s]:%s %s\n[%s]:%s %s\n", bh, bp, line(c.bastionKey), th, tp, line(c.targetKey))
-	var recorded string
-	if c.recordedAddr != "" {
-		rh, rport, _ := net.SplitHostPort(c.recordedAddr)
-		known += fmt.Sprintf("@cert-authority [%s]:%s %s\n", rh, rport, line(c.hostCA))
-		recorded = fmt.Sprintf(`Host demo-recorded
-  HostName %s
-  Port %s
-  User %s
-  ProxyJump demo-bastion
-`, rh, rport, demoRecordedLogin)
-	}
-	if err := os.WriteFile(kh, []byte(known), 0o644); err != nil {
-		return "", err
-	}
-	conf := fmt.Sprintf(`# ssh_config written by gatehouse demo
-Host demo-bastion
-  HostName %[1]s
-  Port %[2]s
-  User admin
-Host demo-target
-  HostName %[3]s
-  Port %[4]s
-  User admin
-  ProxyJump demo-bastion
-%[8]sHost *
-  IdentityFile %[5]s
-  CertificateFile %[6]s
-  IdentitiesOnly yes
-  UserKnownHostsFile %[7]s
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-`, bh, bp, th, tp, filepath.Join(c.dir, "admin"), filepath.Join(c.dir, "admin-cert.pub"), kh, recorded)
-	p := filepath.Join(c.dir, "ssh_config")
-	return p, os.WriteFile(p, []byte(conf), 0o644)
-}
-
-// demoCheck runs one real client command and prints ✓ or ✗ with its output
-// on failure. A missing tool is reported, not failed.
-func demoCheck(ctx context.Context, w io.Writer, what, name string, args ...string) bool {
-	if _, err := exec.LookPath(name); err != nil {
-		fmt.Fprintf(w, "  -  %s: skipped (%s not installed)\n", what, name)
-		return true
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  %s: %v\n%s\n", what, err, indent(string(b)))
-		return false
-	}
-	last := strings.TrimSpace(string(b))
-	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-		last = last[i+1:]
-	}
-	fmt.Fprintf(w, "  ✓  %s  (%s)\n", what, last)
-	return true
-}
-
-func indent(s string) string {
-	return "     " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n     ")
-}
-
-// demoRefusals shows the checks working: a package injected upstream without
-// re-signing is refused and the published mirror stays as it was; a plain SSH
-// key (no certificate) is refused by the bastion.
-func demoRefusals(ctx context.Context, w io.Writer, log *slog.Logger, upstream, stateDir string, mcfg mirror.Config, bdir, bastionAddr string) bool {
-	ok := true
-	// An attacker on the path edits the upstream's signed Release (here: adds
-	// a line) without the upstream's key.
-	inrel := filepath.Join(upstream, "dists", "stable", "InRelease")
-	orig, err := os.ReadFile(inrel)
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  tamper check: %v\n", err)
-		return false
-	}
-	tampered := strings.Replace(string(orig), "\nLabel: ", "\nLabel: Evil ", 1)
-	before, _ := os.Stat(inrel)
-	os.WriteFile(inrel, []byte(tampered), 0o644)
-	os.Chtimes(inrel, time.Now(), before.ModTime().Add(2*time.Second))
-	rep, err := mirror.Sync(ctx, stateDir, mcfg, mirror.Options{Log: log, Now: time.Now})
-	os.WriteFile(inrel, orig, 0o644)
-	os.Chtimes(inrel, time.Now(), before.ModTime().Add(4*time.Second))
-	switch {
-	case errors.Is(err, mirror.ErrRefused):
-		fmt.Fprintf(w, "  ✓  an upstream Release edited without the upstream's key is refused\n     (%s)\n", firstLine(err.Error()))
-	default:
-		fmt.Fprintf(w, "  ✗  tampered upstream was not refused: report %+v, err %v\n", rep, err)
-		ok = false
-	}
-	if _, err := exec.LookPath("ssh"); err == nil {
-		if _, _, err := ensureSSHKey(filepath.Join(bdir, "intruder"), "intruder@demo"); err != nil {
-			fmt.Fprintf(w, "  ✗  %v\n", err)
-			return false
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		host, port, _ := net.SplitHostPort(bastionAddr)
-		b, err := exec.CommandContext(cctx, "ssh", "-F", "/dev/null", "-i", filepath.Join(bdir, "intruder"),
-			"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile="+filepath.Join(bdir, "known_hosts"),
-			"-o", "StrictHostKeyChecking=yes", "-p", port, "admin@"+host, "true").CombinedOutput()
-		if err != nil && strings.Contains(string(b), "Permission denied") {
-			fmt.Fprintf(w, "  ✓  a plain SSH key without a certificate is refused by the bastion\n")
-		} else {
-			fmt.Fprintf(w, "  ✗  a plain key was not refused: %v\n%s\n", err, indent(string(b)))
-			ok = false
-		}
-	}
-	return ok
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
-// demoRecordedLogin is the account on the recorded sample target: the only
-// principal of the certificates the bastion mints for it.
-const demoRecordedLogin = "demo"
+// demoRecordedLogin is the account on the recorded sample target.
+const demoRecordedLogin = demo.RecordedLogin
 
 // demoMinFreeSpace replaces the 1 GiB default of min_free_space: the demo
 // records a few kilobytes and must run in a small temporary directory.
@@ -519,7 +335,7 @@ type demoRecording struct {
 	upCA, hostCAKey string
 	knownHosts      string // upstream_known_hosts: pins the recorded target
 	hostCA          ssh.PublicKey
-	target          *demoTarget
+	target          *demo.Target
 	ended           chan string // recording IDs, as proxy.end reports them
 
 	mu       sync.Mutex
@@ -563,13 +379,13 @@ func newDemoRecording(bdir string, log *slog.Logger) (*demoRecording, error) {
 	if err := os.WriteFile(rp.allowedSigners, []byte(record.AllowedSigners(rp.pub)), 0o644); err != nil {
 		return nil, err
 	}
-	if rp.target, err = newDemoTarget(tkey, upCA.PublicKey(), log); err != nil {
+	if rp.target, err = demo.NewTarget(tkey, upCA.PublicKey(), log); err != nil {
 		return nil, err
 	}
-	h, p, _ := net.SplitHostPort(rp.target.addr())
+	h, p, _ := net.SplitHostPort(rp.target.Addr())
 	known := fmt.Sprintf("[%s]:%s %s", h, p, ssh.MarshalAuthorizedKey(tkey.PublicKey()))
 	if err := os.WriteFile(rp.knownHosts, []byte(known), 0o644); err != nil {
-		rp.target.ln.Close()
+		rp.target.Close()
 		return nil, err
 	}
 	return rp, nil
@@ -600,39 +416,6 @@ func (rp *demoRecording) observe(event string, fields map[string]any) {
 	}
 }
 
-// demoStatusPage checks that the status page shows the demo mirror and
-// links the replay of the recording id, with a verified signature.
-func demoStatusPage(w io.Writer, base, id string) bool {
-	body, err := httpGetBody(base + "/")
-	want := []string{`id="m-demo"`, "/recordings/" + id + "/", "signature ok"}
-	for _, s := range want {
-		if err == nil && !strings.Contains(body, s) {
-			err = fmt.Errorf("the page has no %q", s)
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(w, "  ✗  status page %s/: %v\n", base, err)
-		return false
-	}
-	fmt.Fprintf(w, "  ✓  status page %s/ lists the mirror and the recording, with a replay link\n", base)
-	return true
-}
-
-// httpGetBody returns the body of a successful GET of url.
-func httpGetBody(url string) (string, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return string(b), err
-}
-
 // check waits for the recording of the session just made and verifies its
 // hash chain and manifest signature with the recording key.
 func (rp *demoRecording) check(ctx context.Context, w io.Writer) bool {
@@ -647,7 +430,7 @@ func (rp *demoRecording) check(ctx context.Context, w io.Writer) bool {
 	}
 	dir := filepath.Join(rp.dir, id)
 	if err := record.Verify(dir, rp.pub); err != nil {
-		fmt.Fprintf(w, "  ✗  recording: %s does not verify:\n%s\n", dir, indent(err.Error()))
+		fmt.Fprintf(w, "  ✗  recording: %s does not verify:\n%s\n", dir, demo.Indent(err.Error()))
 		return false
 	}
 	rp.mu.Lock()

@@ -52,8 +52,10 @@ func TestImportRules(t *testing.T) {
 				continue
 			}
 			switch {
-			case under(imp, "gatehouse/cmd"):
-				t.Errorf("%s imports %s: nothing imports cmd", p.ImportPath, imp)
+			case under(imp, "gatehouse/cmd") && !(under(p.ImportPath, "gatehouse/cmd/gatehouse") && strings.HasPrefix(imp, "gatehouse/cmd/gatehouse/")):
+				// cmd/gatehouse's own subpackages (status page, metrics,
+				// demo) are imported by it and by each other, by nobody else.
+				t.Errorf("%s imports %s: nothing outside cmd/gatehouse imports cmd", p.ImportPath, imp)
 			case under(p.ImportPath, "gatehouse/mirror") && under(imp, "gatehouse/bastion"),
 				under(p.ImportPath, "gatehouse/bastion") && under(imp, "gatehouse/mirror"):
 				t.Errorf("%s imports %s: mirror and bastion never import each other", p.ImportPath, imp)
@@ -69,12 +71,36 @@ func TestImportRules(t *testing.T) {
 			}
 			for _, to := range testOnly {
 				// The demo and the benchmark commands build their sample
-				// upstreams with the same builder the tests use, so they
-				// show real signed repositories.
-				cmdBuilder := under(p.ImportPath, "gatehouse/cmd") && to == "gatehouse/apt/apttest"
-				if imp == to && !cmdBuilder {
+				// upstreams with gatehouse/apt/repobuild, the builder
+				// apttest wraps, so they show real signed repositories
+				// without linking test code.
+				if imp == to {
 					t.Errorf("%s imports test-only package %s outside tests", p.ImportPath, imp)
 				}
+			}
+		}
+	}
+}
+
+// TestBinaryLinksNoTestCode checks, with the real `go list -deps`, that the
+// gatehouse binary links neither the testing package (whose init registers
+// -test.* flags and which has no business in a server) nor
+// net/http/httptest nor our test-only packages. The demo's sample archive
+// comes from gatehouse/apt/repobuild for this reason.
+func TestBinaryLinksNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "gatehouse/cmd/gatehouse").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps found %d packages; the test would check nothing", len(deps))
+	}
+	forbidden := []string{"testing", "net/http/httptest", "gatehouse/apt/apttest", "gatehouse/bastion/internal/sshtest"}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if d == f {
+				t.Errorf("the gatehouse binary links %s: test code must stay out of it (go list -deps ./cmd/gatehouse)", d)
 			}
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"gatehouse/bastion"
+	"gatehouse/cmd/gatehouse/metrics"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -120,7 +121,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 			return usageErrorf("bastion: %v", err)
 		}
 		defer srv.Close()
-		srv.SetObserver(m.observeBastion)
+		srv.SetObserver(h.ObserveBastion)
 		bln, err := net.Listen("tcp", cfg.Bastion.Listen)
 		if err != nil {
 			cancel()
@@ -177,7 +178,7 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 // syncLoop syncs one mirror every interval, starting after a random part of
 // the first interval (at most 5 minutes) so appliances and mirrors don't
 // all hit upstreams at once.
-func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config, every time.Duration, met *metrics) {
+func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config, every time.Duration, met *metrics.Metrics) {
 	first := time.Duration(rand.Int64N(int64(min(every, 5*time.Minute))))
 	t := time.NewTimer(first)
 	defer t.Stop()
@@ -191,7 +192,7 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 		}
 		g.log.Info("scheduled sync starting", "mirror", m.Name)
 		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
-		met.observeSync(m.Name, rep, err)
+		met.ObserveSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):
 			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)

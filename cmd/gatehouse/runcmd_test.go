@@ -22,6 +22,7 @@ import (
 
 	"gatehouse/apt/apttest"
 	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/demo"
 )
 
 func freePort(t *testing.T) string {
@@ -67,20 +68,21 @@ func TestInitThenRun(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "admin-cert.pub"), ssh.MarshalAuthorizedKey(cert), 0o644)
 	tkey, _, _ := ensureSSHKey(filepath.Join(dir, "target_key"), "target")
-	target, err := newDemoTarget(tkey, ca.PublicKey(), nil)
+	target, err := demo.NewTarget(tkey, ca.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tctx, tstop := context.WithCancel(context.Background())
 	tdone := make(chan struct{})
-	go func() { target.serve(tctx); close(tdone) }()
+	go func() { target.Serve(tctx); close(tdone) }()
 	defer func() { tstop(); <-tdone }()
 
 	serveAddr, bastionAddr := freePort(t), freePort(t)
 	text, _ := os.ReadFile(conf)
 	cfgText := strings.Replace(string(text), `listen = "127.0.0.1:8080"`, fmt.Sprintf("listen = %q", serveAddr), 1)
 	cfgText = strings.Replace(cfgText, `listen = "0.0.0.0:2222"`, fmt.Sprintf("listen = %q", bastionAddr), 1)
-	cfgText += fmt.Sprintf("\n[[bastion.rule]]\nprincipals = [\"admin\"]\njump = [%q]\n", target.addr())
+	cfgText = strings.Replace(cfgText, `user_ca_keys = "/etc/gatehouse/user_ca.pub"`, fmt.Sprintf("user_ca_keys = %q", filepath.Join(dir, "user_ca.pub")), 1)
+	cfgText += fmt.Sprintf("\n[[bastion.rule]]\nprincipals = [\"admin\"]\njump = [%q]\n", target.Addr())
 	cfgText += fmt.Sprintf("\n[[mirror]]\nname = \"up\"\nurl = %q\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = %q\n", up.URL, repo.KeyringPath)
 	os.WriteFile(conf, []byte(cfgText), 0o640)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -124,7 +126,7 @@ func TestInitThenRun(t *testing.T) {
 	if out, err := apt.InstallDownloadOnly("tool"); err != nil {
 		t.Fatalf("apt-get install through run: %v\n%s", err, out)
 	}
-	sshConf, err := writeDemoSSHConfig(dir, bastionAddr, target.addr(), mustPub(t, filepath.Join(state, "ssh_host_ed25519_key.pub")), tkey.PublicKey())
+	sshConf, err := demo.WriteSSHConfig(dir, bastionAddr, target.Addr(), mustPub(t, filepath.Join(state, "ssh_host_ed25519_key.pub")), tkey.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,20 +326,20 @@ func TestRunSIGTERMTellsSessions(t *testing.T) {
 
 	// A jump target trusting the user CA; a recorded target trusting only
 	// the upstream CA.
-	jump, err := newDemoTarget(jumpKey, userCA.PublicKey(), nil)
+	jump, err := demo.NewTarget(jumpKey, userCA.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recorded, err := newDemoTarget(recKey, upCA.PublicKey(), nil)
+	recorded, err := demo.NewTarget(recKey, upCA.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tctx, tstop := context.WithCancel(context.Background())
 	var targets sync.WaitGroup
-	targets.Go(func() { jump.serve(tctx) })
-	targets.Go(func() { recorded.serve(tctx) })
+	targets.Go(func() { jump.Serve(tctx) })
+	targets.Go(func() { recorded.Serve(tctx) })
 	defer func() { tstop(); targets.Wait() }()
-	rh, rp, _ := net.SplitHostPort(recorded.addr())
+	rh, rp, _ := net.SplitHostPort(recorded.Addr())
 	upKnown := filepath.Join(dir, "upstream_known_hosts")
 	if err := os.WriteFile(upKnown, fmt.Appendf(nil, "[%s]:%s %s", rh, rp, ssh.MarshalAuthorizedKey(recKey.PublicKey())), 0o644); err != nil {
 		t.Fatal(err)
@@ -370,13 +372,13 @@ proxy = [%q]
 logins = [%q]
 `, state, serveAddr, bastionAddr, filepath.Join(dir, "ssh_host_ed25519_key"), filepath.Join(dir, "user_ca.pub"), audit,
 		filepath.Join(dir, "upstream_ca"), upKnown, filepath.Join(dir, "host_ca"), recDir, filepath.Join(dir, "recording_key"),
-		jump.addr(), recorded.addr(), demoRecordedLogin)
+		jump.Addr(), recorded.Addr(), demoRecordedLogin)
 	if err := os.WriteFile(conf, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sshConf, err := demoSSHConfig{dir: dir, bastionAddr: bastionAddr, targetAddr: jump.addr(),
-		bastionKey: hostKey.PublicKey(), targetKey: jumpKey.PublicKey(),
-		recordedAddr: recorded.addr(), hostCA: hostCA.PublicKey()}.write()
+	sshConf, err := demo.SSHConfig{Dir: dir, BastionAddr: bastionAddr, TargetAddr: jump.Addr(),
+		BastionKey: hostKey.PublicKey(), TargetKey: jumpKey.PublicKey(),
+		RecordedAddr: recorded.Addr(), HostCA: hostCA.PublicKey()}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

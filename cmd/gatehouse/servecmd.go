@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"gatehouse/cmd/gatehouse/metrics"
 	"gatehouse/mirror"
 	"gatehouse/mirror/serve"
 )
@@ -72,7 +73,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg *fileConfig) error {
 // flood of HTTP clients must not make SSH logins fail with EMFILE, nor the
 // other way round. The limits are logged, so an operator sees what the
 // defaults came to.
-func serveOptions(cfg *fileConfig, withBastion bool, g *globals, m *metrics) (serve.Options, error) {
+func serveOptions(cfg *fileConfig, withBastion bool, g *globals, m *metrics.Metrics) (serve.Options, error) {
 	sc := cfg.Serve
 	opt := serve.Options{
 		Log:               g.log,
@@ -97,7 +98,7 @@ func serveOptions(cfg *fileConfig, withBastion bool, g *globals, m *metrics) (se
 		opt.MaxConns = serve.DefaultMaxConns(fds, reserve)
 	}
 	if m != nil {
-		opt.Refused = m.observeRefused
+		opt.Refused = m.ObserveRefused
 	}
 	if opt.MaxConnsPerSource == 0 {
 		opt.MaxConnsPerSource = serve.DefaultMaxConnsPerSource

@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -32,7 +31,7 @@ func BuildFlat(dir string, key *pgp.SigningKey, pkgs []Package) (*Repo, error) {
 // against the URL, not URL/sub/).
 func BuildFlatIn(dir, sub string, key *pgp.SigningKey, pkgs []Package) (*Repo, error) {
 	if sub != "" && (path.Clean(sub) != sub || strings.HasPrefix(sub, ".") || strings.HasPrefix(sub, "/")) {
-		return nil, fmt.Errorf("apttest: flat subdirectory %q is not a clean relative path", sub)
+		return nil, fmt.Errorf("repobuild: flat subdirectory %q is not a clean relative path", sub)
 	}
 	r, err := newRepo(dir, key)
 	if err != nil {
@@ -51,7 +50,7 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.flat {
-		return fmt.Errorf("apttest: %s is not a flat repository: use Rebuild", r.Dir)
+		return fmt.Errorf("repobuild: %s is not a flat repository: use Rebuild", r.Dir)
 	}
 	s := &Suite{Name: "flat", Components: []string{"flat"}, Architectures: []string{"all"}, Compressions: []string{"", ".gz", ".xz"}}
 	pkgs = slices.Clone(pkgs)
@@ -60,11 +59,11 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	for i := range pkgs {
 		p := &pkgs[i]
 		if err := p.check(); err != nil {
-			return fmt.Errorf("apttest: flat repository: %w", err)
+			return fmt.Errorf("repobuild: flat repository: %w", err)
 		}
 		rel := r.flatRel(p)
 		if jobs[rel] {
-			return fmt.Errorf("apttest: flat repository: package %s listed twice", rel)
+			return fmt.Errorf("repobuild: flat repository: package %s listed twice", rel)
 		}
 		jobs[rel] = true
 		r.pool[p.Name+"_"+p.Version+"_"+p.Arch] = rel
@@ -100,7 +99,7 @@ func (r *Repo) RebuildFlat(pkgs []Package) error {
 	}
 	body, err := paragraphsBytes(stanzas)
 	if err != nil {
-		return fmt.Errorf("apttest: flat repository: Packages: %w", err)
+		return fmt.Errorf("repobuild: flat repository: Packages: %w", err)
 	}
 	if err := iw.write("Packages", body, nil); err != nil {
 		return err
@@ -133,7 +132,7 @@ func flatPath(p *Package) string {
 // "1.0-1"; sizes are deterministic in i.
 func BuildSynthetic(dir string, key *pgp.SigningKey, n, sizeMin, sizeMax int) (*Repo, error) {
 	if n < 0 || sizeMin <= 0 || sizeMax < sizeMin {
-		return nil, fmt.Errorf("apttest: synthetic repository: want n >= 0 and 0 < sizeMin <= sizeMax, got %d, %d, %d", n, sizeMin, sizeMax)
+		return nil, fmt.Errorf("repobuild: synthetic repository: want n >= 0 and 0 < sizeMin <= sizeMax, got %d, %d, %d", n, sizeMin, sizeMax)
 	}
 	rng := rand.New(rand.NewPCG(uint64(n), 42))
 	pkgs := make([]Package, n)
@@ -166,7 +165,7 @@ func (r *Repo) UpdateSynthetic(changed int) error {
 	r.mu.Lock()
 	if len(r.suites) != 1 || !r.suites[0].synthetic {
 		r.mu.Unlock()
-		return fmt.Errorf("apttest: %s was not made by BuildSynthetic", r.Dir)
+		return fmt.Errorf("repobuild: %s was not made by BuildSynthetic", r.Dir)
 	}
 	s := r.suites[0]
 	pkgs := slices.Clone(s.Packages["main"])
@@ -186,19 +185,4 @@ func (r *Repo) UpdateSynthetic(changed int) error {
 	s.Packages = map[string][]Package{"main": pkgs}
 	s.Date = time.Time{}
 	return r.Rebuild(s)
-}
-
-// NewKey returns a new signing key of the given algorithm ("ed25519",
-// "rsa3072", "rsa4096") for a test repository, failing t on error. Its
-// creation time is a day back, so signatures dated a little in the past
-// (as fixtures with fixed Dates want) are still after it.
-func NewKey(t testing.TB, algo string) *pgp.SigningKey {
-	t.Helper()
-	// Created well in the past, so suites dated weeks back (for fake-clock
-	// tests of expiry) can be signed at their Date.
-	k, err := pgp.GenerateSigningKey("gatehouse apttest", "apttest@example.org", algo, time.Now().Add(-400*24*time.Hour))
-	if err != nil {
-		t.Fatalf("apttest: generate %s key: %v", algo, err)
-	}
-	return k
 }

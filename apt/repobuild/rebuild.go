@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"bytes"

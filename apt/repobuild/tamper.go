@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"fmt"
@@ -26,7 +26,7 @@ func (r *Repo) Resign(suite string, key *pgp.SigningKey) error {
 	}
 	rel, err := os.ReadFile(filepath.Join(dir, "Release"))
 	if err != nil {
-		return fmt.Errorf("apttest: resign: %w", err)
+		return fmt.Errorf("repobuild: resign: %w", err)
 	}
 	r.nextStamp()
 	return r.sign(key, dir, rel, where, time.Now())
@@ -41,14 +41,14 @@ func (r *Repo) FlipByte(rel string, off int64) error {
 	p := r.Path(rel)
 	st, err := os.Stat(p)
 	if err != nil {
-		return fmt.Errorf("apttest: flip byte: %w", err)
+		return fmt.Errorf("repobuild: flip byte: %w", err)
 	}
 	if off < 0 || off >= st.Size() {
-		return fmt.Errorf("apttest: flip byte %d of %s: file has %d bytes", off, rel, st.Size())
+		return fmt.Errorf("repobuild: flip byte %d of %s: file has %d bytes", off, rel, st.Size())
 	}
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("apttest: flip byte: %w", err)
+		return fmt.Errorf("repobuild: flip byte: %w", err)
 	}
 	b := make([]byte, 1)
 	_, err = f.ReadAt(b, off)
@@ -63,7 +63,7 @@ func (r *Repo) FlipByte(rel string, off int64) error {
 		err = os.Chtimes(p, st.ModTime(), st.ModTime())
 	}
 	if err != nil {
-		return fmt.Errorf("apttest: flip byte %d of %s: %w", off, rel, err)
+		return fmt.Errorf("repobuild: flip byte %d of %s: %w", off, rel, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"bytes"
@@ -128,11 +128,11 @@ func Build(dir string, key *pgp.SigningKey, suites ...Suite) (*Repo, error) {
 
 func newRepo(dir string, key *pgp.SigningKey) (*Repo, error) {
 	if key == nil {
-		return nil, fmt.Errorf("apttest: build %s: a signing key is required (use NewKey)", dir)
+		return nil, fmt.Errorf("repobuild: build %s: a signing key is required (pgp.GenerateSigningKey, or apttest.NewKey in tests)", dir)
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("apttest: build: %w", err)
+		return nil, fmt.Errorf("repobuild: build: %w", err)
 	}
 	r := &Repo{Dir: dir, Key: key, pool: map[string]string{}, dates: map[string]time.Time{},
 		KeyringPath:    filepath.Join(dir, "archive-keyring.gpg"),
@@ -141,7 +141,7 @@ func newRepo(dir string, key *pgp.SigningKey) (*Repo, error) {
 	for _, armor := range []bool{false, true} {
 		pub, err := key.PublicKey(armor)
 		if err != nil {
-			return nil, fmt.Errorf("apttest: build %s: export public key: %w", dir, err)
+			return nil, fmt.Errorf("repobuild: build %s: export public key: %w", dir, err)
 		}
 		name := "archive-keyring.gpg"
 		if armor {
@@ -165,10 +165,10 @@ func (r *Repo) Rebuild(suites ...Suite) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.flat {
-		return fmt.Errorf("apttest: %s is a flat repository: use RebuildFlat", r.Dir)
+		return fmt.Errorf("repobuild: %s is a flat repository: use RebuildFlat", r.Dir)
 	}
 	if len(suites) == 0 {
-		return fmt.Errorf("apttest: build %s: no suites given", r.Dir)
+		return fmt.Errorf("repobuild: build %s: no suites given", r.Dir)
 	}
 	suites = slices.Clone(suites) // defaults are filled in; the caller's slice stays as given
 	for i := range suites {
@@ -232,33 +232,33 @@ var validCompressions = []string{"", ".gz", ".xz", ".zst"}
 
 func checkSuite(s *Suite) error {
 	if s.Name == "" || strings.ContainsAny(s.Name, " \t\n") || path.Clean(s.Name) != s.Name || strings.HasPrefix(s.Name, "..") {
-		return fmt.Errorf("apttest: suite %q: invalid name", s.Name)
+		return fmt.Errorf("repobuild: suite %q: invalid name", s.Name)
 	}
 	if s.Codename == "" {
 		s.Codename = s.Name
 	}
 	if len(s.Components) == 0 || len(s.Architectures) == 0 {
-		return fmt.Errorf("apttest: suite %s: Components and Architectures must not be empty", s.Name)
+		return fmt.Errorf("repobuild: suite %s: Components and Architectures must not be empty", s.Name)
 	}
 	if s.Compressions == nil {
 		s.Compressions = []string{"", ".gz", ".xz"}
 	}
 	for _, c := range s.Compressions {
 		if !slices.Contains(validCompressions, c) {
-			return fmt.Errorf("apttest: suite %s: compression %q not one of %q", s.Name, c, validCompressions)
+			return fmt.Errorf("repobuild: suite %s: compression %q not one of %q", s.Name, c, validCompressions)
 		}
 	}
 	for comp, pkgs := range s.Packages {
 		if !slices.Contains(s.Components, comp) {
-			return fmt.Errorf("apttest: suite %s: packages given for component %q, which is not in Components %q", s.Name, comp, s.Components)
+			return fmt.Errorf("repobuild: suite %s: packages given for component %q, which is not in Components %q", s.Name, comp, s.Components)
 		}
 		for i := range pkgs {
 			p := &pkgs[i]
 			if err := p.check(); err != nil {
-				return fmt.Errorf("apttest: suite %s: %w", s.Name, err)
+				return fmt.Errorf("repobuild: suite %s: %w", s.Name, err)
 			}
 			if p.Arch != "all" && !slices.Contains(s.Architectures, p.Arch) {
-				return fmt.Errorf("apttest: suite %s: package %s has architecture %s, not in Architectures %q", s.Name, p.Name, p.Arch, s.Architectures)
+				return fmt.Errorf("repobuild: suite %s: package %s has architecture %s, not in Architectures %q", s.Name, p.Name, p.Arch, s.Architectures)
 			}
 		}
 	}
@@ -278,7 +278,7 @@ func (r *Repo) buildPool(ctx context.Context, suites []Suite) (map[string]fileIn
 	add := func(j *poolJob) error {
 		if old, ok := jobs[j.rel]; ok {
 			if old.key != j.key {
-				return fmt.Errorf("apttest: two different packages would be written to %s; give them different versions", j.rel)
+				return fmt.Errorf("repobuild: two different packages would be written to %s; give them different versions", j.rel)
 			}
 			return nil
 		}
@@ -301,7 +301,7 @@ func (r *Repo) buildPool(ctx context.Context, suites []Suite) (map[string]fileIn
 				} else {
 					k, err := p.cacheKey()
 					if err != nil {
-						return nil, nil, fmt.Errorf("apttest: suite %s: package %s: %w", s.Name, p.Name, err)
+						return nil, nil, fmt.Errorf("repobuild: suite %s: package %s: %w", s.Name, p.Name, err)
 					}
 					j.key = string(k[:])
 					j.make = func(ctx context.Context) ([]byte, error) { return buildDeb(ctx, &p) }
@@ -445,13 +445,13 @@ func (iw *indexWriter) write(rel string, body []byte, variants []string) error {
 			var buf bytes.Buffer
 			cw, err := compress.Create(&buf, rel+ext)
 			if err != nil {
-				return fmt.Errorf("apttest: %s%s: %w", rel, ext, err)
+				return fmt.Errorf("repobuild: %s%s: %w", rel, ext, err)
 			}
 			if _, err := cw.Write(body); err != nil {
-				return fmt.Errorf("apttest: compress %s%s: %w", rel, ext, err)
+				return fmt.Errorf("repobuild: compress %s%s: %w", rel, ext, err)
 			}
 			if err := cw.Close(); err != nil {
-				return fmt.Errorf("apttest: compress %s%s: %w", rel, ext, err)
+				return fmt.Errorf("repobuild: compress %s%s: %w", rel, ext, err)
 			}
 			data = buf.Bytes()
 		}
@@ -539,7 +539,7 @@ func (r *Repo) writeSuite(s *Suite, infos map[string]fileInfo, srcs map[string][
 					continue
 				}
 				if err := w.Write(packagesStanza(s, p, debPath(comp, p), infos[debPath(comp, p)])); err != nil {
-					return fmt.Errorf("apttest: suite %s: %s/binary-%s/Packages: package %s: %w", s.Name, comp, arch, p.Name, err)
+					return fmt.Errorf("repobuild: suite %s: %s/binary-%s/Packages: package %s: %w", s.Name, comp, arch, p.Name, err)
 				}
 			}
 			if err := w.Flush(); err != nil {
@@ -557,7 +557,7 @@ func (r *Repo) writeSuite(s *Suite, infos map[string]fileInfo, srcs map[string][
 		if s.Translations {
 			body, err := translation(pkgs)
 			if err != nil {
-				return fmt.Errorf("apttest: suite %s: %s/i18n/Translation-en: %w", s.Name, comp, err)
+				return fmt.Errorf("repobuild: suite %s: %s/i18n/Translation-en: %w", s.Name, comp, err)
 			}
 			if err := iw.write(comp+"/i18n/Translation-en", body, nil); err != nil {
 				return err
@@ -582,7 +582,7 @@ func (r *Repo) writeSuite(s *Suite, infos map[string]fileInfo, srcs map[string][
 			})
 			body, err := paragraphsBytes(stanzas)
 			if err != nil {
-				return fmt.Errorf("apttest: suite %s: %s/source/Sources: %w", s.Name, comp, err)
+				return fmt.Errorf("repobuild: suite %s: %s/source/Sources: %w", s.Name, comp, err)
 			}
 			if err := iw.write(comp+"/source/Sources", body, nil); err != nil {
 				return err
@@ -618,11 +618,11 @@ func (r *Repo) sign(key *pgp.SigningKey, dir string, release []byte, where strin
 	}
 	detached, err := key.DetachSign(release, true, now)
 	if err != nil {
-		return fmt.Errorf("apttest: sign %s/Release: %w", where, err)
+		return fmt.Errorf("repobuild: sign %s/Release: %w", where, err)
 	}
 	clear, err := key.ClearSign(release, now)
 	if err != nil {
-		return fmt.Errorf("apttest: sign %s/InRelease: %w", where, err)
+		return fmt.Errorf("repobuild: sign %s/InRelease: %w", where, err)
 	}
 	if err := writeFileAt(dir, "Release", release, r.stamp); err != nil {
 		return err
@@ -702,7 +702,7 @@ func releaseFile(s *Suite, date time.Time, hasAll bool, arches []string, entries
 	}
 	b, err := paragraphsBytes([]*deb822.Paragraph{p})
 	if err != nil {
-		return nil, fmt.Errorf("apttest: suite %s: Release: %w", s.Name, err)
+		return nil, fmt.Errorf("repobuild: suite %s: Release: %w", s.Name, err)
 	}
 	return b, nil
 }

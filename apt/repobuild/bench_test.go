@@ -1,8 +1,11 @@
-package apttest
+package repobuild
 
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"gatehouse/apt/pgp"
 )
 
 func resetDebCache() {
@@ -26,9 +29,12 @@ func packages200() []Package {
 // fresh directory: "cold" runs dpkg-deb for every package, "warm" takes
 // them from the process cache as a second test of a run would.
 //
-//	go test -run '^$' -bench Build200 -benchtime 3x ./apt/apttest/
+//	go test -run '^$' -bench Build200 -benchtime 3x ./apt/repobuild/
 func BenchmarkBuild200(b *testing.B) {
-	key := NewKey(b, "ed25519")
+	key, err := pgp.GenerateSigningKey("gatehouse bench", "bench@example.org", "ed25519", time.Now().Add(-time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
 	s := Suite{Name: "stable", Components: []string{"main"}, Architectures: []string{"amd64"},
 		Packages: map[string][]Package{"main": packages200()}, Sources: true, ByHash: true, Translations: true, Contents: true}
 	for _, cold := range []bool{true, false} {
@@ -52,9 +58,12 @@ func BenchmarkBuild200(b *testing.B) {
 // BenchmarkBuildSynthetic times BuildSynthetic of 20,000 packages of 2-8
 // KiB, the mirror benchmark's upstream.
 //
-//	go test -run '^$' -bench BuildSynthetic -benchtime 1x ./apt/apttest/
+//	go test -run '^$' -bench BuildSynthetic -benchtime 1x ./apt/repobuild/
 func BenchmarkBuildSynthetic(b *testing.B) {
-	key := NewKey(b, "ed25519")
+	key, err := pgp.GenerateSigningKey("gatehouse bench", "bench@example.org", "ed25519", time.Now().Add(-time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		if _, err := BuildSynthetic(b.TempDir(), key, 20000, 2048, 8192); err != nil {
 			b.Fatal(err)

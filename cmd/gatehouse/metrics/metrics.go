@@ -1,7 +1,15 @@
-package main
+// Package metrics holds the Prometheus metrics of one gatehouse process,
+// for both halves: the mirror's freshness, read from each mirror's state on
+// disk at scrape time (so a sync run by cron or a timer in its own process
+// shows up in serve's metrics), and counters of what this process did (HTTP
+// responses, refused connections, syncs, the bastion's audit events).
+//
+// It imports mirror but not bastion: the bastion reports through its
+// observer callback (event name and fields, see ObserveBastion), which
+// keeps the dependency direction of DESIGN.md (cmd joins the halves).
+package metrics
 
 import (
-	"html/template"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -15,11 +23,10 @@ import (
 	"gatehouse/mirror"
 )
 
-// metrics holds the Prometheus metrics of one gatehouse process. Mirror
-// freshness is read from each mirror's state at scrape time (so a sync run
-// by cron shows up in `serve`'s metrics); counters count what this process
-// did.
-type metrics struct {
+// Metrics holds the Prometheus metrics of one gatehouse process. Mirror
+// freshness is read from each mirror's state at scrape time; counters
+// count what this process did. Its methods are safe for concurrent use.
+type Metrics struct {
 	reg *prometheus.Registry
 
 	httpRequests *prometheus.CounterVec
@@ -36,13 +43,14 @@ type metrics struct {
 	recFailures   prometheus.Counter
 
 	mirrors *mirrorCollector
-	// sessions is the status page's sessions section; nil shows none.
-	sessions *sessionsView
 }
 
-func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *metrics {
+// New returns the metrics of a process whose mirrors (their state under
+// stateDir) are mirrors; log receives a warning when a mirror's state
+// cannot be read at scrape time (that mirror is then left out).
+func New(stateDir string, mirrors []mirror.Config, log *slog.Logger) *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &metrics{
+	m := &Metrics{
 		reg: reg,
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_http_requests_total", Help: "HTTP requests served to apt clients, by status code.",
@@ -87,13 +95,16 @@ func newMetrics(stateDir string, mirrors []mirror.Config, log *slog.Logger) *met
 	return m
 }
 
-// observeRefused counts one HTTP connection refused at accept.
-func (m *metrics) observeRefused(reason string) {
+// ObserveRefused counts one HTTP connection refused at accept because the
+// cap named by reason was reached (serve.Options.Refused).
+func (m *Metrics) ObserveRefused(reason string) {
 	m.connRefused.WithLabelValues(reason).Inc()
 }
 
-// observeSync counts one finished sync.
-func (m *metrics) observeSync(name string, rep *mirror.Report, err error) {
+// ObserveSync counts one finished sync of mirror name: its result, and
+// the bytes and files it fetched. rep may be nil (the sync failed before
+// it had a report): it counts as failed.
+func (m *Metrics) ObserveSync(name string, rep *mirror.Report, err error) {
 	result := mirror.ResultFailed
 	if rep != nil {
 		result = rep.Result
@@ -103,8 +114,10 @@ func (m *metrics) observeSync(name string, rep *mirror.Report, err error) {
 	m.syncs.WithLabelValues(name, result).Inc()
 }
 
-// observeBastion turns the bastion's audit events into metrics.
-func (m *metrics) observeBastion(event string, f map[string]any) {
+// ObserveBastion turns one of the bastion's audit events (as passed to
+// bastion.Server.SetObserver) into metrics; events it does not know are
+// ignored.
+func (m *Metrics) ObserveBastion(event string, f map[string]any) {
 	str := func(k string) string { s, _ := f[k].(string); return s }
 	num := func(k string) float64 {
 		switch v := f[k].(type) {
@@ -138,13 +151,10 @@ func (m *metrics) observeBastion(event string, f map[string]any) {
 	case "recording.failed":
 		m.recFailures.Inc()
 	}
-	if m.sessions != nil && m.sessions.live != nil {
-		m.sessions.live.observe(event, f)
-	}
 }
 
-// instrument counts responses by status code.
-func (m *metrics) instrument(h http.Handler) http.Handler {
+// Instrument wraps h so that its responses are counted by status code.
+func (m *Metrics) Instrument(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
@@ -152,6 +162,8 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 	})
 }
 
+// statusWriter remembers the status code h wrote (200 unless it said
+// otherwise).
 type statusWriter struct {
 	http.ResponseWriter
 	code int
@@ -182,12 +194,15 @@ var (
 	descPublished   = prometheus.NewDesc("gatehouse_mirror_published", "1 if the mirror has a published snapshot.", []string{"mirror"}, nil)
 )
 
+// Describe sends the descriptors of the mirror metrics.
 func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastSuccess, descLastResult, descDate, descValidUntil, descPoolBytes, descPoolFiles, descPublished} {
 		ch <- d
 	}
 }
 
+// statuses returns every mirror's status, from a cache of at most two
+// seconds.
 func (c *mirrorCollector) statuses() []*mirror.MirrorStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -207,6 +222,7 @@ func (c *mirrorCollector) statuses() []*mirror.MirrorStatus {
 	return out
 }
 
+// Collect sends the current mirror metrics.
 func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range c.statuses() {
 		if !st.LastSuccess.IsZero() {
@@ -237,75 +253,13 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// handler is the HTTP surface of serve/run: /metrics, the status page at /,
-// the player's assets under /_static/, recordings under /recordings/ (for
-// clients in [status] sessions_from only), and the mirrors below.
-// Mirror names cannot be "_static" or "recordings" (parseConfig).
-func (m *metrics) handler(mirrors http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	mux.Handle("GET /{$}", m.pageHandler())
-	mux.HandleFunc("GET /_static/{name}", serveStatic)
-	mux.Handle("/_static/", http.NotFoundHandler())
-	mux.HandleFunc("GET /recordings/{id}/{file}", m.sessions.serveRecording)
-	mux.Handle("/recordings/", http.NotFoundHandler())
-	mux.Handle("/", mirrors)
-	return m.instrument(m.sessions.guardRecordings(mux))
-}
+// MirrorStatuses returns the status of every configured mirror whose state
+// can be read, from the same cache of at most two seconds the scrapes use,
+// so the status page and /metrics agree and neither walks a pool per
+// request.
+func (m *Metrics) MirrorStatuses() []*mirror.MirrorStatus { return m.mirrors.statuses() }
 
-var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ts": func(t time.Time) string {
-		if t.IsZero() {
-			return "—"
-		}
-		return t.UTC().Format("2006-01-02 15:04 UTC")
-	},
-}).Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>gatehouse</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-th{background:#f3f3f3}.ok{color:#176b26}.bad{color:#a40000;font-weight:bold}.warn{color:#8a5a00}
-code{background:#f6f6f6;padding:0 .2em}
-.nowrap{white-space:nowrap}.verify{min-width:10em}
-</style></head><body>
-<h1>gatehouse</h1>
-<p>Verified APT mirrors served here. Metrics: <a href="/metrics">/metrics</a>.</p>
-<h2>Mirrors</h2>
-{{if not .Mirrors}}<p>No mirrors configured.</p>{{end}}
-{{range .Mirrors}}
-<h3 id="m-{{.Mirror}}">{{.Mirror}} <small>({{.Mode}})</small></h3>
-<table>
-<tr><th>published snapshot</th><td>{{if .Published}}{{.Published}}{{else}}<span class="bad">nothing published yet</span>{{end}}</td></tr>
-<tr><th>last success</th><td>{{ts .LastSuccess}}</td></tr>
-{{with .LastSync}}<tr><th>last sync</th><td>{{ts .Finished}}: <span class="{{if or (eq .Result "published") (eq .Result "current")}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}} — {{.Error}}{{end}}</td></tr>{{end}}
-<tr><th>pool</th><td>{{.PoolFiles}} files, {{.PoolBytes}} bytes</td></tr>
-</table>
-<table><tr><th>suite</th><th>upstream Date</th><th>Valid-Until</th><th></th></tr>
-{{range .Suites}}<tr><td>{{.Suite}}</td><td>{{ts .Date}}</td><td>{{ts .ValidUntil}}</td><td>{{if .Warn}}<span class="warn">{{.Warn}}</span>{{else}}<span class="ok">ok</span>{{end}}</td></tr>{{end}}
-</table>
-{{range .Warnings}}<p class="warn">{{.}}</p>{{end}}
-{{end}}
-{{with .Sessions}}{{template "sessions" .}}{{end}}
-<p><small>Generated {{ts .Now}}.</small></p>
-</body></html>
-`))
-
-// pageHandler renders the read-only status page (no external assets, no
-// scripts). Its sessions section appears only for clients inside [status]
-// sessions_from.
-func (m *metrics) pageHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		var sessions *sessionsData
-		if m.sessions != nil {
-			sessions = m.sessions.pageData(r)
-			h.Set("Cache-Control", "no-store")
-		}
-		statusPage.Execute(w, map[string]any{"Mirrors": m.mirrors.statuses(), "Now": time.Now(), "Sessions": sessions})
-	})
+// Handler serves the Prometheus exposition of these metrics (/metrics).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }

@@ -1,4 +1,4 @@
-package main
+package statuspage
 
 import (
 	"errors"
@@ -62,7 +62,7 @@ type liveSession struct {
 	Start                                                      time.Time
 }
 
-// liveSessions follows the bastion's audit events (see metrics.observeBastion).
+// liveSessions follows the bastion's audit events (see Site.ObserveBastion).
 type liveSessions struct {
 	now func() time.Time
 

@@ -1,4 +1,16 @@
-package main
+// Package demo holds the parts of `gatehouse demo`, which joins both
+// halves on a built-in sample: the signed sample upstream archive
+// (BuildUpstream, with apt/repobuild so the binary links no test code),
+// the sample SSH target that stands in for an isolated host (Target), the
+// ssh_config with which stock OpenSSH reaches it through the bastion
+// (SSHConfig), a loopback HTTP server, and the checks that run the real
+// apt-get and ssh and show refusals (Check, Refusals, CheckStatusPage).
+// Package main still sequences them (runDemo) and owns the flags; the
+// tests of cmd/gatehouse reuse Target and SSHConfig to give their bastions
+// something real to reach.
+//
+// Everything here binds to 127.0.0.1 and trusts only the keys it is given.
+package demo
 
 import (
 	"bytes"
@@ -16,7 +28,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// demoTarget is the sample "isolated host" of `gatehouse demo`: a tiny SSH
+// Target is the sample "isolated host" of `gatehouse demo`: a tiny SSH
 // server on loopback that trusts exactly one user CA. The demo runs two: one
 // trusting the demo user CA (reached with a plain ssh -J jump), and one
 // trusting only the bastion's upstream CA (reached through the recording
@@ -24,22 +36,22 @@ import (
 // answers a few fixed exec commands (echo, hostname, sleep) and otherwise a
 // line naming the authenticated login, and runs a minimal echo shell: enough
 // to show a session passing through the bastion, never a real shell.
-type demoTarget struct {
+type Target struct {
 	ln  net.Listener
 	cfg *ssh.ServerConfig
 	log *slog.Logger
 	wg  sync.WaitGroup
 }
 
-// demoMaxSleep bounds the demo target's sleep command, so a client cannot
+// maxSleep bounds the demo target's sleep command, so a client cannot
 // hold a goroutine for longer than a demo lasts.
-const demoMaxSleep = 2 * time.Minute
+const maxSleep = 2 * time.Minute
 
-// newDemoTarget listens on a fresh loopback port with hostKey. It accepts
+// NewTarget listens on a fresh loopback port with hostKey. It accepts
 // only user certificates signed by userCA whose principals name the login
 // and which are inside their validity window (ssh.CertChecker); plain keys,
 // host certificates and other CAs are refused.
-func newDemoTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (*demoTarget, error) {
+func NewTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (*Target, error) {
 	checker := &ssh.CertChecker{
 		IsUserAuthority: func(auth ssh.PublicKey) bool {
 			return bytes.Equal(auth.Marshal(), userCA.Marshal())
@@ -54,13 +66,18 @@ func newDemoTarget(hostKey ssh.Signer, userCA ssh.PublicKey, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("demo target: listen on 127.0.0.1: %w", err)
 	}
-	return &demoTarget{ln: ln, cfg: cfg, log: log}, nil
+	return &Target{ln: ln, cfg: cfg, log: log}, nil
 }
 
-func (d *demoTarget) addr() string { return d.ln.Addr().String() }
+// Addr is the host:port the target listens on (127.0.0.1).
+func (d *Target) Addr() string { return d.ln.Addr().String() }
 
-// serve accepts connections until ctx is done, then waits for them to end.
-func (d *demoTarget) serve(ctx context.Context) {
+// Close stops listening; for a target whose Serve never ran (Serve closes
+// the listener itself when its context is done).
+func (d *Target) Close() error { return d.ln.Close() }
+
+// Serve accepts connections until ctx is done, then waits for them to end.
+func (d *Target) Serve(ctx context.Context) {
 	go func() { <-ctx.Done(); d.ln.Close() }()
 	for {
 		c, err := d.ln.Accept()
@@ -76,7 +93,7 @@ func (d *demoTarget) serve(ctx context.Context) {
 	d.wg.Wait()
 }
 
-func (d *demoTarget) handle(ctx context.Context, c net.Conn) {
+func (d *Target) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	sc, chans, reqs, err := ssh.NewServerConn(c, d.cfg)
 	if err != nil {
@@ -102,7 +119,7 @@ func (d *demoTarget) handle(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (d *demoTarget) session(user string, permitPTY bool, ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (d *Target) session(user string, permitPTY bool, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	exit := func(code uint32) {
 		var b [4]byte
@@ -151,7 +168,7 @@ func (d *demoTarget) session(user string, permitPTY bool, ch ssh.Channel, reqs <
 
 // demoExec answers the demo target's fixed commands: "echo ARGS" writes
 // ARGS verbatim (no shell quoting is interpreted), "hostname" a fixed name,
-// "sleep N" waits N seconds (at most demoMaxSleep, ended early when the
+// "sleep N" waits N seconds (at most maxSleep, ended early when the
 // channel closes); anything else gets a line naming the login and the
 // command. It returns the exit status.
 func demoExec(w io.Writer, user, command string, gone <-chan struct{}) uint32 {
@@ -163,8 +180,8 @@ func demoExec(w io.Writer, user, command string, gone <-chan struct{}) uint32 {
 		fmt.Fprintln(w, "gatehouse-demo-target")
 	case "sleep":
 		n, err := strconv.Atoi(strings.TrimSpace(rest))
-		if err != nil || n < 0 || time.Duration(n)*time.Second > demoMaxSleep {
-			fmt.Fprintf(w, "sleep: want whole seconds from 0 to %d\n", int(demoMaxSleep.Seconds()))
+		if err != nil || n < 0 || time.Duration(n)*time.Second > maxSleep {
+			fmt.Fprintf(w, "sleep: want whole seconds from 0 to %d\n", int(maxSleep.Seconds()))
 			return 1
 		}
 		t := time.NewTimer(time.Duration(n) * time.Second)
@@ -181,7 +198,7 @@ func demoExec(w io.Writer, user, command string, gone <-chan struct{}) uint32 {
 }
 
 // echo is a line-at-a-time echo "shell" that works with and without a pty.
-func (d *demoTarget) echo(ch ssh.Channel) {
+func (d *Target) echo(ch ssh.Channel) {
 	var line []byte
 	buf := make([]byte, 1024)
 	for {

@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"bytes"
@@ -234,7 +234,7 @@ func (p *Package) cacheKey() ([32]byte, error) {
 func buildDeb(ctx context.Context, p *Package) ([]byte, error) {
 	key, err := p.cacheKey()
 	if err != nil {
-		return nil, fmt.Errorf("apttest: package %s_%s_%s: control file: %w", p.Name, p.Version, p.Arch, err)
+		return nil, fmt.Errorf("repobuild: package %s_%s_%s: control file: %w", p.Name, p.Version, p.Arch, err)
 	}
 	debCache.Lock()
 	b, ok := debCache.m[key]
@@ -257,29 +257,29 @@ func buildDeb(ctx context.Context, p *Package) ([]byte, error) {
 
 func runDpkgDeb(ctx context.Context, p *Package) (_ []byte, err error) {
 	id := p.Name + "_" + p.Version + "_" + p.Arch
-	tmp, err := os.MkdirTemp("", "apttest-deb-")
+	tmp, err := os.MkdirTemp("", "repobuild-deb-")
 	if err != nil {
-		return nil, fmt.Errorf("apttest: build %s: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: %w", id, err)
 	}
 	defer func() {
 		if rerr := os.RemoveAll(tmp); rerr != nil && err == nil {
-			err = fmt.Errorf("apttest: build %s: remove staging dir: %w", id, rerr)
+			err = fmt.Errorf("repobuild: build %s: remove staging dir: %w", id, rerr)
 		}
 	}()
 	root := filepath.Join(tmp, "root")
 	var ctl bytes.Buffer
 	w := deb822.NewWriter(&ctl)
 	if err := w.Write(p.controlParagraph()); err != nil {
-		return nil, fmt.Errorf("apttest: build %s: control file: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: control file: %w", id, err)
 	}
 	if err := w.Flush(); err != nil {
-		return nil, fmt.Errorf("apttest: build %s: control file: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: control file: %w", id, err)
 	}
 	if err := writeTree(root, "DEBIAN/control", ctl.Bytes()); err != nil {
-		return nil, fmt.Errorf("apttest: build %s: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: %w", id, err)
 	}
 	if err := writeTree(root, p.payloadPath(), nil); err != nil {
-		return nil, fmt.Errorf("apttest: build %s: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: %w", id, err)
 	}
 	pf, err := os.OpenFile(filepath.Join(root, filepath.FromSlash(p.payloadPath())), os.O_WRONLY|os.O_TRUNC, 0)
 	if err == nil {
@@ -289,11 +289,11 @@ func runDpkgDeb(ctx context.Context, p *Package) (_ []byte, err error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("apttest: build %s: payload: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: payload: %w", id, err)
 	}
 	for f, c := range p.Files {
 		if err := writeTree(root, f, []byte(c)); err != nil {
-			return nil, fmt.Errorf("apttest: build %s: %w", id, err)
+			return nil, fmt.Errorf("repobuild: build %s: %w", id, err)
 		}
 	}
 	// Directories get fixed times and modes so the archive is the same on
@@ -310,20 +310,20 @@ func runDpkgDeb(ctx context.Context, p *Package) (_ []byte, err error) {
 		return os.Chtimes(p, debEpoch, debEpoch)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("apttest: build %s: prepare tree: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: prepare tree: %w", id, err)
 	}
 	out := filepath.Join(tmp, "out.deb")
 	cmd := exec.CommandContext(ctx, "dpkg-deb", "--build", "--root-owner-group", "-Zgzip", "-z1", root, out)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "SOURCE_DATE_EPOCH=" + strconv.FormatInt(debEpoch.Unix(), 10)}
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return nil, fmt.Errorf("apttest: build %s: dpkg-deb not found (install the dpkg package): %w", id, err)
+			return nil, fmt.Errorf("repobuild: build %s: dpkg-deb not found (install the dpkg package): %w", id, err)
 		}
-		return nil, fmt.Errorf("apttest: build %s: dpkg-deb --build: %w: %s", id, err, bytes.TrimSpace(msg))
+		return nil, fmt.Errorf("repobuild: build %s: dpkg-deb --build: %w: %s", id, err, bytes.TrimSpace(msg))
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
-		return nil, fmt.Errorf("apttest: build %s: %w", id, err)
+		return nil, fmt.Errorf("repobuild: build %s: %w", id, err)
 	}
 	return b, nil
 }

@@ -1,4 +1,17 @@
-package main
+// Package statuspage is the HTTP site that serve, run and the demo share:
+// the verified mirrors below /, Prometheus metrics at /metrics, a
+// read-only status page at / (mirror freshness for everyone; the bastion's
+// live and recorded sessions for clients inside [status] sessions_from
+// only), the vendored asciinema player under /_static/ and recording
+// replay under /recordings/. It joins both halves (mirror state, bastion
+// recordings and audit events), so it lives under cmd/gatehouse, apart
+// from package main, which only wires it to the configuration.
+//
+// Who may see sessions is decided by the TCP peer address alone, never by
+// X-Forwarded-For or similar headers; every /recordings URL is 404 to
+// anyone else, and recordings are opened through an os.Root, so no path
+// reaches outside recordings_dir.
+package statuspage
 
 import (
 	"bytes"
@@ -21,12 +34,13 @@ import (
 	"time"
 
 	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/metrics"
 )
 
-// statusConfig is the [status] table: who may see the bastion's sessions
-// on the status page. The mirror part of the page is public (apt clients
-// already see everything it shows); sessions and recordings are not.
-type statusConfig struct {
+// Config is the [status] table: who may see the bastion's sessions on the
+// status page. The mirror part of the page is public (apt clients already
+// see everything it shows); sessions and recordings are not.
+type Config struct {
 	// SessionsFrom lists the networks (CIDR, e.g. "127.0.0.0/8",
 	// "10.1.2.0/24", "::1/128") whose clients see the sessions section and
 	// may replay recordings. Empty (the default): nobody does; the page
@@ -38,9 +52,9 @@ type statusConfig struct {
 	SessionsFrom []string `toml:"sessions_from"`
 }
 
-// prefixes parses SessionsFrom; an entry that is not a CIDR is an error
-// naming it.
-func (c statusConfig) prefixes() ([]netip.Prefix, error) {
+// Prefixes parses SessionsFrom; an entry that is not a CIDR is an error
+// naming it (and, for a bare address, the prefix length to add).
+func (c Config) Prefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range c.SessionsFrom {
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))
@@ -114,32 +128,68 @@ func serveStatic(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.data))
 }
 
-// newStatusSite returns the HTTP surface that serve, run and the demo
-// share: the mirrors, /metrics, the status page at /, the player under
-// /_static/ and, for clients inside cfg.Status.SessionsFrom, the bastion's
-// sessions and recording replay under /recordings/ (recordings_dir and
-// recording_key come from cfg.Bastion, which may be nil). live says that a
-// bastion runs in this process: pass m.observeBastion to its
-// bastion.Server.SetObserver so that the page lists active sessions (and
-// the metrics count its events). The error names a bad sessions_from entry.
-func newStatusSite(cfg *fileConfig, mirrors http.Handler, live bool, log *slog.Logger) (http.Handler, *metrics, error) {
-	allow, err := cfg.Status.prefixes()
+// Options are what the site needs besides the metrics and the mirrors.
+type Options struct {
+	// Status says who may see sessions.
+	Status Config
+	// RecordingsDir is the bastion's recordings_dir, "" when it has none:
+	// the page then lists no recordings and /recordings/ is all 404.
+	RecordingsDir string
+	// RecordingKey is the bastion's recording_key: the page verifies each
+	// listed recording with RecordingKey+".pub". "" shows them unverified.
+	RecordingKey string
+	// Live says that a bastion runs in this process and reports to
+	// Site.ObserveBastion, so the page lists active sessions; otherwise it
+	// says the bastion runs elsewhere.
+	Live bool
+	// Log receives warnings about unreadable recordings and state.
+	Log *slog.Logger
+}
+
+// Site is the HTTP surface described in the package comment. It is an
+// http.Handler; its methods are safe for concurrent use.
+type Site struct {
+	handler  http.Handler
+	metrics  *metrics.Metrics
+	sessions *sessionsView
+}
+
+// New returns the site serving mirrors below / (mirror names cannot be
+// "_static" or "recordings": the configuration refuses them), with m's
+// metrics at /metrics and on the page. The error names a bad
+// sessions_from entry.
+func New(o Options, m *metrics.Metrics, mirrors http.Handler) (*Site, error) {
+	allow, err := o.Status.Prefixes()
 	if err != nil {
-		return nil, nil, fmt.Errorf("[status] %w", err)
+		return nil, fmt.Errorf("[status] %w", err)
 	}
-	m := newMetrics(cfg.StateDir, cfg.Mirror, log)
-	sv := &sessionsView{allow: allow, log: log, verified: map[string]verifyEntry{}}
-	if b := cfg.Bastion; b != nil {
-		sv.recDir = b.RecordingsDir
-		if b.RecordingKey != "" {
-			sv.pubPath = b.RecordingKey + ".pub"
-		}
+	sv := &sessionsView{allow: allow, log: o.Log, verified: map[string]verifyEntry{}, recDir: o.RecordingsDir}
+	if o.RecordingKey != "" {
+		sv.pubPath = o.RecordingKey + ".pub"
 	}
-	if live {
+	if o.Live {
 		sv.live = newLiveSessions()
 	}
-	m.sessions = sv
-	return m.handler(mirrors), m, nil
+	s := &Site{metrics: m, sessions: sv}
+	s.handler = s.newHandler(mirrors)
+	return s, nil
+}
+
+// ServeHTTP serves the site.
+func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Metrics returns the metrics the site serves, for the callers that count
+// syncs and refused connections.
+func (s *Site) Metrics() *metrics.Metrics { return s.metrics }
+
+// ObserveBastion is the observer to pass to bastion.Server.SetObserver:
+// the metrics count the event, and (with Options.Live) the page's
+// active-session table follows proxy.start, proxy.end and conn.end.
+func (s *Site) ObserveBastion(event string, fields map[string]any) {
+	s.metrics.ObserveBastion(event, fields)
+	if s.sessions.live != nil {
+		s.sessions.live.observe(event, fields)
+	}
 }
 
 // allowed reports whether the request's TCP peer is inside sessions_from.
@@ -286,3 +336,76 @@ code{background:#f6f6f6;padding:0 .2em}#player{max-width:1100px;margin:1em 0}
 <script src="{{.Init}}"></script>
 </body></html>
 `))
+
+// newHandler routes /metrics, the status page at /, the player's assets
+// under /_static/, recordings under /recordings/ (for clients in [status]
+// sessions_from only), and the mirrors below, every response counted.
+func (s *Site) newHandler(mirrors http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /{$}", s.pageHandler())
+	mux.HandleFunc("GET /_static/{name}", serveStatic)
+	mux.Handle("/_static/", http.NotFoundHandler())
+	mux.HandleFunc("GET /recordings/{id}/{file}", s.sessions.serveRecording)
+	mux.Handle("/recordings/", http.NotFoundHandler())
+	mux.Handle("/", mirrors)
+	return s.metrics.Instrument(s.sessions.guardRecordings(mux))
+}
+
+// statusPage is the page at /; its "sessions" template is in sessions.go.
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+}).Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>gatehouse</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f3f3f3}.ok{color:#176b26}.bad{color:#a40000;font-weight:bold}.warn{color:#8a5a00}
+code{background:#f6f6f6;padding:0 .2em}
+.nowrap{white-space:nowrap}.verify{min-width:10em}
+</style></head><body>
+<h1>gatehouse</h1>
+<p>Verified APT mirrors served here. Metrics: <a href="/metrics">/metrics</a>.</p>
+<h2>Mirrors</h2>
+{{if not .Mirrors}}<p>No mirrors configured.</p>{{end}}
+{{range .Mirrors}}
+<h3 id="m-{{.Mirror}}">{{.Mirror}} <small>({{.Mode}})</small></h3>
+<table>
+<tr><th>published snapshot</th><td>{{if .Published}}{{.Published}}{{else}}<span class="bad">nothing published yet</span>{{end}}</td></tr>
+<tr><th>last success</th><td>{{ts .LastSuccess}}</td></tr>
+{{with .LastSync}}<tr><th>last sync</th><td>{{ts .Finished}}: <span class="{{if or (eq .Result "published") (eq .Result "current")}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}} — {{.Error}}{{end}}</td></tr>{{end}}
+<tr><th>pool</th><td>{{.PoolFiles}} files, {{.PoolBytes}} bytes</td></tr>
+</table>
+<table><tr><th>suite</th><th>upstream Date</th><th>Valid-Until</th><th></th></tr>
+{{range .Suites}}<tr><td>{{.Suite}}</td><td>{{ts .Date}}</td><td>{{ts .ValidUntil}}</td><td>{{if .Warn}}<span class="warn">{{.Warn}}</span>{{else}}<span class="ok">ok</span>{{end}}</td></tr>{{end}}
+</table>
+{{range .Warnings}}<p class="warn">{{.}}</p>{{end}}
+{{end}}
+{{with .Sessions}}{{template "sessions" .}}{{end}}
+<p><small>Generated {{ts .Now}}.</small></p>
+</body></html>
+`))
+
+// pageHandler renders the read-only status page (no external assets, no
+// scripts). Its sessions section appears only for clients inside [status]
+// sessions_from.
+func (s *Site) pageHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		var sessions *sessionsData
+		if s.sessions != nil {
+			sessions = s.sessions.pageData(r)
+			h.Set("Cache-Control", "no-store")
+		}
+		statusPage.Execute(w, map[string]any{"Mirrors": s.metrics.MirrorStatuses(), "Now": time.Now(), "Sessions": sessions})
+	})
+}

@@ -1,4 +1,4 @@
-package apttest
+package repobuild
 
 import (
 	"archive/tar"
@@ -77,11 +77,11 @@ func writeFile(dir, rel string, data []byte) error {
 func writeFileAt(dir, rel string, data []byte, mtime time.Time) error {
 	p := filepath.Join(dir, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-")
 	if err != nil {
-		return fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
@@ -98,7 +98,7 @@ func writeFileAt(dir, rel string, data []byte, mtime time.Time) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	return nil
 }
@@ -111,12 +111,12 @@ func hashExisting(dir, rel string) (fileInfo, bool, error) {
 		return fileInfo{}, false, nil
 	}
 	if err != nil {
-		return fileInfo{}, false, fmt.Errorf("apttest: read %s: %w", rel, err)
+		return fileInfo{}, false, fmt.Errorf("repobuild: read %s: %w", rel, err)
 	}
 	defer f.Close()
 	h := newHasher()
 	if _, err := io.Copy(h, f); err != nil {
-		return fileInfo{}, false, fmt.Errorf("apttest: read %s: %w", rel, err)
+		return fileInfo{}, false, fmt.Errorf("repobuild: read %s: %w", rel, err)
 	}
 	return h.info(), true, nil
 }
@@ -190,7 +190,7 @@ func writeNew(dir, rel string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(p)
-		return fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	return nil
 }
@@ -198,11 +198,11 @@ func writeNew(dir, rel string, data []byte) error {
 func streamFile(dir, rel string, fn func(io.Writer) error) (fileInfo, error) {
 	p := filepath.Join(dir, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fileInfo{}, fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fileInfo{}, fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-")
 	if err != nil {
-		return fileInfo{}, fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fileInfo{}, fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	h := newHasher()
 	err = fn(io.MultiWriter(f, h))
@@ -217,7 +217,7 @@ func streamFile(dir, rel string, fn func(io.Writer) error) (fileInfo, error) {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fileInfo{}, fmt.Errorf("apttest: write %s: %w", rel, err)
+		return fileInfo{}, fmt.Errorf("repobuild: write %s: %w", rel, err)
 	}
 	return h.info(), nil
 }
@@ -291,7 +291,7 @@ func (s *sourcePkg) tarballs() (names []string, data [][]byte, err error) {
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("apttest: source %s %s: %w", s.name, s.version, err)
+		return nil, nil, fmt.Errorf("repobuild: source %s %s: %w", s.name, s.version, err)
 	}
 	return names, data, nil
 }
@@ -328,7 +328,7 @@ func (s *sourcePkg) dsc(names []string, infos []fileInfo) ([]byte, error) {
 	var buf bytes.Buffer
 	w := deb822.NewWriter(&buf)
 	if err := w.Write(p); err != nil {
-		return nil, fmt.Errorf("apttest: source %s %s: .dsc: %w", s.name, s.version, err)
+		return nil, fmt.Errorf("repobuild: source %s %s: .dsc: %w", s.name, s.version, err)
 	}
 	if err := w.Flush(); err != nil {
 		return nil, err
