@@ -297,7 +297,7 @@ func relay(ch gossh.Channel, tc *net.TCPConn) (in, out int64) {
 
 const (
 	smallBuf = 4 << 10
-	bigBuf   = 32 << 10
+	bigBuf   = 128 << 10
 )
 
 var bigBufs = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
