@@ -12,6 +12,7 @@ package streamconn
 
 import (
 	"net"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -22,15 +23,15 @@ const streamReadBuf = 128 << 10
 var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamReadBuf); return &b }}
 
 // Conn batches the reads of a connection without holding memory while the
-// connection is idle: when its buffer is drained it tries one non-blocking
-// read into a pooled buffer, and only if the socket is empty does it block,
-// reading straight into the caller's buffer. So a pooled buffer is held
-// only while it holds unread bytes, and 1,000 idle sessions cost nothing
-// extra. Writes, deadlines and Close are the wrapped connection's.
+// connection is idle: each read takes a pooled buffer just before read(2)
+// and, if the socket turns out to be empty, gives it back before waiting
+// for data. So a pooled buffer is held only while it holds unread bytes,
+// and 1,000 idle sessions cost nothing extra. Writes, deadlines and Close
+// are the wrapped connection's.
 type Conn struct {
 	net.Conn
 	rc   syscall.RawConn // nil: plain pass-through reads
-	big  *[]byte         // pooled buffer holding pending, or nil
+	big  *[]byte         // pooled buffer holding pend, or nil
 	pend []byte          // unread bytes in *big
 }
 
@@ -46,16 +47,18 @@ func New(c net.Conn) *Conn {
 	return sc
 }
 
-// Read serves buffered bytes first, then what one non-blocking read
-// returns, then blocks in an ordinary read. Only one goroutine (x/crypto's
-// transport reader) reads a connection; Read is not safe for concurrent
-// use.
+// Read serves buffered bytes first, and otherwise reads once (waiting
+// for data if there is none) into a pooled buffer. Only one goroutine
+// (x/crypto's transport reader) reads a connection; Read is not safe for
+// concurrent use.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if len(c.pend) == 0 && c.rc != nil {
-		c.fill()
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
 	}
 	if len(c.pend) > 0 {
 		n := copy(p, c.pend)
@@ -66,27 +69,43 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+	// EOF, or the wait ended by a deadline or Close: the plain read
+	// reports it with the usual net.Conn errors.
 	return c.Conn.Read(p)
 }
 
-// fill makes one non-blocking read into a pooled buffer. When the socket
-// has nothing (or fails), the buffer goes back to the pool and Read falls
-// through to the ordinary blocking read, which reports the error, if any,
-// with the usual net.Conn semantics (deadlines, net.ErrClosed).
-func (c *Conn) fill() {
-	big := streamBufs.Get().(*[]byte)
+// fill reads once into a pooled buffer, waiting in the netpoller (without
+// the buffer) while the socket is empty. It returns a read error; EOF and
+// deadline or Close errors leave pend empty and nil, for Read's fallback.
+func (c *Conn) fill() error {
+	var big *[]byte
 	var n int
-	err := c.rc.Read(func(fd uintptr) bool {
-		var rerr error
-		n, rerr = syscall.Read(int(fd), *big)
-		if rerr != nil || n < 0 {
-			n = 0
+	var rerr error
+	werr := c.rc.Read(func(fd uintptr) bool {
+		big = streamBufs.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), *big)
+			if rerr != syscall.EINTR {
+				break
+			}
 		}
-		return true // never wait here: an empty socket is the blocking read's job
+		if rerr == syscall.EAGAIN {
+			streamBufs.Put(big)
+			big = nil
+			return false // wait for data, holding nothing
+		}
+		return true
 	})
-	if err != nil || n == 0 {
+	switch {
+	case big == nil:
+		return nil // werr: deadline or closed; Read's plain read says which
+	case rerr != nil:
 		streamBufs.Put(big)
-		return
+		return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rerr)}
+	case werr != nil || n <= 0:
+		streamBufs.Put(big)
+		return nil // EOF: the plain read returns io.EOF
 	}
 	c.big, c.pend = big, (*big)[:n]
+	return nil
 }
