@@ -19,14 +19,12 @@
 // untimed 64 MiB run per jump host first, and the jump host's
 // user+system CPU (for sshd including its reaped per-connection
 // processes) over the whole run divided by the GiB sent. An earlier
-// version started the clock after the first MiB had been taken and wrote
-// 1 MiB blocks: it reported 1.6-2.1x OpenSSH's throughput where the
-// harness saw 0.9x, because on this 2-core machine wall time depends
-// mostly on what else runs (both measure CPU the same way, and both
-// showed gatehouse spending 2.5-4x OpenSSH's CPU per GiB); a short,
-// unrepeated run that happens to land gatehouse's turn in a quiet moment
-// says little. Trust the CPU per GiB and the median of several
-// interleaved runs.
+// version started the clock after the first MiB and ran no warm-up; it
+// reported 1.6-2.1x OpenSSH's throughput where the harness saw 0.9x. Both
+// always agreed on the CPU per GiB; on a shared 2-core machine one
+// transfer's wall time varies by 2-3x from run to run, so a median of
+// three cannot resolve the throughput ratio: read the CPU per GiB first
+// (README.md, "Bastion throughput", has the numbers and the profile).
 //
 // The concurrency phase uses an in-process x/crypto/ssh client (a thousand
 // ssh processes would swamp the machine), keeps at most -inflight logins
