@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,39 +35,64 @@ func BenchmarkJumpSetup(b *testing.B) {
 	}
 }
 
-// BenchmarkJumpThroughput streams 256 MiB from the target through the jump
-// with the given cipher on both hops (the client decrypts twice, so this
-// is an end-to-end figure, not the bastion's alone).
+// BenchmarkJumpThroughput sends 256 MiB through the jump with the given
+// cipher on both hops, in both directions: "up" pipes zeros into the
+// target's `wc -c` (what the shared harness and cmd/bench-bastion time),
+// "down" reads `head -c` from the target. The client decrypts twice, so
+// the wall time is an end-to-end figure; bastion-cpu-s/GiB is this
+// process's own CPU (the bastion runs in it; ssh and sshd are children,
+// not counted), the figure the relay is tuned for.
 //
 //	go test -run '^$' -bench JumpThroughput -benchtime 3x ./bastion/
 func BenchmarkJumpThroughput(b *testing.B) {
 	f := newFixture(b, nil)
 	key, cert, _ := f.userCert(b, f.ca, "-n", "admin", "-V", "-1m:+1h")
+	const size = 256 << 20
 	for _, cipher := range []string{"aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"} {
-		b.Run(cipher, func(b *testing.B) {
-			// Both hops: command-line options would reach only the target.
-			ciph := []string{"Ciphers " + cipher}
-			cfg := sshtest.WriteConfig(b, filepath.Join(f.dir, "bench_"+cipher), f.known,
-				sshtest.Host{Alias: "bastion", HostName: "127.0.0.1", Port: f.port, User: "admin", IdentityFiles: []string{key.Priv}, CertificateFiles: []string{cert}, Extra: ciph},
-				sshtest.Host{Alias: "target", HostName: "127.0.0.1", Port: f.sshd.Port, User: f.sshd.User, IdentityFiles: []string{f.targetKey.Priv}, Extra: append(ciph, "ProxyJump bastion")},
-			)
-			const size = 256 << 20
-			b.SetBytes(size)
-			for b.Loop() {
-				cmd := exec.Command("ssh", "-F", cfg, "target", "head -c 268435456 /dev/zero")
-				out, err := cmd.StdoutPipe()
-				if err != nil {
-					b.Fatal(err)
+		// Both hops: command-line options would reach only the target.
+		ciph := []string{"Ciphers " + cipher}
+		cfg := sshtest.WriteConfig(b, filepath.Join(f.dir, "bench_"+cipher), f.known,
+			sshtest.Host{Alias: "bastion", HostName: "127.0.0.1", Port: f.port, User: "admin", IdentityFiles: []string{key.Priv}, CertificateFiles: []string{cert}, Extra: ciph},
+			sshtest.Host{Alias: "target", HostName: "127.0.0.1", Port: f.sshd.Port, User: f.sshd.User, IdentityFiles: []string{f.targetKey.Priv}, Extra: append(ciph, "ProxyJump bastion")},
+		)
+		for _, dir := range []string{"up", "down"} {
+			b.Run(cipher+"/"+dir, func(b *testing.B) {
+				b.SetBytes(size)
+				var cpu time.Duration
+				for b.Loop() {
+					cpu0 := processCPU(b)
+					var n int64
+					if dir == "down" {
+						cmd := exec.Command("ssh", "-F", cfg, "target", "head -c 268435456 /dev/zero")
+						out, err := cmd.StdoutPipe()
+						if err != nil {
+							b.Fatal(err)
+						}
+						if err := cmd.Start(); err != nil {
+							b.Fatal(err)
+						}
+						n, _ = io.Copy(io.Discard, out)
+						if err := cmd.Wait(); err != nil {
+							b.Fatal(err)
+						}
+					} else {
+						// head feeds ssh, so that no byte of the
+						// input is copied by this process.
+						cmd := exec.Command("sh", "-c", `head -c 268435456 /dev/zero | ssh -F "$1" target 'wc -c'`, "sh", cfg)
+						out, err := cmd.Output()
+						if err != nil {
+							b.Fatal(err)
+						}
+						n, _ = strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+					}
+					if n != size {
+						b.Fatalf("%d bytes arrived, want %d", n, size)
+					}
+					cpu += processCPU(b) - cpu0
 				}
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
-				n, _ := io.Copy(io.Discard, out)
-				if err := cmd.Wait(); err != nil || n != size {
-					b.Fatalf("copied %d bytes: %v", n, err)
-				}
-			}
-		})
+				b.ReportMetric(cpu.Seconds()/float64(b.N)*float64(1<<30)/size, "bastion-cpu-s/GiB")
+			})
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gatehouse/bastion/certauth"
+	"gatehouse/bastion/internal/streamconn"
 )
 
 // session is the bastion's state for one TCP connection, from accept to
@@ -76,7 +77,7 @@ func (sess *session) run() {
 			sess.closeWith("handshake timeout: not authenticated within handshake_timeout")
 		}
 	})
-	s.gl.HandleConn(&trackedConn{Conn: sess.nc, sess: sess})
+	s.gl.HandleConn(&trackedConn{Conn: streamconn.New(sess.nc), sess: sess})
 	grace.Stop()
 	sess.nc.Close()
 	// gliderlabs runs channel and request handlers in goroutines it does

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gatehouse/bastion/internal/sanitize"
+	"gatehouse/bastion/internal/streamconn"
 )
 
 // Defaults for Config fields left zero.
@@ -183,7 +184,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target, who Who) (*ssh.Client, *Min
 	// The handshake must respect ctx and the timeout: closing the socket
 	// is the only way to interrupt it.
 	stop := context.AfterFunc(dctx, func() { nc.Close() })
-	conn, chans, reqs, err := ssh.NewClientConn(nc, hostPort, cc)
+	conn, chans, reqs, err := ssh.NewClientConn(streamconn.New(nc), hostPort, cc)
 	if !stop() {
 		if conn != nil {
 			conn.Close()

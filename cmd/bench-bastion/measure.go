@@ -92,26 +92,37 @@ func setupSide(ms []float64, cpu float64) SetupSide {
 	}
 }
 
-// measureThroughput sends mib MiB of zeros through each jump host into
-// `cat > /dev/null` on the target, with cipher on both hops, reps times per
-// jump host, alternating.
-func (e *env) measureThroughput(ctx context.Context, cipher string, mib, reps int) (*ThroughputResult, error) {
+// measureThroughput pipes mib MiB of zeros through each jump host into
+// `wc -c` on the target, with cipher on both hops, reps times per jump
+// host, alternating which goes first, after one untimed 64 MiB run each
+// (as the shared harness does). Only the jump hosts named in jumps run.
+func (e *env) measureThroughput(ctx context.Context, cipher string, mib, reps int, jumps map[string]bool) (*ThroughputResult, error) {
 	cfg, err := e.clientConfig(strings.SplitN(cipher, "@", 2)[0], cipher)
 	if err != nil {
 		return nil, err
 	}
 	sides := e.sides()
+	for _, s := range sides {
+		if jumps[s.name] {
+			if _, err := e.transfer(ctx, cfg, s.target, 64); err != nil {
+				return nil, fmt.Errorf("%s %s warm-up: %w", s.name, cipher, err)
+			}
+		}
+	}
 	var mbps, cpuPerGiB [2][]float64
 	for i := 0; i < reps; i++ {
 		for k := 0; k < 2; k++ {
 			j := (i + k) % 2
 			s := sides[j]
+			if !jumps[s.name] {
+				continue
+			}
 			s.p.quiesce(10 * time.Second)
 			c0, err := s.p.cpuSeconds()
 			if err != nil {
 				return nil, err
 			}
-			n, d, err := e.transfer(ctx, cfg, s.target, mib)
+			d, err := e.transfer(ctx, cfg, s.target, mib)
 			if err != nil {
 				return nil, fmt.Errorf("%s %s run %d: %w", s.name, cipher, i+1, err)
 			}
@@ -120,60 +131,69 @@ func (e *env) measureThroughput(ctx context.Context, cipher string, mib, reps in
 			if err != nil {
 				return nil, err
 			}
-			mbps[j] = append(mbps[j], float64(n)/1e6/d.Seconds())
-			// CPU is counted over the whole run (login included) but per
-			// GiB of the whole amount sent.
+			mbps[j] = append(mbps[j], float64(mib<<20)/1e6/d.Seconds())
+			// CPU over the whole run (logins included), per GiB sent.
 			cpuPerGiB[j] = append(cpuPerGiB[j], (c1-c0)/(float64(mib)/1024))
-			e.log.Info("transfer", "jump", s.name, "cipher", cipher, "MB/s", round(mbps[j][len(mbps[j])-1], 1), "jump_cpu_s", round(c1-c0, 2))
+			e.log.Info("transfer", "jump", s.name, "cipher", cipher, "seconds", round(d.Seconds(), 2),
+				"MB/s", round(mbps[j][len(mbps[j])-1], 1), "jump_cpu_s", round(c1-c0, 2))
 		}
 	}
 	r := &ThroughputResult{Cipher: cipher, MiB: mib, Reps: reps}
 	for j, dst := range []*ThroughputSide{&r.Gatehouse, &r.OpenSSH} {
+		if len(mbps[j]) == 0 {
+			continue
+		}
 		*dst = ThroughputSide{
 			MedianMBps:           round(median(mbps[j]), 1),
 			AllMBps:              roundAll(mbps[j], 1),
 			JumpCPUSecondsPerGiB: round(median(cpuPerGiB[j]), 2),
 		}
 	}
-	r.Ratio = ratio(r.Gatehouse.MedianMBps, r.OpenSSH.MedianMBps)
+	if len(mbps[0]) > 0 && len(mbps[1]) > 0 {
+		r.Ratio = ratio(r.Gatehouse.MedianMBps, r.OpenSSH.MedianMBps)
+	}
 	return r, nil
 }
 
-// transfer pipes mib MiB into the remote `cat > /dev/null`. The clock starts
-// once the first MiB has been taken by ssh (the pipe holds only 64 KiB, so
-// by then both logins are done and data flows) and stops when ssh exits
-// after the remote cat has consumed everything; it returns the bytes timed.
-func (e *env) transfer(ctx context.Context, cfg, host string, mib int) (int64, time.Duration, error) {
+// transfer runs `ssh -F cfg host 'wc -c'` with mib MiB of zeros on its
+// standard input and checks the count the target prints. It returns the
+// wall time of the whole client command, from process start (before
+// either login) to exit: what the shared harness times around
+// `head -c 1G /dev/zero | ssh -J bastion target 'wc -c'`.
+func (e *env) transfer(ctx context.Context, cfg, host string, mib int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ssh", "-F", cfg, host, "cat > /dev/null")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd := exec.CommandContext(ctx, "ssh", "-F", cfg, host, "wc -c")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	buf := make([]byte, 1<<20)
-	var start time.Time
-	var werr error
-	for i := 0; i < mib; i++ {
-		if _, werr = in.Write(buf); werr != nil {
-			break
+	werr := make(chan error, 1)
+	go func() {
+		// head -c writes 128 KiB blocks into the pipe; so does this.
+		buf := make([]byte, 128<<10)
+		var err error
+		for left := mib << 20; left > 0 && err == nil; left -= len(buf) {
+			_, err = in.Write(buf[:min(left, len(buf))])
 		}
-		if i == 0 {
-			start = time.Now()
-		}
-	}
-	in.Close()
+		in.Close()
+		werr <- err
+	}()
 	err = cmd.Wait()
 	d := time.Since(start)
-	if err != nil || werr != nil {
-		return 0, 0, fmt.Errorf("ssh %s: %v %v\n%s", host, err, werr, stderr.Bytes())
+	if err := errors.Join(err, <-werr); err != nil {
+		return 0, fmt.Errorf("ssh %s: %v\n%s", host, err, stderr.Bytes())
 	}
-	return int64(mib-1) << 20, d, nil
+	if got, want := strings.TrimSpace(stdout.String()), strconv.Itoa(mib<<20); got != want {
+		return 0, fmt.Errorf("ssh %s: the target counted %q bytes, want %s\n%s", host, got, want, stderr.Bytes())
+	}
+	return d, nil
 }
 
 // sshRun runs one ssh command and returns its wall time.
