@@ -149,6 +149,12 @@ type Size int64
 // UnmarshalText parses a size; a bad one is a configuration error that the
 // TOML decoder reports with file and line.
 func (s *Size) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		// What MarshalText writes for 0 (unset), so a Config survives a
+		// JSON round trip (the kill tests hand one to a child process).
+		*s = 0
+		return nil
+	}
 	n, err := ParseSize(string(b))
 	if err != nil {
 		return err
@@ -157,8 +163,14 @@ func (s *Size) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// MarshalText formats the size as a plain number of bytes.
-func (s Size) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(s), 10)), nil }
+// MarshalText formats the size as a plain number of bytes, and 0 (unset)
+// as "".
+func (s Size) MarshalText() ([]byte, error) {
+	if s == 0 {
+		return nil, nil
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
 
 // SigningConfig is the [signing] table: the appliance's own OpenPGP archive
 // key, used to re-sign filtered mirrors and to sign export bundles.
