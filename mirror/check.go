@@ -38,6 +38,10 @@ type SuiteCheck struct {
 // mirror without url; per-suite failures are in SuiteCheck.Err.
 func CheckUpstream(ctx context.Context, cfg Config, opt Options) ([]SuiteCheck, error) {
 	cfg.Defaults()
+	// The release step of a sync refuses a missing component or
+	// architecture outright; here each one is reported on its own line
+	// (MissingComponents, MissingArchitectures) instead.
+	cfg.AllowMissing = true
 	if cfg.URL == "" {
 		return nil, fmt.Errorf("mirror %s: url is not set, so there is no upstream to check", cfg.Name)
 	}
