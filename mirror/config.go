@@ -136,7 +136,15 @@ type Size int64
 
 // UnmarshalText parses a size; a bad one is a configuration error that the
 // TOML decoder reports with file and line.
+//
+// "0" (the zero Size, "no limit") is accepted because MarshalText writes it:
+// a Config that went through JSON (cmd/bench-mirror hands one to its sync
+// child that way) must decode again.
 func (s *Size) UnmarshalText(b []byte) error {
+	if string(b) == "0" {
+		*s = 0
+		return nil
+	}
 	n, err := ParseSize(string(b))
 	if err != nil {
 		return err
