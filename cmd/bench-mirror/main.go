@@ -14,6 +14,12 @@
 //	go run ./cmd/bench-mirror -packages 60000 -min 1024 -max 1024
 //
 // It needs nginx and curl on PATH. It is not part of `go test`.
+//
+// With -freshfs (root), each full sync and each curl of the full list
+// writes to its own fresh loop-mounted ext4, as ../shared/bench/mirror/run.sh
+// does: without it the figures depend on the age and kind of $TMPDIR's file
+// system more than on the program (README.md, "Why cmd/bench-mirror and the
+// shared harness disagree").
 package main
 
 import (
@@ -51,13 +57,14 @@ func main() {
 		dir      = flag.String("dir", "", "work directory (default: a new temp dir, removed afterwards)")
 		rounds   = flag.Int("rounds", 3, "alternating rounds of (a) and (b)")
 		profile  = flag.String("cpuprofile", "", "write CPU profiles of the syncs to FILE.full, FILE.changed, FILE.noop")
+		freshFS  = flag.Bool("freshfs", false, "give each full sync and each curl of the full list its own fresh loop-mounted ext4, as ../shared/bench/mirror/run.sh does (needs root, mkfs.ext4, mount)")
 		child    = flag.String("child", "", "internal: run one sync with this JSON spec and print its report")
 	)
 	flag.Parse()
 	if *child != "" {
 		os.Exit(runChild(*child))
 	}
-	if err := run(*packages, *minSize, *maxSize, *change, *conc, *rounds, *dir, *profile); err != nil {
+	if err := run(*packages, *minSize, *maxSize, *change, *conc, *rounds, *dir, *profile, *freshFS); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -142,7 +149,7 @@ type measured struct {
 	rep    *mirror.Report
 }
 
-func run(n, minSize, maxSize int, change float64, conc, rounds int, dir, profile string) error {
+func run(n, minSize, maxSize int, change float64, conc, rounds int, dir, profile string, freshFS bool) error {
 	if rounds < 1 {
 		return errors.New("-rounds must be at least 1")
 	}
@@ -199,13 +206,25 @@ func run(n, minSize, maxSize int, change float64, conc, rounds int, dir, profile
 	var curlA time.Duration
 	var ratios []float64
 	for i := range rounds {
-		ca, err := curl(dir, fmt.Sprintf("curl-full-%d", i), base, files, conc)
+		curlDir, stateDir := dir, dir
+		if freshFS {
+			var umount func()
+			if curlDir, umount, err = mountFresh(filepath.Join(dir, fmt.Sprintf("fs-curl-%d", i))); err != nil {
+				return err
+			}
+			defer umount()
+			if stateDir, umount, err = mountFresh(filepath.Join(dir, fmt.Sprintf("fs-state-%d", i))); err != nil {
+				return err
+			}
+			defer umount()
+		}
+		ca, err := curl(curlDir, fmt.Sprintf("curl-full-%d", i), base, files, conc)
 		if err != nil {
 			return err
 		}
 		// Earlier outputs stay until the end: deleting thousands of files
 		// right before a measurement makes it pay for the deletion.
-		state = filepath.Join(dir, fmt.Sprintf("state-%d", i))
+		state = filepath.Join(stateDir, fmt.Sprintf("state-%d", i))
 		full, err := syncChild(state, cfg, prof("full"))
 		if err != nil {
 			return err
@@ -261,6 +280,40 @@ func run(n, minSize, maxSize int, change float64, conc, rounds int, dir, profile
 	fmt.Printf("(d) no-op sync: %s inside Sync, %s with process start, peak RSS %.1f MiB\n",
 		noop.inner.Round(time.Microsecond*100), noop.wall.Round(time.Millisecond), mib(noop.maxRSS))
 	return nil
+}
+
+// mountFresh mounts a new ext4 file system (a sparse 8 GiB image with
+// 400,000 inodes, as ../shared/bench/mirror/run.sh makes) at dir.
+//
+// Why: what a file creation costs depends on the file system more than on
+// the program. The machine's root file system (where the default work
+// directory lives) may be an old ext4 without a journal: there every new
+// inode is searched past recently deleted ones (ext4's recently_deleted()
+// reads the inode table for each candidate), which made creating 20,000
+// pool files cost 2-3 CPU-s instead of under 1 on a fresh one, and more
+// right after an earlier round deleted its files. The shared harness gives
+// each tool a fresh file system, so only this mode compares with it.
+func mountFresh(dir string) (string, func(), error) {
+	img := dir + ".img"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	for _, args := range [][]string{
+		{"truncate", "-s", "8G", img},
+		{"mkfs.ext4", "-q", "-F", "-N", "400000", img},
+		{"mount", "-o", "loop", img, dir},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			os.Remove(img)
+			return "", nil, fmt.Errorf("-freshfs: %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	// nginx and curl need nothing here, but a sync's readers might.
+	os.Chmod(dir, 0o755)
+	return dir, func() {
+		exec.Command("umount", dir).Run()
+		os.Remove(img)
+	}, nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

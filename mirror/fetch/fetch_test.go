@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -576,5 +577,39 @@ func TestProxy(t *testing.T) {
 	bad := testClient(Config{Proxy: "http://[::1"})
 	if _, err := bad.Get(context.Background(), "http://archive.example.org/f", dest+"2", wantOf(body)); err == nil || !strings.Contains(err.Error(), "proxy") {
 		t.Errorf("bad proxy: %v", err)
+	}
+}
+
+// TestGetReplacesExistingDest: linkat (the unnamed temporary file's
+// publish) never replaces a name, but Get must, as rename did: a stored
+// object of the wrong size is fetched again onto its own name. Both
+// temporary-file kinds are checked, and neither leaves a ".tmp-*" file.
+func TestGetReplacesExistingDest(t *testing.T) {
+	for _, named := range []bool{false, true} {
+		t.Run(fmt.Sprintf("named=%v", named), func(t *testing.T) {
+			old := noTmpfile.Load()
+			noTmpfile.Store(named)
+			t.Cleanup(func() { noTmpfile.Store(old) })
+			body := randBytes(t, 5000)
+			srv := newServer(t, serveBytes(body))
+			c := testClient(Config{})
+			dir := t.TempDir()
+			dest := filepath.Join(dir, "f.deb")
+			if err := os.WriteFile(dest, []byte("stale bytes"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Get(context.Background(), srv.URL+"/f.deb", dest, wantOf(body)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(dest); err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("dest not replaced by the verified bytes (err %v)", err)
+			}
+			if names := dirEntries(t, dir); len(names) != 1 {
+				t.Errorf("directory holds %v, want only f.deb", names)
+			}
+			if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o644 {
+				t.Errorf("dest mode %v, want 0644", fi.Mode())
+			}
+		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,9 +14,10 @@ import (
 
 // Get downloads url to dest and returns the number of bytes written.
 //
-// The body is streamed into a temporary file named ".tmp-*" in dest's
-// directory (created 0755 if missing), hashed on the way, and renamed to
-// dest (mode 0644) only when its size equals want.Size (unless -1) and every
+// The body is streamed into a temporary file in dest's directory (created
+// 0755 if missing): unnamed where the file system allows, else named
+// ".tmp-*" (see createTemp). It is hashed on the way and linked or renamed
+// to dest (mode 0644) only when its size equals want.Size (unless -1) and every
 // non-empty hash in want matches. On any failure the temporary file is
 // removed and dest is left as it was. Reading stops at want.Size+1 bytes so
 // an oversized body cannot fill the disk. want must name at least one hash:
@@ -59,7 +59,8 @@ type partial struct {
 	n         int64  // bytes in tmp, all fed to v
 	validator string // If-Range value from the response that started tmp
 	resumed   bool   // tmp holds bytes from more than one response
-	done      bool   // renamed into place
+	anon      bool   // tmp is unnamed (O_TMPFILE, see createTemp)
+	done      bool   // renamed or linked into place
 }
 
 // restart throws away what was received so far.
@@ -81,7 +82,9 @@ func (p *partial) restart() error {
 func (p *partial) discard() {
 	if p.tmp != nil && !p.done {
 		p.tmp.Close()
-		os.Remove(p.tmp.Name())
+		if !p.anon {
+			os.Remove(p.tmp.Name())
+		}
 	}
 }
 
@@ -146,24 +149,11 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 		return permanent(&MismatchError{URL: url, Field: "size", Want: strconv.FormatInt(want.Size, 10), Got: strconv.FormatInt(p.n+resp.ContentLength, 10) + " (Content-Length)"})
 	}
 	if p.tmp == nil {
-		tmp, err := os.CreateTemp(filepath.Dir(dest), tempPattern)
-		if errors.Is(err, fs.ErrNotExist) {
-			// The directory is made here rather than up front: callers
-			// that fetch thousands of files into existing directories
-			// save a stat each.
-			if err = os.MkdirAll(filepath.Dir(dest), 0o755); err == nil {
-				tmp, err = os.CreateTemp(filepath.Dir(dest), tempPattern)
-			}
-		}
+		tmp, anon, err := createTemp(filepath.Dir(dest))
 		if err != nil {
 			return permanent(fmt.Errorf("GET %s: create temporary file beside %s: %w", url, dest, err))
 		}
-		p.tmp = tmp
-		// CreateTemp makes 0600 files; published files must be readable
-		// by a server running as another user.
-		if err := tmp.Chmod(0o644); err != nil {
-			return permanent(fmt.Errorf("GET %s: chmod %s: %w", url, tmp.Name(), err))
-		}
+		p.tmp, p.anon = tmp, anon
 	}
 	body := c.body(ctx, stop, resp.Body)
 	defer body.stop()
@@ -194,15 +184,18 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 		}
 		return err // a short body is retried (resumed); a bad hash is permanent
 	}
-	if err := p.tmp.Close(); err != nil {
-		return permanent(fmt.Errorf("GET %s: close %s: %w", url, p.tmp.Name(), err))
-	}
-	if err := os.Rename(p.tmp.Name(), dest); err != nil {
-		os.Remove(p.tmp.Name())
-		p.done = true
-		return permanent(fmt.Errorf("GET %s: rename into %s: %w", url, dest, err))
-	}
+	err = publishTemp(p.tmp, p.anon, dest)
 	p.done = true
+	if err != nil {
+		if p.anon && noTmpfile.Load() {
+			// Unnamed files cannot be linked here (see linkFD):
+			// the retry downloads into a named one.
+			p.tmp, p.done = nil, false
+			p.restart()
+			return fmt.Errorf("GET %s: %w", url, err)
+		}
+		return permanent(fmt.Errorf("GET %s: %w", url, err))
+	}
 	return nil
 }
 

@@ -8,11 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -136,6 +141,12 @@ func hashPath(p string, hexLen int) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+func fnvString(p string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(p))
+	return h.Sum32()
+}
+
 func nlink(fi fs.FileInfo) uint64 {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return uint64(st.Nlink)
@@ -149,8 +160,11 @@ func (s *Store) mkdirCached(dir string) error {
 	if _, ok := s.realDirs.Load(dir); ok {
 		return nil
 	}
-	s.dirMu.Lock()
-	defer s.dirMu.Unlock()
+	// Per parent directory rather than one lock: linkBase's workers
+	// each own different parents.
+	mu := &s.dirMus[fnvString(filepath.Dir(dir))%uint32(len(s.dirMus))]
+	mu.Lock()
+	defer mu.Unlock()
 	err := os.Mkdir(dir, 0o755)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = os.MkdirAll(dir, 0o755)
@@ -287,35 +301,87 @@ func (sn *Snapshot) linkBase() error {
 	defer f.Close()
 	s := sn.s
 	pool := filepath.Join(s.dir, PoolDir)
+	// Workers, each owning the paths under some of pool/'s second-level
+	// directories (pool/main/s/...): the mkdirs and links of one parent
+	// directory stay in one goroutine, since parallel ones contend on its
+	// lock in the kernel (see Store.dirMu), while the commit, which runs
+	// alone at the end of a sync, still uses every core.
+	n := min(runtime.GOMAXPROCS(0), 4)
+	jobs := make([]chan [2]string, n)
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+		failed   atomic.Bool
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		failed.Store(true)
+	}
+	for i := range jobs {
+		jobs[i] = make(chan [2]string, 256)
+		wg.Add(1)
+		go func(jobs <-chan [2]string) {
+			defer wg.Done()
+			for j := range jobs {
+				if failed.Load() {
+					continue // drain
+				}
+				if err := s.linkBaseOne(pool, j[0], j[1]); err != nil {
+					fail(fmt.Errorf("store: snapshot %s: %w", sn.id, err))
+				}
+			}
+		}(jobs[i])
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	for sc.Scan() && !failed.Load() {
 		h, rel, ok := strings.Cut(sc.Text(), " ")
 		if !ok || CheckHash(h) != nil || CheckRel(rel) != nil {
-			return fmt.Errorf("store: snapshot %s: damaged journal line %q", sn.id, sc.Text())
+			fail(fmt.Errorf("store: snapshot %s: damaged journal line %q", sn.id, sc.Text()))
+			break
 		}
-		dst := filepath.Join(pool, filepath.FromSlash(rel))
-		if err := s.mkdirCached(filepath.Dir(dst)); err != nil {
-			return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
-		}
-		err := os.Link(s.objectPath(h), dst)
-		if errors.Is(err, fs.ErrExist) {
-			ofi, oerr := os.Lstat(s.objectPath(h))
-			dfi, derr := os.Lstat(dst)
-			if oerr == nil && derr == nil && os.SameFile(ofi, dfi) {
-				continue
-			}
-			return fmt.Errorf("store: snapshot %s: %s: %w", sn.id, rel, ErrPoolConflict)
-		}
-		if err != nil {
-			return fmt.Errorf("store: snapshot %s: link %s: %w", sn.id, rel, err)
-		}
+		jobs[fnvString(path.Dir(path.Dir(rel)))%uint32(n)] <- [2]string{h, rel}
+	}
+	for _, c := range jobs {
+		close(c)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("store: snapshot %s: journal: %w", sn.id, err)
 	}
 	f.Close()
 	return os.Remove(jp)
+}
+
+// linkBaseOne links object h at pool/rel (see linkBase). A new path in a
+// fresh pool costs one link (plus a mkdir for a new directory): EEXIST,
+// not a stat beforehand, says when the path is there already.
+func (s *Store) linkBaseOne(pool, h, rel string) error {
+	dst := filepath.Join(pool, filepath.FromSlash(rel))
+	if err := s.mkdirCached(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	err := os.Link(s.objectPath(h), dst)
+	if errors.Is(err, fs.ErrExist) {
+		ofi, oerr := os.Lstat(s.objectPath(h))
+		dfi, derr := os.Lstat(dst)
+		if oerr == nil && derr == nil && os.SameFile(ofi, dfi) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", rel, ErrPoolConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("link %s: %w", rel, err)
+	}
+	return nil
 }
 
 // PoolView returns the file a snapshot serves at pool path rel: its

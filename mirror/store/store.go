@@ -159,6 +159,9 @@ type Store struct {
 	// holds thousands of package directories) contend on its lock in the
 	// kernel, which costs more CPU than the downloads.
 	dirMu sync.Mutex
+	// dirMus serialize mkdirCached per parent directory (hashed), for the
+	// same reason, without serializing linkBase's workers.
+	dirMus [16]sync.Mutex
 }
 
 // Open returns the Store for mirror name under root, creating ROOT/NAME,
