@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"gatehouse/apt/apttest"
 	"gatehouse/apt/repobuild"
@@ -233,67 +230,11 @@ func readmeNginx(t *testing.T) string {
 // root replaced, and returns its base URL for the test mirror.
 func startNginxStore(t *testing.T, root string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Skip("nginx not installed")
-		}
-		bin = "/usr/sbin/nginx"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	server := readmeNginx(t)
-	server = strings.Replace(server, "listen 8080;", "listen "+addr+";", 1)
-	server = strings.Replace(server, "root /var/lib/gatehouse/mirrors;", "root "+root+";", 1)
-	prefix := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers must read the test's 0700 temp dirs
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log;
-events { worker_connections 64; }
-http {
-	access_log %[2]s/access.log;
-	client_body_temp_path %[2]s;
-	proxy_temp_path %[2]s;
-	fastcgi_temp_path %[2]s;
-	uwsgi_temp_path %[2]s;
-	scgi_temp_path %[2]s;
-%[3]s
-}
-`, user, prefix, server)
-	cf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", prefix, "-c", cf, "-g", "daemon off;")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("nginx did not start: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	addr, _ := apttest.Nginx(t, func(addr string) string {
+		server := readmeNginx(t)
+		server = strings.Replace(server, "listen 8080;", "listen "+addr+";", 1)
+		return strings.Replace(server, "root /var/lib/gatehouse/mirrors;", "root "+root+";", 1)
+	}, "")
 	return "http://" + addr + "/" + testMirror
 }
 

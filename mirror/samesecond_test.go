@@ -2,10 +2,7 @@ package mirror
 
 import (
 	"bytes"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,72 +13,10 @@ import (
 
 // startNginx serves dir with a real nginx (its default ETag and
 // If-Modified-Since handling) on a loopback port and returns its base URL
-// and access log. It skips only when nginx is not installed.
+// and access log, which records the validators of each request.
 func startNginx(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Skip("nginx not installed")
-		}
-		bin = "/usr/sbin/nginx"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	prefix := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers must read the test's 0700 temp dirs
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log;
-events { worker_connections 64; }
-http {
-	log_format cond '$request $status inm=$http_if_none_match ims=$http_if_modified_since';
-	access_log %[2]s/access.log cond;
-	client_body_temp_path %[2]s;
-	proxy_temp_path %[2]s;
-	fastcgi_temp_path %[2]s;
-	uwsgi_temp_path %[2]s;
-	scgi_temp_path %[2]s;
-	server {
-		listen %[3]s;
-		root %[4]s;
-	}
-}
-`, user, prefix, addr, dir)
-	cf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", prefix, "-c", cf, "-g", "daemon off;")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("nginx did not start: %s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "http://" + addr, filepath.Join(prefix, "access.log")
+	return apttest.NginxRoot(t, dir, "$request $status inm=$http_if_none_match ims=$http_if_modified_since")
 }
 
 // TestSameSecondRepublishNginx: an upstream that publishes two InRelease

@@ -4,85 +4,24 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"gatehouse/apt/apttest"
 )
 
 // startNginx serves dir with a real nginx on a loopback port and returns
 // its base URL. It skips only when nginx is not installed.
 func startNginx(t testing.TB, dir string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Skip("nginx not installed")
-		}
-		bin = "/usr/sbin/nginx"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	prefix := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers must read the test's 0700 temp dirs
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log;
-events { worker_connections 64; }
-http {
-	access_log %[2]s/access.log;
-	client_body_temp_path %[2]s;
-	proxy_temp_path %[2]s;
-	fastcgi_temp_path %[2]s;
-	uwsgi_temp_path %[2]s;
-	scgi_temp_path %[2]s;
-	keepalive_requests 10000;
-	server {
-		listen %[3]s;
-		root %[4]s;
-	}
-}
-`, user, prefix, addr, dir)
-	cf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", prefix, "-c", cf, "-g", "daemon off;")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("nginx did not start: %s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "http://" + addr
+	base, _ := apttest.NginxRoot(t, dir, "")
+	return base
 }
 
 // TestAgainstNginx runs Get, Open and conditional GetBytes against a real
