@@ -39,18 +39,9 @@ func NewCheckOnly(cfg Config, log *slog.Logger, now func() time.Time) (*Server, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	checker, err := certauth.New(certauth.Config{
-		UserCAKeys:      cfg.UserCAKeys,
-		RevokedKeys:     cfg.RevokedKeys,
-		MaxCertLifetime: cfg.MaxCertLifetime.Duration,
-		ClockSkew:       cfg.ClockSkew.Duration,
-	}, now, log)
+	checker, pol, err := newDecider(&cfg, log, now)
 	if err != nil {
-		return nil, fmt.Errorf("[bastion] user_ca_keys/revoked_keys: %w", err)
-	}
-	pol, err := policy.New(cfg.Rules)
-	if err != nil {
-		return nil, fmt.Errorf("[[bastion.rule]]: %w", err)
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, now: now, checker: checker}
 	if cfg.ProxyEnabled() {

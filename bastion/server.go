@@ -108,18 +108,9 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("[bastion] host_keys: %w", err)
 	}
-	checker, err := certauth.New(certauth.Config{
-		UserCAKeys:      cfg.UserCAKeys,
-		RevokedKeys:     cfg.RevokedKeys,
-		MaxCertLifetime: cfg.MaxCertLifetime.Duration,
-		ClockSkew:       cfg.ClockSkew.Duration,
-	}, now, log)
+	checker, pol, err := newDecider(&cfg, log, now)
 	if err != nil {
-		return nil, fmt.Errorf("[bastion] user_ca_keys/revoked_keys: %w", err)
-	}
-	pol, err := policy.New(cfg.Rules)
-	if err != nil {
-		return nil, fmt.Errorf("[[bastion.rule]]: %w", err)
+		return nil, err
 	}
 	if len(cfg.Rules) == 0 {
 		log.Warn("no [[bastion.rule]] configured: every forward will be refused")
@@ -164,6 +155,26 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 	s.refreshLocalIPs()
 	s.gl = s.newGliderServer()
 	return s, nil
+}
+
+// newDecider loads what every decision reads, for New and NewCheckOnly
+// alike (so check-cert decides as the live bastion): the certificate
+// checker (CA keys, revocation list) and the policy.
+func newDecider(cfg *Config, log *slog.Logger, now func() time.Time) (*certauth.Checker, *policy.Policy, error) {
+	checker, err := certauth.New(certauth.Config{
+		UserCAKeys:      cfg.UserCAKeys,
+		RevokedKeys:     cfg.RevokedKeys,
+		MaxCertLifetime: cfg.MaxCertLifetime.Duration,
+		ClockSkew:       cfg.ClockSkew.Duration,
+	}, now, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("[bastion] user_ca_keys/revoked_keys: %w", err)
+	}
+	pol, err := policy.New(cfg.Rules)
+	if err != nil {
+		return nil, nil, fmt.Errorf("[[bastion.rule]]: %w", err)
+	}
+	return checker, pol, nil
 }
 
 // Close closes the audit log, then the recordings index, each with a final

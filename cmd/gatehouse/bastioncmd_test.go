@@ -68,6 +68,9 @@ jump = ["192.0.2.10:22"]
 		{[]string{withPF}, 0, "rule 0 (principals admin): jump to 192.0.2.10:22: allowed"},
 		{[]string{withPF, "--to", "192.0.2.10:22", "--jump"}, 0, "jump to 192.0.2.10:22 (192.0.2.10) allowed by rule 0"},
 		{[]string{withPF, "--to", "192.0.2.11:22", "--jump"}, 3, "REFUSED: no rule allows a jump to 192.0.2.11:22"},
+		// A name is resolved as the live bastion resolves it (check-cert
+		// once crashed here: its Server had no resolver).
+		{[]string{withPF, "--to", "localhost:22", "--jump"}, 3, "REFUSED: no rule allows a jump to localhost:22"},
 		{[]string{without, "--to", "192.0.2.10:22", "--jump"}, 3, "REFUSED: certificate does not permit port forwarding"},
 		{[]string{without}, 3, "REFUSED: the certificate can log in but no rule lets it reach anything"},
 		{[]string{withPF, "--jump"}, 2, ""},
