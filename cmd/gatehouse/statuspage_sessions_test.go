@@ -16,28 +16,17 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"gatehouse/cmd/gatehouse/internal/rectest"
 )
 
 // noRedirect is a client that reports redirects instead of following them,
 // so a path the mux would "clean" shows its own status.
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
+// status is rectest.Get: a GET that does not follow redirects.
 func status(t *testing.T, url string, header ...string) (int, string, http.Header) {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return rectest.Get(t, url, header...)
 }
 
 // TestStatusSessionsHiddenUnlessAllowed: with sessions_from empty, or

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"gatehouse/apt/apttest"
-	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/internal/rectest"
 )
 
 // chromiumArgs are the flags a headless Chromium needs in a sandboxed,
@@ -97,57 +97,11 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 }
 
-// replayMarker is output recorded in the test session; only a player that
-// fetched and played the cast can put it into the page's DOM.
-const replayMarker = "replayed-7f3a"
+const replayMarker = rectest.ReplayMarker
 
-// testRecordings writes, with the bastion's own recorder, a signed
-// recording whose channel 0 prints replayMarker and a second one whose cast
-// is then edited (so it no longer verifies). It returns the recordings
-// dir, the recording key's path and the two ids.
+// testRecordings is rectest.Recordings (a good and an edited recording).
 func testRecordings(t *testing.T, dir string) (recDir, key, good, bad string) {
-	t.Helper()
-	recDir, key = filepath.Join(dir, "recordings"), filepath.Join(dir, "recording_key")
-	if err := record.GenerateSigningKey(key); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := record.LoadSigningKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC)
-	good, bad = "20261123T101500Z-good", "20261123T090000Z-edited"
-	for i, id := range []string{good, bad} {
-		t0 := start.Add(-time.Duration(i) * 75 * time.Minute)
-		clock := t0
-		now := func() time.Time { clock = clock.Add(300 * time.Millisecond); return clock }
-		rec, err := record.NewRecording(record.RecorderConfig{Dir: recDir, SigningKey: signer, Now: now}, id, record.Meta{
-			User: "root@db1.example.org", Principal: "alice", KeyID: "alice@example.org", Source: "192.0.2.7:50122",
-			Target: "db1.example.org:22", TargetLogin: "root", Start: t0,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := rec.Channel(0, "session", "xterm-256color", 80, 24)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, out := range []string{"root@db1:~# ", "echo " + replayMarker + "\r\n", replayMarker + "\r\n", "root@db1:~# exit\r\n"} {
-			if err := ch.Output([]byte(out)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := rec.Close("client closed"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := os.OpenFile(filepath.Join(recDir, bad, "ch00.cast"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("[9.9, \"o\", \"inserted afterwards\"]\n")
-	f.Close()
-	return recDir, key, good, bad
+	return rectest.Recordings(t, dir)
 }
 
 // startServe runs `gatehouse serve` with conf until the test ends and

@@ -1,7 +1,6 @@
 package statuspage
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,9 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"gatehouse/bastion/record"
+	"gatehouse/cmd/gatehouse/internal/rectest"
 	"gatehouse/cmd/gatehouse/metrics"
 )
 
@@ -20,26 +18,9 @@ import (
 // of cmd/gatehouse drive it through `gatehouse serve` and `run`, in real
 // Chromium and through the bastion.
 
-// noRedirect is a client that reports redirects instead of following them,
-// so a path the mux would "clean" shows its own status.
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
+// status is rectest.Get: a GET that does not follow redirects.
 func status(t *testing.T, url string, header ...string) (int, string, http.Header) {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return rectest.Get(t, url, header...)
 }
 
 // hasLine reports whether text has a line equal to want.
@@ -66,58 +47,11 @@ func startSite(t *testing.T, o Options) string {
 	return srv.URL
 }
 
-// replayMarker is output recorded in the test session; only a player that
-// fetched and played the cast can put it into the page's DOM.
-const replayMarker = "replayed-7f3a"
+const replayMarker = rectest.ReplayMarker
 
-// testRecordings writes, with the bastion's own recorder, a signed
-// recording whose channel 0 prints replayMarker and a second one whose cast
-// is then edited (so it no longer verifies). It returns the recordings
-// dir, the recording key's path and the two ids. (cmd/gatehouse's tests
-// have the same fixture for their end-to-end runs.)
+// testRecordings is rectest.Recordings (a good and an edited recording).
 func testRecordings(t *testing.T, dir string) (recDir, key, good, bad string) {
-	t.Helper()
-	recDir, key = filepath.Join(dir, "recordings"), filepath.Join(dir, "recording_key")
-	if err := record.GenerateSigningKey(key); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := record.LoadSigningKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC)
-	good, bad = "20261123T101500Z-good", "20261123T090000Z-edited"
-	for i, id := range []string{good, bad} {
-		t0 := start.Add(-time.Duration(i) * 75 * time.Minute)
-		clock := t0
-		now := func() time.Time { clock = clock.Add(300 * time.Millisecond); return clock }
-		rec, err := record.NewRecording(record.RecorderConfig{Dir: recDir, SigningKey: signer, Now: now}, id, record.Meta{
-			User: "root@db1.example.org", Principal: "alice", KeyID: "alice@example.org", Source: "192.0.2.7:50122",
-			Target: "db1.example.org:22", TargetLogin: "root", Start: t0,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := rec.Channel(0, "session", "xterm-256color", 80, 24)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, out := range []string{"root@db1:~# ", "echo " + replayMarker + "\r\n", replayMarker + "\r\n", "root@db1:~# exit\r\n"} {
-			if err := ch.Output([]byte(out)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := rec.Close("client closed"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := os.OpenFile(filepath.Join(recDir, bad, "ch00.cast"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("[9.9, \"o\", \"inserted afterwards\"]\n")
-	f.Close()
-	return recDir, key, good, bad
+	return rectest.Recordings(t, dir)
 }
 
 // TestStatusRecordingURLs: for an allowed client, the cast and the player
