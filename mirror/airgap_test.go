@@ -86,6 +86,26 @@ func agAptInstalls(t *testing.T, up *upstream, state string, pkgs ...string) {
 	}
 }
 
+// agPair is the usual start of an air-gap test: outer state A synced from
+// a new upstream, and inner state B that imported A's first full bundle
+// (out/b1.tar, signed by key, verified with trusted).
+func agPair(t *testing.T) (up *upstream, cfg Config, stateA, stateB string, key *pgp.SigningKey, trusted *pgp.Keyring, out string) {
+	t.Helper()
+	up = newUpstream(t)
+	stateA, stateB = t.TempDir(), t.TempDir()
+	cfg = up.config()
+	mustSync(t, stateA, cfg)
+	key = apttest.NewKey(t, "ed25519")
+	trusted = agKeyring(t, key)
+	out = t.TempDir()
+	b1 := filepath.Join(out, "b1.tar")
+	if _, err := Export(context.Background(), stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	agImport(t, stateB, cfg, b1, trusted)
+	return up, cfg, stateA, stateB, key, trusted, out
+}
+
 func agImport(t *testing.T, state string, cfg Config, from string, trusted *pgp.Keyring) *ImportReport {
 	t.Helper()
 	rep, err := Import(context.Background(), state, []Config{cfg}, from, trusted, testOptions(t))
@@ -649,18 +669,7 @@ func TestAirgapSubset(t *testing.T) {
 // none of that entry's bytes; the undamaged bundle is then accepted.
 func TestAirgapDamageInPresentEntry(t *testing.T) {
 	ctx := context.Background()
-	up := newUpstream(t)
-	stateA, stateB := t.TempDir(), t.TempDir()
-	cfg := up.config()
-	mustSync(t, stateA, cfg)
-	key := apttest.NewKey(t, "ed25519")
-	trusted := agKeyring(t, key)
-	out := t.TempDir()
-	b1 := filepath.Join(out, "b1.tar")
-	if _, err := Export(ctx, stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
-		t.Fatal(err)
-	}
-	agImport(t, stateB, cfg, b1, trusted)
+	up, cfg, stateA, stateB, key, trusted, out := agPair(t)
 
 	// A newer upstream state that keeps every file and adds a package:
 	// its full bundle carries the files B has, and one it lacks.

@@ -297,18 +297,7 @@ func httpGet(u string) (int, error) {
 // publishes them as an override, and apt on the inner side gets them.
 func TestAirgapRebuiltFile(t *testing.T) {
 	ctx := context.Background()
-	up := newUpstream(t)
-	stateA, stateB := t.TempDir(), t.TempDir()
-	cfg := up.config()
-	mustSync(t, stateA, cfg)
-	key := apttest.NewKey(t, "ed25519")
-	trusted := agKeyring(t, key)
-	out := t.TempDir()
-	b1 := filepath.Join(out, "b1.tar")
-	if _, err := Export(ctx, stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
-		t.Fatal(err)
-	}
-	agImport(t, stateB, cfg, b1, trusted)
+	up, cfg, stateA, stateB, key, trusted, out := agPair(t)
 	old := upstreamHello(t, up)
 
 	v, err := repobuild.SameSizeVariant(ctx, helloPkg())
@@ -321,7 +310,7 @@ func TestAirgapRebuiltFile(t *testing.T) {
 	changed := upstreamHello(t, up)
 	mustSync(t, stateA, cfg)
 	b2 := filepath.Join(out, "b2.tar")
-	man2, err := Export(ctx, stateA, []Config{cfg}, b2, b1, key, 0, testOptions(t))
+	man2, err := Export(ctx, stateA, []Config{cfg}, b2, filepath.Join(out, "b1.tar"), key, 0, testOptions(t))
 	if err != nil {
 		t.Fatal(err)
 	}
