@@ -426,12 +426,12 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 	if store.CheckHash(h) != nil {
 		return 0, refused("mirror %s: %s: the index gives no valid SHA-256 or SHA-512; apt refuses such files, and so does the mirror", r.cfg.Name, e.Filename)
 	}
-	present, err := r.st.HasObject(rel, h, e.Size)
+	ofi, err := r.st.StatObject(rel, h, e.Size)
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}
 	res := poolPresent
-	if !present {
+	if ofi == nil {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -468,7 +468,7 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
 		}
 	}
-	if err := sn.UsePool(rel, h); err != nil {
+	if err := sn.UsePoolStat(rel, h, ofi); err != nil {
 		if errors.Is(err, store.ErrPoolConflict) {
 			return 0, refused("mirror %s: %s is listed twice with different content; the upstream is inconsistent (%v)", r.cfg.Name, e.Filename, err)
 		}

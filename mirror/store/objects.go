@@ -89,39 +89,50 @@ func (s *Store) ObjectDest(h string) (string, error) {
 // absent but pool/rel is a regular file of that size that is no object's
 // link yet, it is hashed once and, if it is h, linked in as the object.
 func (s *Store) HasObject(rel, h string, size int64) (bool, error) {
+	fi, err := s.StatObject(rel, h, size)
+	return fi != nil, err
+}
+
+// StatObject is HasObject returning the object's FileInfo (nil when it is
+// not stored), for UsePoolStat: a sync then lstats each unchanged file's
+// object once, not twice.
+func (s *Store) StatObject(rel, h string, size int64) (fs.FileInfo, error) {
 	if err := CheckHash(h); err != nil {
-		return false, err
+		return nil, err
 	}
 	if fi, err := os.Lstat(s.objectPath(h)); err == nil {
-		return fi.Mode().IsRegular() && fi.Size() == size, nil
+		if fi.Mode().IsRegular() && fi.Size() == size {
+			return fi, nil
+		}
+		return nil, nil
 	}
 	if rel == "" {
-		return false, nil
+		return nil, nil
 	}
 	if err := CheckRel(rel); err != nil {
-		return false, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
+		return nil, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
 	base := filepath.Join(s.dir, PoolDir)
 	fi, err := lstatNoSymlinks(base, rel, &s.realDirs)
 	if err != nil {
-		return false, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
+		return nil, fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
 	if fi == nil || !fi.Mode().IsRegular() || fi.Size() != size || nlink(fi) != 1 {
-		return false, nil
+		return nil, nil
 	}
 	p := filepath.Join(base, filepath.FromSlash(rel))
 	got, err := hashPath(p, len(h))
 	if err != nil || got != h {
-		return false, nil
+		return nil, nil
 	}
 	dst, err := s.ObjectDest(h)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := os.Link(p, dst); err != nil && !errors.Is(err, fs.ErrExist) {
-		return false, fmt.Errorf("store: adopt %s as an object: %w", p, err)
+		return nil, fmt.Errorf("store: adopt %s as an object: %w", p, err)
 	}
-	return true, nil
+	return os.Lstat(dst)
 }
 
 // hashPath hashes p with SHA-256 (hexLen 64) or SHA-512 (128).
@@ -192,7 +203,11 @@ func (s *Store) mkdirCached(dir string) error {
 //
 // A second UsePool of rel with the same object is harmless; with another
 // object the error wraps ErrPoolConflict.
-func (sn *Snapshot) UsePool(rel, h string) error {
+func (sn *Snapshot) UsePool(rel, h string) error { return sn.UsePoolStat(rel, h, nil) }
+
+// UsePoolStat is UsePool with the object's FileInfo from StatObject
+// (nil: UsePool lstats the object itself).
+func (sn *Snapshot) UsePoolStat(rel, h string, ofi fs.FileInfo) error {
 	s := sn.s
 	if err := CheckHash(h); err != nil {
 		return err
@@ -201,9 +216,11 @@ func (sn *Snapshot) UsePool(rel, h string) error {
 		return fmt.Errorf("store: pool file of mirror %s: %w", s.name, err)
 	}
 	obj := s.objectPath(h)
-	ofi, err := os.Lstat(obj)
-	if err != nil {
-		return fmt.Errorf("store: pool file %s of mirror %s: object %s: %w", rel, s.name, h, err)
+	if ofi == nil {
+		var err error
+		if ofi, err = os.Lstat(obj); err != nil {
+			return fmt.Errorf("store: pool file %s of mirror %s: object %s: %w", rel, s.name, h, err)
+		}
 	}
 	pfi, err := lstatNoSymlinks(filepath.Join(s.dir, PoolDir), rel, &s.realDirs)
 	if err != nil {
