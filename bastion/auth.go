@@ -115,7 +115,7 @@ func (s *Server) prefilter(ctx gl.Context, key gl.PublicKey) bool {
 	if ok && cert.CertType == gossh.UserCert {
 		return true
 	}
-	n := &note{reason: "not-a-certificate", detail: "plain public keys are never accepted: log in with an OpenSSH user certificate", fields: keyFields(key)}
+	n := &note{reason: "not-a-certificate", detail: "plain public keys are never accepted: log in with an OpenSSH user certificate", key: offeredKey(key)}
 	if ok {
 		n.reason, n.detail = "host-certificate", "host certificates cannot log in"
 	}
@@ -129,7 +129,7 @@ func (s *Server) prefilter(ctx gl.Context, key gl.PublicKey) bool {
 // writes it to the audit log.
 type authRefused struct {
 	reason, detail string
-	fields         map[string]any
+	key            *record.OfferedKey
 }
 
 func (e *authRefused) Error() string { return "certificate refused: " + e.reason }
@@ -155,7 +155,7 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 	}
 	_, id, reason, detail := s.acceptIdentity(login, conn.RemoteAddr(), key, false)
 	if id == nil {
-		return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
+		return nil, &authRefused{reason: reason, detail: detail, key: offeredKey(key)}
 	}
 	var target *proxyTarget
 	if proxyReq {
@@ -168,7 +168,7 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 			return nil, ar
 		}
 		if _, id, reason, detail = s.acceptIdentity(login, conn.RemoteAddr(), key, false); id == nil {
-			return nil, &authRefused{reason: reason, detail: detail, fields: keyFields(key)}
+			return nil, &authRefused{reason: reason, detail: detail, key: offeredKey(key)}
 		}
 	}
 	cert := id.Cert
@@ -178,28 +178,27 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 	var tb [16]byte
 	_, _ = rand.Read(tb[:])
 	token := hex.EncodeToString(tb[:])
-	fields := map[string]any{
-		"conn":     sess.id,
-		"source":   sess.src.String(),
-		"result":   "accepted",
-		"method":   "publickey",
-		"key_type": key.Type(),
+	ev := record.AuthAccepted{
+		ConnRef:     sess.ref(),
+		Identity:    auditIdentity(id),
+		Result:      "accepted",
+		Method:      "publickey",
+		KeyType:     key.Type(),
+		ValidBefore: id.ValidBefore.UTC(),
 	}
-	addIdentity(fields, id)
-	fields["valid_before"] = id.ValidBefore.UTC()
 	if target != nil {
-		fields["proxy_target"] = target.String()
-		fields["target_login"] = target.login
+		ev.ProxyTarget = target.String()
+		ev.TargetLogin = target.login
 	}
 	// The connection's own lines start here: conn.start, the attempts
 	// this connection had refused before (the client trying other keys
 	// or logins), then the accepted attempt. Fail closed: no login that
 	// the audit log cannot show.
 	if err := sess.logStart(); err != nil {
-		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
+		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", key: offeredKey(key)}
 	}
-	if err := s.auditLog("auth", fields); err != nil {
-		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", fields: keyFields(key)}
+	if err := s.auditLog(ev); err != nil {
+		return nil, &authRefused{reason: "audit-unavailable", detail: "the audit log cannot be written", key: offeredKey(key)}
 	}
 	sess.authenticated(token, &authEntry{id: id, user: conn.User(), target: target})
 	return &gossh.Permissions{
@@ -228,51 +227,50 @@ func (s *Server) authLog(sess *session, conn gossh.ConnMetadata, method string, 
 	plain := sess.plain
 	sess.mu.Unlock()
 
-	fields := map[string]any{
-		"conn":   sess.id,
-		"source": sess.src.String(),
-		"result": "refused",
-		"method": record.Sanitize(method, 40),
-		"login":  sanitize(conn.User()),
+	ev := record.AuthRefused{
+		ConnRef: sess.ref(),
+		Result:  "refused",
+		Method:  record.Sanitize(method, 40),
+		Login:   sanitize(conn.User()),
 	}
 	var ar *authRefused
 	switch {
 	case errors.As(err, &ar):
-		maps.Copy(fields, ar.fields)
-		fields["reason"], fields["detail"] = ar.reason, ar.detail
+		ev.OfferedKey, ev.Reason, ev.Detail = ar.key, ar.reason, ar.detail
 	case method == "publickey" && plain != nil && err.Error() == "permission denied":
 		// gliderlabs' wording for a false PublicKeyHandler.
-		maps.Copy(fields, plain.fields)
-		fields["reason"], fields["detail"] = plain.reason, plain.detail
+		ev.OfferedKey, ev.Reason, ev.Detail = plain.key, plain.reason, plain.detail
 	case method == "publickey":
-		fields["reason"], fields["detail"] = "protocol", record.Sanitize(err.Error(), 200)
+		ev.Reason, ev.Detail = "protocol", record.Sanitize(err.Error(), 200)
 	default:
-		fields["reason"], fields["detail"] = "method-not-offered", "only publickey with an OpenSSH user certificate is accepted"
+		ev.Reason, ev.Detail = "method-not-offered", "only publickey with an OpenSSH user certificate is accepted"
 	}
 	sess.mu.Lock()
 	if len(sess.refusals) < maxConnRefusals {
-		sess.refusals = append(sess.refusals, fields)
+		sess.refusals = append(sess.refusals, ev)
 	}
 	sess.mu.Unlock()
-	s.observeOnly("auth", fields)
+	s.observeOnly(ev)
 }
 
-// keyFields describes an offered key for the audit log, from the key
+// offeredKey describes an offered key for the audit log, from the key
 // itself only (it may be unverified, so nothing here is trusted).
-func keyFields(key gossh.PublicKey) map[string]any {
-	f := map[string]any{"key_type": key.Type()}
+func offeredKey(key gossh.PublicKey) *record.OfferedKey {
+	k := &record.OfferedKey{KeyType: key.Type()}
 	if cert, ok := key.(*gossh.Certificate); ok {
-		f["key_fp"] = gossh.FingerprintSHA256(cert.Key)
-		f["key_id"] = sanitize(cert.KeyId)
-		f["serial"] = cert.Serial
-		f["principals"] = sanitizeList(cert.ValidPrincipals)
+		k.KeyFP = gossh.FingerprintSHA256(cert.Key)
+		k.OfferedCert = &record.OfferedCert{
+			KeyID:      sanitize(cert.KeyId),
+			Serial:     cert.Serial,
+			Principals: sanitizeList(cert.ValidPrincipals),
+		}
 		if cert.SignatureKey != nil {
-			f["ca_fp"] = gossh.FingerprintSHA256(cert.SignatureKey)
+			k.CAFP = gossh.FingerprintSHA256(cert.SignatureKey)
 		}
 	} else {
-		f["key_fp"] = gossh.FingerprintSHA256(key)
+		k.KeyFP = gossh.FingerprintSHA256(key)
 	}
-	return f
+	return k
 }
 
 // sanitize makes certificate strings safe for logs and terminals.

@@ -81,11 +81,9 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 	}
 	host, port, perr := parseDirectTCPIP(nc.ExtraData())
 	dest := net.JoinHostPort(sanitize(host), strconv.FormatUint(uint64(port), 10))
-	fields := map[string]any{"conn": sess.id, "source": sess.src.String(), "destination": dest}
-	addIdentity(fields, id)
+	fw := record.Forward{ConnRef: sess.ref(), Identity: auditIdentity(id), Destination: dest}
 	deny := func(kind gossh.RejectionReason, reason string) {
-		fields["reason"] = reason
-		s.auditLog("forward.denied", fields)
+		s.auditLog(record.ForwardDenied{Forward: fw, Reason: reason})
 		nc.Reject(kind, "gatehouse: "+reason)
 	}
 	if perr != nil {
@@ -109,22 +107,21 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 	}()
 	v := s.decideJump(ctx, id, host, port, dest)
 	if v.proxyIP.IsValid() {
-		fields["resolved_ip"] = v.proxyIP.String()
-		s.proxyJump(ctx, sess, id, nc, host, v.proxyIP, port, fields)
+		fw.ResolvedIP.Addr = v.proxyIP.String()
+		s.proxyJump(ctx, sess, id, nc, host, v.proxyIP, port, fw)
 		return
 	}
 	if v.refusal != "" {
 		if len(v.ips) > 0 && !v.chosen.IsValid() {
-			fields["resolved_ip"] = ipStrings(v.ips)
+			fw.ResolvedIP.All = ipStrings(v.ips)
 		}
 		deny(v.kind, v.refusal)
 		return
 	}
 	chosen, dec := v.chosen, v.dec
 	target := netip.AddrPortFrom(chosen, port)
-	fields["resolved_ip"] = chosen.String()
-	fields["rule"] = dec.Rule
-	fields["entry"] = dec.Entry
+	fw.ResolvedIP.Addr = chosen.String()
+	fw.Route = &record.Route{Rule: dec.Rule, Entry: dec.Entry}
 
 	d := net.Dialer{Timeout: s.conf().DialTimeout.Duration}
 	tc, err := d.DialContext(ctx, "tcp", target.String())
@@ -134,7 +131,7 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 		deny(gossh.ConnectionFailed, fmt.Sprintf("connecting to %s failed: %v", dest, unwrapOp(err)))
 		return
 	}
-	if err := s.auditLog("forward.open", fields); err != nil {
+	if err := s.auditLog(record.ForwardOpen{Forward: fw}); err != nil {
 		tc.Close()
 		nc.Reject(gossh.ConnectionFailed, "gatehouse: audit log unavailable")
 		return
@@ -153,10 +150,7 @@ func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewC
 	stop()
 	tc.Close()
 	ch.Close()
-	fields["bytes_in"] = in
-	fields["bytes_out"] = out
-	fields["duration"] = seconds(s.now().Sub(start))
-	s.auditLog("forward", fields)
+	s.auditLog(record.ForwardEnd{Forward: fw, BytesIn: in, BytesOut: out, Duration: seconds(s.now().Sub(start))})
 }
 
 // parseDirectTCPIP decodes the client's channel-open payload and checks
@@ -368,11 +362,12 @@ func (s *Server) denyRequest(conn *gossh.ServerConn, ctx gl.Context, kind, reaso
 		return
 	}
 	defer sess.exit()
-	fields := map[string]any{"conn": sess.id, "source": sess.src.String(), "request": record.Sanitize(kind, 80), "reason": reason}
+	ev := record.RequestDenied{ConnRef: sess.ref(), Request: record.Sanitize(kind, 80), Reason: reason}
 	if conn != nil {
 		if _, id := identityOf(conn, ctx); id != nil {
-			addIdentity(fields, id)
+			ai := auditIdentity(id)
+			ev.Identity = &ai
 		}
 	}
-	s.auditLog("request.denied", fields)
+	s.auditLog(ev)
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"gatehouse/bastion/record"
 )
 
 // Pre-authentication outcomes: how a connection ended (or was turned away)
@@ -55,7 +57,7 @@ type preauthSource struct {
 	outcomes map[string]int
 	reasons  map[string]int // auth refusal reason → attempts
 	attempts int
-	samples  []map[string]any
+	samples  []record.PreauthSample
 	lastPort uint16
 	overflow int // reasons beyond maxPreauthReasons
 }
@@ -72,10 +74,10 @@ func (p *preauthLog) setWindow(d time.Duration) {
 }
 
 // record counts one connection's pre-authentication outcome. refusals are
-// the audit fields of its refused attempts (at most maxConnRefusals);
+// its refused attempts (at most maxConnRefusals);
 // detail says more about the outcome (the limit that refused it, the
 // handshake error).
-func (p *preauthLog) record(src netip.AddrPort, outcome, detail string, refusals []map[string]any) {
+func (p *preauthLog) record(src netip.AddrPort, outcome, detail string, refusals []record.AuthRefused) {
 	key := sourceString(sourceKey(src.Addr()))
 	p.mu.Lock()
 	if p.closed {
@@ -105,25 +107,18 @@ func (p *preauthLog) record(src netip.AddrPort, outcome, detail string, refusals
 	st.lastPort = src.Port()
 	st.outcomes[outcome]++
 	if len(refusals) == 0 && outcome != outcomeAuthFailed {
-		st.sample(map[string]any{"outcome": outcome, "detail": detail})
+		st.sample(record.PreauthSample{Outcome: outcome, Detail: detail})
 	}
 	for _, r := range refusals {
 		st.attempts++
-		reason, _ := r["reason"].(string)
-		if _, ok := st.reasons[reason]; ok || len(st.reasons) < maxPreauthReasons {
-			st.reasons[reason]++
+		if _, ok := st.reasons[r.Reason]; ok || len(st.reasons) < maxPreauthReasons {
+			st.reasons[r.Reason]++
 		} else {
 			st.overflow++
 		}
-		smp := map[string]any{"outcome": outcomeAuthFailed}
-		for _, k := range []string{"reason", "detail", "login", "method", "key_type", "key_fp", "key_id", "serial", "ca_fp"} {
-			if v, ok := r[k]; ok {
-				smp[k] = v
-			}
-		}
-		st.sample(smp)
+		st.sample(refusalSample(r))
 	}
-	var line map[string]any
+	var line *record.Preauth
 	if st.timer == nil {
 		// A quiet source: write now and open a window.
 		line = st.flush()
@@ -135,46 +130,57 @@ func (p *preauthLog) record(src netip.AddrPort, outcome, detail string, refusals
 	}
 }
 
+// refusalSample describes a refused attempt in a preauth line: what it
+// was refused for and the key it offered (not the principals the
+// certificate claims, to bound the line).
+func refusalSample(r record.AuthRefused) record.PreauthSample {
+	a := &record.SampleAuth{Reason: r.Reason, Login: r.Login, Method: r.Method}
+	if k := r.OfferedKey; k != nil {
+		a.SampleKey = &record.SampleKey{KeyType: k.KeyType, KeyFP: k.KeyFP}
+		if c := k.OfferedCert; c != nil {
+			a.SampleCert = &record.SampleCert{KeyID: c.KeyID, Serial: c.Serial, CAFP: c.CAFP}
+		}
+	}
+	return record.PreauthSample{Outcome: outcomeAuthFailed, Detail: r.Detail, SampleAuth: a}
+}
+
 // sample keeps a bounded list of distinct refusals, counting repeats.
-func (st *preauthSource) sample(m map[string]any) {
-	for _, s := range st.samples {
-		if s["outcome"] == m["outcome"] && s["reason"] == m["reason"] && s["detail"] == m["detail"] &&
-			s["login"] == m["login"] && s["key_fp"] == m["key_fp"] {
-			s["count"] = s["count"].(int) + 1
+func (st *preauthSource) sample(m record.PreauthSample) {
+	for i := range st.samples {
+		s := &st.samples[i]
+		if sameSample(s, &m) {
+			s.Count++
 			return
 		}
 	}
 	if len(st.samples) < maxPreauthSamples {
-		m["count"] = 1
+		m.Count = 1
 		st.samples = append(st.samples, m)
 	}
 }
 
 // flush renders the counted outcomes as one line and starts counting
 // afresh; nil if nothing was counted.
-func (st *preauthSource) flush() map[string]any {
+func (st *preauthSource) flush() *record.Preauth {
 	if st.pending == 0 {
 		return nil
 	}
-	f := map[string]any{
-		"source":      st.key,
-		"connections": st.pending,
-		"outcomes":    maps.Clone(st.outcomes),
-		"since":       st.since.UTC().Format(time.RFC3339Nano),
+	f := &record.Preauth{
+		Source:      st.key,
+		Connections: st.pending,
+		Outcomes:    maps.Clone(st.outcomes),
+		Since:       st.since.UTC().Format(time.RFC3339Nano),
 	}
 	if st.pending == 1 && st.key != preauthOverflowKey {
-		f["port"] = st.lastPort
+		port := st.lastPort
+		f.Port = &port
 	}
 	if st.attempts > 0 {
-		f["auth_refused"] = st.attempts
-		f["auth_reasons"] = maps.Clone(st.reasons)
+		f.AuthRefused = st.attempts
+		f.AuthReasons = maps.Clone(st.reasons)
 	}
-	if st.overflow > 0 {
-		f["auth_reasons_uncounted"] = st.overflow
-	}
-	if len(st.samples) > 0 {
-		f["samples"] = st.samples
-	}
+	f.AuthReasonsUncounted = st.overflow
+	f.Samples = st.samples
 	st.pending = 0
 	st.samples = nil
 	return f
@@ -204,34 +210,43 @@ func (p *preauthLog) tick(key string) {
 
 // write puts one summary into the audit log and, as a warning, into the
 // service log (so the service log is rate-limited per source the same way).
-func (p *preauthLog) write(f map[string]any) {
+func (p *preauthLog) write(f *record.Preauth) {
 	s := p.s
-	if pen, ok := s.lim.penalisedUntil(f["source"].(string)); ok {
-		f["penalised_until"] = pen.UTC().Format(time.RFC3339)
+	if pen, ok := s.lim.penalisedUntil(f.Source); ok {
+		f.PenalisedUntil = pen.UTC().Format(time.RFC3339)
 	}
-	args := []any{"source", f["source"], "connections", f["connections"], "outcomes", f["outcomes"]}
-	if r, ok := f["auth_reasons"]; ok {
-		args = append(args, "auth_reasons", r)
+	args := []any{"source", f.Source, "connections", f.Connections, "outcomes", f.Outcomes}
+	if f.AuthReasons != nil {
+		args = append(args, "auth_reasons", f.AuthReasons)
 	}
-	if smp, ok := f["samples"].([]map[string]any); ok && len(smp) > 0 {
-		for _, k := range []string{"login", "key_id", "key_fp", "ca_fp", "detail"} {
-			if v, ok := smp[0][k]; ok {
-				args = append(args, k, v)
+	if len(f.Samples) > 0 {
+		smp := f.Samples[0]
+		if a := smp.SampleAuth; a != nil {
+			args = append(args, "login", a.Login)
+			if k := a.SampleKey; k != nil {
+				if c := k.SampleCert; c != nil {
+					args = append(args, "key_id", c.KeyID)
+				}
+				args = append(args, "key_fp", k.KeyFP)
+				if k.SampleCert != nil && k.CAFP != "" {
+					args = append(args, "ca_fp", k.CAFP)
+				}
 			}
 		}
+		args = append(args, "detail", smp.Detail)
 	}
-	if v, ok := f["penalised_until"]; ok {
-		args = append(args, "penalised_until", v)
+	if f.PenalisedUntil != "" {
+		args = append(args, "penalised_until", f.PenalisedUntil)
 	}
 	s.log.Warn("bastion: connections ended before authentication", args...)
-	s.auditLog("preauth", f)
+	s.auditLog(*f)
 }
 
 // close writes what is still counted and stops the windows (at shutdown,
 // before the audit log is closed).
 func (p *preauthLog) close() {
 	p.mu.Lock()
-	var lines []map[string]any
+	var lines []*record.Preauth
 	for _, st := range p.src {
 		if st.timer != nil {
 			st.timer.Stop()
@@ -245,4 +260,21 @@ func (p *preauthLog) close() {
 	for _, l := range lines {
 		p.write(l)
 	}
+}
+
+// sameSample reports two samples of the same refusal: same outcome,
+// reason, detail, login and key (absent parts compare as "").
+func sameSample(a, b *record.PreauthSample) bool {
+	part := func(s *record.PreauthSample) (reason, login, keyFP string) {
+		if a := s.SampleAuth; a != nil {
+			reason, login = a.Reason, a.Login
+			if a.SampleKey != nil {
+				keyFP = a.KeyFP
+			}
+		}
+		return
+	}
+	ar, al, ak := part(a)
+	br, bl, bk := part(b)
+	return a.Outcome == b.Outcome && a.Detail == b.Detail && ar == br && al == bl && ak == bk
 }

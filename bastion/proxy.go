@@ -52,7 +52,7 @@ type proxySetup struct {
 // newProxySetup loads the keys named by cfg (refusing group- or
 // world-readable ones), seals recordings a crash left without a manifest
 // and opens the recordings index.
-func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit func(string, map[string]any) error) (*proxySetup, error) {
+func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit func(record.Event) error) (*proxySetup, error) {
 	upCA, err := loadSecretKey("[bastion] upstream_ca_key", cfg.UpstreamCAKey)
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit fu
 // says failed, so it is never mistaken for a normally closed recording,
 // and its final hash goes into the recordings index as a normal close's
 // does, so a manifest replaced later is caught by `recordings verify`.
-func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.Logger, audit func(string, map[string]any) error, index *record.Audit) error {
+func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.Logger, audit func(record.Event) error, index *record.Audit) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -124,18 +124,18 @@ func sealCrashed(dir string, key gossh.Signer, now func() time.Time, log *slog.L
 		}
 		if err := record.Seal(rd, key, now, sealReason); err != nil {
 			log.Error("bastion: sealing an unclosed recording failed", "dir", rd, "err", err)
-			audit("recording.failed", map[string]any{"recording": record.Sanitize(e.Name(), 100), "reason": "sealing at start-up failed: " + record.Sanitize(err.Error(), 300)})
+			audit(record.SealFailed{Recording: record.Sanitize(e.Name(), 100), Reason: "sealing at start-up failed: " + record.Sanitize(err.Error(), 300)})
 			continue
 		}
 		log.Warn("bastion: sealed a recording left open by a crash", "dir", rd)
-		audit("recording.sealed", map[string]any{"recording": record.Sanitize(e.Name(), 100), "reason": sealReason})
+		audit(record.RecordingSealed{Recording: record.Sanitize(e.Name(), 100), Reason: sealReason})
 		m, _, err := record.ReadManifest(rd)
 		if err == nil {
-			err = index.Log("recording.close", map[string]any{"id": m.ID, "final": m.Final, "failed": true, "reason": sealReason})
+			err = index.Log(record.RecordingClose{ID: m.ID, Final: m.Final, Failed: true, Reason: sealReason})
 		}
 		if err != nil {
 			log.Error("bastion: recording the sealed recording in the index failed", "dir", rd, "err", err)
-			audit("recording.failed", map[string]any{"recording": record.Sanitize(e.Name(), 100), "reason": "indexing the sealed recording failed: " + record.Sanitize(err.Error(), 300)})
+			audit(record.SealFailed{Recording: record.Sanitize(e.Name(), 100), Reason: "indexing the sealed recording failed: " + record.Sanitize(err.Error(), 300)})
 		}
 	}
 	return nil
@@ -162,7 +162,7 @@ func (t proxyTarget) String() string {
 // principal as the login. key's signature has been verified.
 func (s *Server) proxyLogin(sess *session, user string, key gossh.PublicKey) (*proxyTarget, string, *authRefused) {
 	refuse := func(detail string) (*proxyTarget, string, *authRefused) {
-		return nil, "", &authRefused{reason: "proxy-denied", detail: record.Sanitize(detail, 300), fields: keyFields(key)}
+		return nil, "", &authRefused{reason: "proxy-denied", detail: record.Sanitize(detail, 300), key: offeredKey(key)}
 	}
 	login, host, port, err := parseProxyLogin(user)
 	if err != nil {
@@ -416,7 +416,7 @@ func (pc *proxyConn) handle(nc gossh.NewChannel) {
 	s := pc.s
 	if nc.ChannelType() != "session" {
 		msg := "gatehouse: only shell, exec and sftp sessions are relayed to " + pc.target.String()
-		s.auditLog("request.denied", pc.fields(map[string]any{"request": "channel:" + record.Sanitize(nc.ChannelType(), 60), "reason": msg}))
+		s.auditLog(record.ProxyRequestDenied{ProxySession: pc.ref(), Request: "channel:" + record.Sanitize(nc.ChannelType(), 60), Reason: msg})
 		nc.Reject(gossh.Prohibited, msg)
 		return
 	}
@@ -465,7 +465,7 @@ func (pc *proxyConn) handle(nc gossh.NewChannel) {
 	case errors.Is(err, upstream.ErrSFTPViolation):
 		// The channel is closed; the connection goes on. The recording
 		// has the details, the audit log that it happened.
-		s.auditLog("sftp.refused", pc.fields(map[string]any{"channel": n, "reason": record.Sanitize(err.Error(), 300)}))
+		s.auditLog(record.SFTPRefused{ProxySession: pc.ref(), Channel: n, Reason: record.Sanitize(err.Error(), 300)})
 	}
 }
 
@@ -486,7 +486,7 @@ func (pc *proxyConn) begin() string {
 	cancel()
 	if err != nil {
 		detail := record.Sanitize(err.Error(), 300)
-		s.auditLog("proxy.failed", pc.fields(map[string]any{"reason": detail}))
+		s.auditLog(record.ProxyFailed{ProxySession: pc.ref(), Reason: detail})
 		pc.startMsg = "gatehouse: cannot open a session on " + t.String() + ": " + hideAddrs(detail, t.host, t.ip, t.port)
 		return pc.startMsg
 	}
@@ -506,15 +506,16 @@ func (pc *proxyConn) begin() string {
 	if err != nil {
 		up.Close()
 		detail := record.Sanitize(err.Error(), 300)
-		s.auditLog("recording.failed", pc.fields(map[string]any{"reason": detail, "phase": "start"}))
+		s.auditLog(record.RecordingFailed{ProxySession: pc.ref(), Reason: detail, Phase: "start"})
 		pc.startMsg = "gatehouse: session refused: the recording cannot be written (" + detail + ")"
 		return pc.startMsg
 	}
-	f := pc.fields(map[string]any{
-		"upstream_serial": minted.Serial, "upstream_key_id": minted.KeyID,
-		"target_host_key": minted.HostKey, "host_key_by": minted.AuthorizedBy,
-	})
-	if err := s.auditLog("proxy.start", f); err != nil {
+	ev := record.ProxyStart{
+		ProxySession:   pc.ref(),
+		UpstreamSerial: minted.Serial, UpstreamKeyID: minted.KeyID,
+		TargetHostKey: minted.HostKey, HostKeyBy: minted.AuthorizedBy,
+	}
+	if err := s.auditLog(ev); err != nil {
 		up.Close()
 		rec.Close("audit log unavailable")
 		pc.startMsg = "gatehouse: session refused: the audit log cannot be written"
@@ -555,7 +556,7 @@ func (pc *proxyConn) recordingFailed(err error) {
 	if !first {
 		return
 	}
-	pc.s.auditLog("recording.failed", pc.fields(map[string]any{"reason": record.Sanitize(err.Error(), 300), "phase": "session"}))
+	pc.s.auditLog(record.RecordingFailed{ProxySession: pc.ref(), Reason: record.Sanitize(err.Error(), 300), Phase: "session"})
 	pc.kill("recording failed")
 }
 
@@ -581,19 +582,20 @@ func (pc *proxyConn) end(reason string) {
 				pc.recFailed = true
 				pc.mu.Unlock()
 				if first {
-					s.auditLog("recording.failed", pc.fields(map[string]any{"reason": record.Sanitize(err.Error(), 300), "phase": "close"}))
+					s.auditLog(record.RecordingFailed{ProxySession: pc.ref(), Reason: record.Sanitize(err.Error(), 300), Phase: "close"})
 				}
 			}
 		}
 		if up != nil {
 			up.Close()
-			s.auditLog("proxy.end", pc.fields(map[string]any{
-				"reason":    record.Sanitize(why, 300),
-				"bytes_in":  pc.in.Load(),
-				"bytes_out": pc.out.Load(),
-				"channels":  pc.channelCount(),
-				"duration":  seconds(s.now().Sub(pc.start)),
-			}))
+			s.auditLog(record.ProxyEnd{
+				ProxySession: pc.ref(),
+				Reason:       record.Sanitize(why, 300),
+				BytesIn:      pc.in.Load(),
+				BytesOut:     pc.out.Load(),
+				Channels:     pc.channelCount(),
+				Duration:     seconds(s.now().Sub(pc.start)),
+			})
 		}
 		pc.sess.removeProxy(pc)
 	})
@@ -605,24 +607,18 @@ func (pc *proxyConn) channelCount() int {
 	return pc.chans
 }
 
-// fields are the audit fields naming this proxy session, plus extra.
-func (pc *proxyConn) fields(extra map[string]any) map[string]any {
-	f := map[string]any{
-		"conn":         pc.sess.id,
-		"source":       pc.sess.src.String(),
-		"way":          pc.way,
-		"target":       pc.target.String(),
-		"resolved_ip":  pc.target.ip.String(),
-		"target_login": pc.target.login,
-		"rule":         pc.target.dec.Rule,
-		"entry":        pc.target.dec.Entry,
-		"recording":    pc.recID,
+// ref names this proxy session in its audit events.
+func (pc *proxyConn) ref() record.ProxySession {
+	return record.ProxySession{
+		ConnRef:     pc.sess.ref(),
+		Identity:    auditIdentity(pc.id),
+		Way:         pc.way,
+		Target:      pc.target.String(),
+		ResolvedIP:  pc.target.ip.String(),
+		TargetLogin: pc.target.login,
+		Route:       record.Route{Rule: pc.target.dec.Rule, Entry: pc.target.dec.Entry},
+		Recording:   pc.recID,
 	}
-	addIdentity(f, pc.id)
-	for k, v := range extra {
-		f[k] = v
-	}
-	return f
 }
 
 // countedChannel counts the bytes the admin sent (in) and received (out)

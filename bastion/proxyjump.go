@@ -39,12 +39,12 @@ var innerCipherAlgos = []string{
 // of the certificate that authenticated the outer connection is accepted,
 // so the inner login is the same person; the inner login name is the
 // target login, which must be in the allowing rule's logins.
-func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity, nc gossh.NewChannel, host string, ip netip.Addr, port uint16, fields map[string]any) {
+func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity, nc gossh.NewChannel, host string, ip netip.Addr, port uint16, fw record.Forward) {
 	hostSigner, err := upstream.HostCertSigner(s.proxy.hostCA, s.signers[0], []string{host}, s.now(), proxyHostCertValidity)
 	if err != nil {
-		fields["reason"] = "cannot certify the bastion as " + sanitize(host) + ": " + record.Sanitize(err.Error(), 200)
-		s.auditLog("forward.denied", fields)
-		nc.Reject(gossh.ConnectionFailed, "gatehouse: "+fields["reason"].(string))
+		reason := "cannot certify the bastion as " + sanitize(host) + ": " + record.Sanitize(err.Error(), 200)
+		s.auditLog(record.ForwardDenied{Forward: fw, Reason: reason})
+		nc.Reject(gossh.ConnectionFailed, "gatehouse: "+reason)
 		return
 	}
 	ch, reqs, err := nc.Accept()
@@ -99,9 +99,7 @@ func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity,
 		if refusal == "" {
 			refusal = "inner SSH handshake failed: " + record.Sanitize(err.Error(), 200)
 		}
-		fields["reason"] = refusal
-		fields["mode"] = policy.ModeProxy
-		s.auditLog("forward.denied", fields)
+		s.auditLog(record.ForwardDenied{Forward: fw, Reason: refusal, Mode: string(policy.ModeProxy)})
 		ch.Close()
 		return
 	}
@@ -111,10 +109,10 @@ func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity,
 		for req := range greqs {
 			switch req.Type {
 			case "tcpip-forward", "streamlocal-forward@openssh.com":
-				s.auditLog("request.denied", map[string]any{
-					"conn": sess.id, "source": sess.src.String(), "key_id": sanitize(id.KeyID), "key_fp": id.KeyFingerprint,
-					"login": id.Login, "target": fields["destination"], "request": req.Type,
-					"reason": "remote port forwarding is not offered through the recording proxy",
+				ai := auditIdentity(id)
+				s.auditLog(record.RequestDenied{
+					ConnRef: sess.ref(), Identity: &ai, Target: fw.Destination, Request: req.Type,
+					Reason: "remote port forwarding is not offered through the recording proxy",
 				})
 			}
 			if req.WantReply {
@@ -127,8 +125,7 @@ func (s *Server) proxyJump(ctx gl.Context, sess *session, id *certauth.Identity,
 	login := conn.User()
 	d := pol.Decide(policy.Request{Principals: id.Principals, Host: host, IP: ip, Port: port, Login: login, Mode: policy.ModeProxy}, s.protected)
 	if checkLoginName(login) != nil || !d.Allow {
-		fields["reason"] = "target login refused after authentication"
-		s.auditLog("forward.denied", fields)
+		s.auditLog(record.ForwardDenied{Forward: fw, Reason: "target login refused after authentication"})
 		conn.Close()
 		return
 	}

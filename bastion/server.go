@@ -78,7 +78,7 @@ type Server struct {
 	auditDownLog *rate.Limiter
 	auditLost    atomic.Int64
 
-	observe atomic.Pointer[func(event string, fields map[string]any)]
+	observe atomic.Pointer[func(record.Event)]
 
 	mu       sync.Mutex
 	live     map[*session]struct{}
@@ -202,7 +202,8 @@ func (s *Server) SetRules(rules []policy.Rule) error {
 	live := *s.conf()
 	live.Rules = rules
 	s.settings.Store(&live)
-	s.auditLog("reload", map[string]any{"what": "rules", "rules": len(rules)})
+	n := len(rules)
+	s.auditLog(record.Reload{What: "rules", Rules: &n})
 	return nil
 }
 
@@ -229,7 +230,7 @@ var hotKeys = map[string]bool{
 func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		s.auditLog("reload", map[string]any{"what": "config", "result": "failed", "error": record.Sanitize(err.Error(), 300)})
+		s.auditLog(record.Reload{What: "config", Result: "failed", Error: record.Sanitize(err.Error(), 300)})
 		return nil, nil, err
 	}
 	old := s.conf()
@@ -273,11 +274,12 @@ func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
 	if old.DNSServer != live.DNSServer {
 		s.resolver.Store(newResolver(live.DNSServer))
 	}
-	f := map[string]any{"what": "config", "result": "ok", "applied": nonNil(applied), "needs_restart": nonNil(restart)}
+	ev := record.Reload{What: "config", Result: "ok", ReloadChanges: &record.ReloadChanges{Applied: nonNil(applied), NeedsRestart: nonNil(restart)}}
 	if slices.Contains(applied, "rule") {
-		f["rules"] = len(cfg.Rules)
+		n := len(cfg.Rules)
+		ev.Rules = &n
 	}
-	s.auditLog("reload", f)
+	s.auditLog(ev)
 	return applied, restart, nil
 }
 
@@ -316,11 +318,11 @@ func nonNil(v []string) []string {
 // force.
 func (s *Server) Reload() error {
 	if err := s.checker.Reload(); err != nil {
-		s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "failed", "error": record.Sanitize(err.Error(), 300)})
+		s.auditLog(record.Reload{What: "ca+krl", Result: "failed", Error: record.Sanitize(err.Error(), 300)})
 		return fmt.Errorf("bastion reload: %w", err)
 	}
 	s.refreshLocalIPs()
-	s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "ok"})
+	s.auditLog(record.Reload{What: "ca+krl", Result: "ok"})
 	s.revalidate()
 	return nil
 }
@@ -388,7 +390,7 @@ func (s *Server) pollReload(ctx context.Context) {
 			continue
 		}
 		if changed {
-			s.auditLog("reload", map[string]any{"what": "ca+krl", "result": "ok", "trigger": "file changed"})
+			s.auditLog(record.Reload{What: "ca+krl", Result: "ok", Trigger: "file changed"})
 			s.revalidate()
 		}
 	}
@@ -508,26 +510,25 @@ func (s *Server) protected(ap netip.AddrPort) bool {
 // (the audit log itself then holds an "audit.gap" line counting what was
 // lost). Refusals by policy after authentication also go to the service
 // log, rate-limited per source.
-func (s *Server) auditLog(event string, fields map[string]any) error {
-	err := s.audit.Log(event, fields)
+func (s *Server) auditLog(ev record.Event) error {
+	err := s.audit.Log(ev)
 	if f := s.observe.Load(); f != nil {
-		o, ev := fields, event
+		o := ev
 		if err != nil {
-			o = map[string]any{"event": event, "error": err.Error()}
-			ev = "audit.failed"
+			o = record.AuditFailed{Event: ev, Error: err.Error()}
 		}
-		(*f)(ev, o)
+		(*f)(o)
 	}
 	if err != nil {
 		if !errors.Is(err, record.ErrUnwritable) {
-			s.log.Error("bastion: audit log write failed", "event", event, "err", err)
+			s.log.Error("bastion: audit log write failed", "event", ev.EventName(), "err", err)
 			return err
 		}
 		lost := s.auditLost.Add(1)
 		switch {
 		case !s.auditDown.Swap(true):
 			s.auditDownLog.Allow() // the first line uses up the budget
-			s.log.Error("bastion: the audit log cannot be written; new logins are refused until it can", "event", event, "err", err)
+			s.log.Error("bastion: the audit log cannot be written; new logins are refused until it can", "event", ev.EventName(), "err", err)
 		case s.auditDownLog.Allow():
 			s.log.Error("bastion: the audit log still cannot be written; new logins are refused", "events_lost", lost, "err", err)
 		}
@@ -537,22 +538,39 @@ func (s *Server) auditLog(event string, fields map[string]any) error {
 		s.log.Info("bastion: the audit log is writable again; logins are accepted; the gap is recorded in it as an audit.gap event",
 			"events_lost", s.auditLost.Swap(0))
 	}
-	if refusalEvents[event] {
-		s.logRefusal(event, fields)
+	if src, args := refusalArgs(ev); args != nil {
+		s.logRefusal(ev.EventName(), src, args)
 	}
 	return nil
 }
 
-// refusalEvents are the audit events that refuse an authenticated user
-// something; they are copied to the service log (rate-limited per source).
-var refusalEvents = map[string]bool{
-	"forward.denied": true, "request.denied": true, "channel.denied": true, "proxy.failed": true,
+// refusalArgs returns, for an event that refuses an authenticated user
+// something, its source and the service-log attributes that say who was
+// refused what (args nil for other events).
+func refusalArgs(ev record.Event) (src string, args []any) {
+	switch e := ev.(type) {
+	case record.ForwardDenied:
+		return e.Source, []any{"login", e.Login, "key_id", e.KeyID, "destination", e.Destination, "reason", e.Reason}
+	case record.RequestDenied:
+		args = []any{}
+		if e.Identity != nil {
+			args = append(args, "login", e.Login, "key_id", e.KeyID)
+		}
+		if e.Target != "" {
+			args = append(args, "target", e.Target)
+		}
+		return e.Source, append(args, "request", e.Request, "reason", e.Reason)
+	case record.ProxyRequestDenied:
+		return e.Source, []any{"login", e.Login, "key_id", e.KeyID, "target", e.Target, "request", e.Request, "reason", e.Reason}
+	case record.ProxyFailed:
+		return e.Source, []any{"login", e.Login, "key_id", e.KeyID, "target", e.Target, "reason", e.Reason}
+	}
+	return "", nil
 }
 
 // logRefusal copies a refusal to the service log unless its source used up
 // its budget.
-func (s *Server) logRefusal(event string, fields map[string]any) {
-	src, _ := fields["source"].(string)
+func (s *Server) logRefusal(event, src string, fields []any) {
 	key := src
 	if ap, err := netip.ParseAddrPort(src); err == nil {
 		key = sourceString(sourceKey(ap.Addr()))
@@ -571,31 +589,26 @@ func (s *Server) logRefusal(event string, fields map[string]any) {
 	if !ok {
 		return
 	}
-	args := []any{"event", event, "source", src}
-	for _, k := range []string{"login", "key_id", "destination", "target", "request", "reason"} {
-		if v, ok := fields[k]; ok {
-			args = append(args, k, v)
-		}
-	}
+	args := append([]any{"event", event, "source", src}, fields...)
 	s.log.Warn("bastion: refused", args...)
 }
 
 // observeOnly passes an event to the observer without writing it (refused
 // attempts, which the audit log aggregates; metrics still count each).
-func (s *Server) observeOnly(event string, fields map[string]any) {
+func (s *Server) observeOnly(ev record.Event) {
 	if f := s.observe.Load(); f != nil {
-		(*f)(event, fields)
+		(*f)(ev)
 	}
 }
 
 // SetObserver registers f to be called with every audit event after it is
-// written (event names and fields as in the audit log; "audit.failed" when
-// writing failed), and with every refused authentication attempt ("auth",
-// result "refused"), which the audit log only counts in a "preauth" line
-// unless the connection later authenticates. f derives metrics, say. It
-// runs on the connection's goroutine, must return quickly and must not
-// modify or keep fields.
-func (s *Server) SetObserver(f func(event string, fields map[string]any)) {
+// written (a record.AuditFailed wrapping it when writing failed), and with
+// every refused authentication attempt (record.AuthRefused), which the
+// audit log only counts in a record.Preauth line unless the connection
+// later authenticates. f derives metrics, say: it switches on the event's
+// type. It runs on the connection's goroutine, must return quickly and
+// must not modify or keep the event's slices and maps.
+func (s *Server) SetObserver(f func(record.Event)) {
 	s.observe.Store(&f)
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"gatehouse/bastion/certauth"
 	"gatehouse/bastion/internal/streamconn"
+	"gatehouse/bastion/record"
 )
 
 // session is the bastion's state for one TCP connection, from accept to
@@ -39,7 +40,7 @@ type session struct {
 	proxies       map[*proxyConn]struct{} // live recorded proxy sessions
 	proxySeq      int                     // numbers this connection's recordings
 	loginProxy    *proxyConn              // the proxy of a user@host@bastion login, once started
-	refusals      []map[string]any        // refused attempts, audit fields (at most maxConnRefusals)
+	refusals      []record.AuthRefused    // refused attempts (at most maxConnRefusals)
 	started       bool                    // conn.start was written (the connection authenticated)
 }
 
@@ -56,7 +57,7 @@ type authEntry struct {
 // is the first place that knows the (fresh) login name of the attempt.
 type note struct {
 	reason, detail string
-	fields         map[string]any
+	key            *record.OfferedKey
 }
 
 // run serves the connection and writes its audit trail: conn.start (when
@@ -150,16 +151,12 @@ func (sess *session) run() {
 		return
 	}
 
-	fields := map[string]any{
-		"conn":     sess.id,
-		"source":   sess.src.String(),
-		"duration": seconds(s.now().Sub(sess.start)),
-		"reason":   reason,
-	}
+	ev := record.ConnEnd{ConnRef: sess.ref(), Duration: seconds(s.now().Sub(sess.start)), Reason: reason}
 	if id != nil {
-		addIdentity(fields, id)
+		ai := auditIdentity(id)
+		ev.Identity = &ai
 	}
-	s.auditLog("conn.end", fields)
+	s.auditLog(ev)
 	s.forget(sess)
 }
 
@@ -175,9 +172,8 @@ func (sess *session) logStart() error {
 	}
 	refusals := sess.refusals
 	sess.mu.Unlock()
-	if err := s.auditLog("conn.start", map[string]any{
-		"conn": sess.id, "source": sess.src.String(),
-		"connected": sess.start.UTC().Format(time.RFC3339Nano),
+	if err := s.auditLog(record.ConnStart{
+		ConnRef: sess.ref(), Connected: sess.start.UTC().Format(time.RFC3339Nano),
 	}); err != nil {
 		return err
 	}
@@ -186,7 +182,7 @@ func (sess *session) logStart() error {
 	sess.refusals = nil
 	sess.mu.Unlock()
 	for _, r := range refusals {
-		if err := s.auditLog("auth", r); err != nil {
+		if err := s.auditLog(r); err != nil {
 			return err
 		}
 	}
@@ -314,12 +310,15 @@ type trackedConn struct {
 
 func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
 
-// addIdentity adds the audit fields that say who a connection is.
-func addIdentity(f map[string]any, id *certauth.Identity) {
-	f["login"] = id.Login
-	f["principals"] = sanitizeList(id.Principals)
-	f["key_id"] = sanitize(id.KeyID)
-	f["serial"] = id.Serial
-	f["ca_fp"] = id.CAFingerprint
-	f["key_fp"] = id.KeyFingerprint
+// auditIdentity is the audit fields that say who a connection is.
+func auditIdentity(id *certauth.Identity) record.Identity {
+	return record.Identity{
+		Login: id.Login, Principals: sanitizeList(id.Principals), KeyID: sanitize(id.KeyID),
+		Serial: id.Serial, CAFP: id.CAFingerprint, KeyFP: id.KeyFingerprint,
+	}
+}
+
+// ref names the connection in its audit events.
+func (sess *session) ref() record.ConnRef {
+	return record.ConnRef{ID: sess.id, Source: sess.src.String()}
 }

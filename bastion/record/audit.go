@@ -198,17 +198,25 @@ func parseAuditHeader(line []byte) (auditHeader, error) {
 	return h, nil
 }
 
-// Log appends one event. fields must not use the keys time, event, prev or
-// seq, and every value must be JSON-encodable. The line is written with a
-// single write(2) before Log returns; it is fsynced within a second and at
-// Close. While writing fails, Log returns an error wrapping ErrUnwritable;
-// it recovers by itself (see Audit). With SetLogger, the event is also
-// emitted on the service log once written.
-func (a *Audit) Log(event string, fields map[string]any) error {
+// Log appends one event. Its JSON fields must not use the keys time,
+// event, prev or seq. The line is written with a single write(2) before Log
+// returns; it is fsynced within a second and at Close. While writing fails,
+// Log returns an error wrapping ErrUnwritable; it recovers by itself (see
+// Audit). With SetLogger, the event is also emitted on the service log once
+// written.
+func (a *Audit) Log(ev Event) error {
 	if a == nil {
 		return errors.New("audit log: not open")
 	}
-	line, err := a.encode(event, fields)
+	if ev == nil {
+		return errors.New("audit log: no event")
+	}
+	event := ev.EventName()
+	fields, err := eventFields(ev)
+	if err != nil {
+		return err
+	}
+	line, err := encodeFields(event, fields)
 	if err != nil {
 		return err
 	}
@@ -218,15 +226,18 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 		a.mu.Unlock()
 		return err
 	}
-	var gapFields map[string]any
+	var gapFields *sortedFields
 	var gapSeq int64
 	if d := a.down; d != nil {
 		// Every Log while down probes: first the gap line, then the event.
-		gapFields = map[string]any{
-			"since": d.since.UTC().Format(time.RFC3339Nano), "lost_events": d.lost,
-			"error": Sanitize(d.cause.Error(), 300),
+		gf, err := eventFields(AuditGap{
+			Since: d.since.UTC().Format(time.RFC3339Nano), LostEvents: d.lost,
+			Error: Sanitize(d.cause.Error(), 300),
+		})
+		var gap []byte
+		if err == nil {
+			gap, err = encodeFields("audit.gap", gf)
 		}
-		gap, err := a.encode("audit.gap", gapFields)
 		if err == nil {
 			gapSeq, err = a.writeLocked("audit.gap", a.now().UTC(), gap)
 		}
@@ -235,6 +246,7 @@ func (a *Audit) Log(event string, fields map[string]any) error {
 			a.mu.Unlock()
 			return err
 		}
+		gapFields = gf
 		a.down = nil
 	}
 	seq, err := a.writeLocked(event, a.now().UTC(), line)
@@ -318,47 +330,136 @@ func (a *Audit) SetLogger(log *slog.Logger, name string) {
 	a.slog, a.slogFields = log, []any{"log", name}
 }
 
-// emitEvent writes one audit event as a structured service-log entry.
-func emitEvent(log *slog.Logger, attrs []any, seq int64, event string, fields map[string]any) {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	args := make([]any, 0, len(attrs)+4+2*len(keys))
+// emitEvent writes one audit event as a structured service-log entry,
+// one attribute per field (numbers as json.Number, objects and lists as
+// decoded JSON).
+func emitEvent(log *slog.Logger, attrs []any, seq int64, event string, fields *sortedFields) {
+	args := make([]any, 0, len(attrs)+4+2*len(fields.keys))
 	args = append(args, attrs...)
 	args = append(args, "seq", seq, "event", event)
-	for _, k := range keys {
-		args = append(args, k, fields[k])
+	for i, k := range fields.keys {
+		dec := json.NewDecoder(bytes.NewReader(fields.vals[i]))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			v = string(fields.vals[i])
+		}
+		args = append(args, k, v)
 	}
 	log.Info("audit event", args...)
 }
 
-// encode renders `,"event":…` and the caller's fields in sorted key order,
-// so the same event always produces the same bytes.
-func (a *Audit) encode(event string, fields map[string]any) ([]byte, error) {
+// sortedFields are an event's top-level fields in key order, each value
+// already canonical JSON (see canonical).
+type sortedFields struct {
+	keys []string
+	vals [][]byte
+}
+
+// eventFields encodes ev and puts its fields in sorted key order,
+// refusing the keys Log sets itself.
+func eventFields(ev Event) (*sortedFields, error) {
+	name := Sanitize(ev.EventName(), 60)
+	raw, err := marshalNoEscape(ev)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: event %q: %w", name, err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("audit log: event %q: not a JSON object: %w", name, err)
+	}
+	f := &sortedFields{keys: make([]string, 0, len(m))}
+	for k := range m {
+		if reserved[k] {
+			return nil, fmt.Errorf("audit log: event %q: field name %q is reserved", name, k)
+		}
+		f.keys = append(f.keys, k)
+	}
+	sort.Strings(f.keys)
+	f.vals = make([][]byte, len(f.keys))
+	for i, k := range f.keys {
+		if f.vals[i], err = canonical(m[k]); err != nil {
+			return nil, fmt.Errorf("audit log: event %q: field %q: %w", name, Sanitize(k, 60), err)
+		}
+	}
+	return f, nil
+}
+
+// canonical rewrites a compact JSON value with every object's keys in
+// sorted order, as encoding/json writes a map: a struct nested in an event
+// then gives the bytes a map with the same fields gave. Strings and
+// numbers keep their exact bytes.
+func canonical(v json.RawMessage) ([]byte, error) {
+	if len(v) == 0 {
+		return v, nil
+	}
+	switch v[0] {
+	case '{':
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(v, &m); err != nil {
+			return nil, err
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b bytes.Buffer
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeJSON(&b, k); err != nil {
+				return nil, err
+			}
+			b.WriteByte(':')
+			c, err := canonical(m[k])
+			if err != nil {
+				return nil, err
+			}
+			b.Write(c)
+		}
+		b.WriteByte('}')
+		return b.Bytes(), nil
+	case '[':
+		var l []json.RawMessage
+		if err := json.Unmarshal(v, &l); err != nil {
+			return nil, err
+		}
+		var b bytes.Buffer
+		b.WriteByte('[')
+		for i, e := range l {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			c, err := canonical(e)
+			if err != nil {
+				return nil, err
+			}
+			b.Write(c)
+		}
+		b.WriteByte(']')
+		return b.Bytes(), nil
+	}
+	return v, nil
+}
+
+// encodeFields renders `,"event":…` and the fields, so the same event
+// always produces the same bytes.
+func encodeFields(event string, f *sortedFields) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(`,"event":`)
 	if err := writeJSON(&b, event); err != nil {
 		return nil, fmt.Errorf("audit log: event name: %w", err)
 	}
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		if reserved[k] {
-			return nil, fmt.Errorf("audit log: event %q: field name %q is reserved", Sanitize(event, 60), k)
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for i, k := range f.keys {
 		b.WriteByte(',')
 		if err := writeJSON(&b, k); err != nil {
 			return nil, fmt.Errorf("audit log: event %q: field name: %w", Sanitize(event, 60), err)
 		}
 		b.WriteByte(':')
-		if err := writeJSON(&b, fields[k]); err != nil {
-			return nil, fmt.Errorf("audit log: event %q: field %q: %w", Sanitize(event, 60), Sanitize(k, 60), err)
-		}
+		b.Write(f.vals[i])
 	}
 	return b.Bytes(), nil
 }

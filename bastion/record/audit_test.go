@@ -32,7 +32,7 @@ func writeAudit(t *testing.T, path string, n int) {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		if err := a.Log("auth", map[string]any{"i": i, "user": "alice", "key_id": "k\x1b[31m"}); err != nil {
+		if err := a.logMap("auth", map[string]any{"i": i, "user": "alice", "key_id": "k\x1b[31m"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,23 +176,23 @@ func TestAuditFailClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Log("x", map[string]any{"seq": 1}); err == nil {
+	if err := a.logMap("x", map[string]any{"seq": 1}); err == nil {
 		t.Error("reserved field accepted")
 	}
-	if err := a.Log("x", map[string]any{"c": make(chan int)}); err == nil {
+	if err := a.logMap("x", map[string]any{"c": make(chan int)}); err == nil {
 		t.Error("unencodable field accepted")
 	}
-	if err := a.Log("x", map[string]any{"big": strings.Repeat("a", MaxAuditLine)}); err == nil {
+	if err := a.logMap("x", map[string]any{"big": strings.Repeat("a", MaxAuditLine)}); err == nil {
 		t.Error("oversized line accepted")
 	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Log("x", nil); err == nil {
+	if err := a.logMap("x", nil); err == nil {
 		t.Error("Log after Close succeeded")
 	}
 	var nilA *Audit
-	if err := nilA.Log("x", nil); err == nil {
+	if err := nilA.logMap("x", nil); err == nil {
 		t.Error("Log on nil Audit succeeded")
 	}
 	// The rejected events wrote nothing.
@@ -214,7 +214,7 @@ func TestAuditConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 100; i++ {
-				if err := a.Log("conn.start", map[string]any{"g": g, "i": i}); err != nil {
+				if err := a.logMap("conn.start", map[string]any{"g": g, "i": i}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -263,7 +263,7 @@ func FuzzVerifyAudit(f *testing.F) {
 		f.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		a.Log("auth", map[string]any{"i": i})
+		a.logMap("auth", map[string]any{"i": i})
 	}
 	a.Close()
 	good, _ := os.ReadFile(path)
@@ -337,7 +337,7 @@ func TestAuditDiskFull(t *testing.T) {
 	ok := 0
 	var logErr error
 	for i := 0; i < 1000; i++ {
-		if logErr = a.Log("auth", map[string]any{"pad": strings.Repeat("x", 700), "i": i}); logErr != nil {
+		if logErr = a.logMap("auth", map[string]any{"pad": strings.Repeat("x", 700), "i": i}); logErr != nil {
 			break
 		}
 		ok++
@@ -345,7 +345,7 @@ func TestAuditDiskFull(t *testing.T) {
 	if logErr == nil || !strings.Contains(logErr.Error(), "no space left") {
 		t.Fatalf("expected ENOSPC, got %v after %d lines", logErr, ok)
 	}
-	if err := a.Log("auth", nil); err == nil {
+	if err := a.logMap("auth", nil); err == nil {
 		t.Error("Log after a failed write succeeded")
 	}
 	a.Close()
@@ -360,7 +360,7 @@ func TestAuditDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reopen after freeing space: %v", err)
 	}
-	if err := a.Log("audit.resumed", nil); err != nil {
+	if err := a.logMap("audit.resumed", nil); err != nil {
 		t.Fatal(err)
 	}
 	a.Close()

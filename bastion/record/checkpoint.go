@@ -204,7 +204,7 @@ func (a *Audit) checkpoint(force bool, unclean *Checkpoint) error {
 		a.mu.Unlock()
 		return fmt.Errorf("audit log %s: checkpoint: %w", a.path, err)
 	}
-	fields := map[string]any{"log": cp.Log, "lines": cp.Lines, "head": cp.Head, "signed": msg, "sig": string(sig)}
+	fields := checkpointEvent{"log": cp.Log, "lines": cp.Lines, "head": cp.Head, "signed": msg, "sig": string(sig)}
 	if cp.Interval != "" {
 		fields["interval"] = cp.Interval
 	}
@@ -214,7 +214,11 @@ func (a *Audit) checkpoint(force bool, unclean *Checkpoint) error {
 	if unclean != nil {
 		fields["unsealed"], fields["reason"] = unclean.Unsealed, unclean.Reason
 	}
-	body, err := a.encode(CheckpointEvent, fields)
+	sf, err := eventFields(fields)
+	var body []byte
+	if err == nil {
+		body, err = encodeFields(CheckpointEvent, sf)
+	}
 	if err != nil {
 		a.mu.Unlock()
 		return err
@@ -229,7 +233,7 @@ func (a *Audit) checkpoint(force bool, unclean *Checkpoint) error {
 	log, attrs := a.slog, a.slogFields
 	a.mu.Unlock()
 	if err == nil && log != nil {
-		emitEvent(log, attrs, seq, CheckpointEvent, fields)
+		emitEvent(log, attrs, seq, CheckpointEvent, sf)
 	}
 	return err
 }

@@ -63,9 +63,9 @@ func TestCheckpointSSHKeygenRecipe(t *testing.T) {
 	dir := t.TempDir()
 	audit, index, keyPath := checkpointedLogs(t, dir, 0)
 	for i := 0; i < 5; i++ {
-		audit.Log("auth", map[string]any{"i": i})
+		audit.logMap("auth", map[string]any{"i": i})
 	}
-	index.Log("recording.start", map[string]any{"id": "r1"})
+	index.logMap("recording.start", map[string]any{"id": "r1"})
 	if err := audit.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,14 +124,14 @@ func TestCheckpointUncleanStop(t *testing.T) {
 	path := filepath.Join(dir, "audit.jsonl")
 	a, _ := OpenAudit(path, nil)
 	a.EnableCheckpoints(signer, "audit", nil, 0)
-	a.Log("auth", map[string]any{"i": 1})
+	a.logMap("auth", map[string]any{"i": 1})
 	a.Close() // line 1: the new log's checkpoint, line 3: Close's
 	// A run that crashes: lines without their final checkpoint. (An Audit
 	// without a key writes the same lines; a killed process never runs
 	// Close.)
 	a, _ = OpenAudit(path, nil)
 	for i := 0; i < 3; i++ {
-		a.Log("auth", map[string]any{"i": i})
+		a.logMap("auth", map[string]any{"i": i})
 	}
 	a.Close()
 	verify := func() *EvidenceReport {
@@ -165,7 +165,7 @@ func TestCheckpointUncleanStop(t *testing.T) {
 func TestCheckpointPeriodic(t *testing.T) {
 	dir := t.TempDir()
 	audit, index, _ := checkpointedLogs(t, dir, 50*time.Millisecond)
-	audit.Log("auth", map[string]any{"i": 1})
+	audit.logMap("auth", map[string]any{"i": 1})
 	path := filepath.Join(dir, "audit.jsonl")
 	deadline := time.Now().Add(10 * time.Second)
 	for len(readLines(t, path)) < 3 {
@@ -194,7 +194,7 @@ func TestCheckpointTamper(t *testing.T) {
 	a, _ := OpenAudit(path, nil)
 	a.EnableCheckpoints(signer, "audit", nil, 0)
 	for i := 0; i < 3; i++ {
-		a.Log("auth", map[string]any{"i": i})
+		a.logMap("auth", map[string]any{"i": i})
 	}
 	a.Close()
 	orig, _ := os.ReadFile(path)
@@ -219,7 +219,7 @@ func TestCheckpointTamper(t *testing.T) {
 			b, _ := OpenAudit(p2, nil)
 			b.EnableCheckpoints(other, "audit", nil, 0)
 			for i := 0; i < 3; i++ {
-				b.Log("auth", map[string]any{"i": i})
+				b.logMap("auth", map[string]any{"i": i})
 			}
 			b.Close()
 			return must(os.ReadFile(p2))
@@ -298,7 +298,7 @@ func TestAuditServiceLog(t *testing.T) {
 	}
 	a.SetLogger(slog.New(slog.NewJSONHandler(&buf, nil)), "audit")
 	a.EnableCheckpoints(signer, "audit", nil, 0)
-	a.Log("auth", map[string]any{"result": "refused", "login": "root"})
+	a.logMap("auth", map[string]any{"result": "refused", "login": "root"})
 	a.Close()
 	var got []map[string]any
 	for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
@@ -332,7 +332,7 @@ func TestCheckpointRemovedTail(t *testing.T) {
 	a, _ := OpenAudit(path, clock)
 	a.EnableCheckpoints(signer, "audit", nil, 10*time.Second)
 	for i := 0; i < 3; i++ {
-		a.Log("auth", map[string]any{"i": i})
+		a.logMap("auth", map[string]any{"i": i})
 	}
 	a.Close()
 	lines := bytes.SplitAfter(must(os.ReadFile(path)), []byte("\n"))
@@ -351,7 +351,7 @@ func TestCheckpointRemovedTail(t *testing.T) {
 	a, _ = OpenAudit(path, clock)
 	a.EnableCheckpoints(signer, "audit", nil, 10*time.Second)
 	for i := 0; i < 3; i++ {
-		a.Log("auth", map[string]any{"i": i})
+		a.logMap("auth", map[string]any{"i": i})
 	}
 	a.Close()
 	lines = bytes.SplitAfter(must(os.ReadFile(path)), []byte("\n"))

@@ -163,9 +163,9 @@ func NewRecording(cfg RecorderConfig, id string, meta Meta) (*Recording, error) 
 		return nil, err
 	}
 	if cfg.Index != nil {
-		err := cfg.Index.Log("recording.start", map[string]any{
-			"id": id, "user": meta.User, "principal": meta.Principal, "key_id": meta.KeyID,
-			"source": meta.Source, "target": meta.Target, "target_login": meta.TargetLogin,
+		err := cfg.Index.Log(RecordingStart{
+			ID: id, User: meta.User, Principal: meta.Principal, KeyID: meta.KeyID,
+			Source: meta.Source, Target: meta.Target, TargetLogin: meta.TargetLogin,
 		})
 		if err != nil {
 			for _, tf := range r.files {
@@ -425,11 +425,11 @@ func (r *Recording) Close(reason string) error {
 		merr = fmt.Errorf("recording %s: %w", r.id, merr)
 	}
 	if r.cfg.Index != nil {
-		fields := map[string]any{"id": r.id, "final": m.Final, "failed": m.Failed, "reason": Sanitize(reason, 200)}
+		ev := RecordingClose{ID: r.id, Final: m.Final, Failed: m.Failed, Reason: Sanitize(reason, 200)}
 		if merr != nil {
-			fields["manifest_error"] = Sanitize(merr.Error(), 300)
+			ev.ManifestError = Sanitize(merr.Error(), 300)
 		}
-		if err := r.cfg.Index.Log("recording.close", fields); err != nil {
+		if err := r.cfg.Index.Log(ev); err != nil {
 			merr = errors.Join(merr, fmt.Errorf("recording %s: index: %w", r.id, err))
 		}
 	}

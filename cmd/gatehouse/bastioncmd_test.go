@@ -57,7 +57,7 @@ jump = ["192.0.2.10:22"]
 		t.Fatal(err)
 	}
 	defer live.Close()
-	live.Log("conn.start", map[string]any{"conn": "x"})
+	live.Log(record.ConnStart{ConnRef: record.ConnRef{ID: "x"}})
 	before, _ := os.ReadFile(auditPath)
 
 	for _, c := range []struct {

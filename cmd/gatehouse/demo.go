@@ -220,9 +220,9 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	var pageHandler http.Handler = page
 	site.Store(&pageHandler)
-	srv.SetObserver(func(event string, fields map[string]any) {
-		rp.observe(event, fields)
-		page.ObserveBastion(event, fields)
+	srv.SetObserver(func(ev record.Event) {
+		rp.observe(ev)
+		page.ObserveBastion(ev)
 	})
 	bctx, stopBastion := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
@@ -404,11 +404,12 @@ func (rp *demoRecording) configure(c *bastion.Config) {
 
 // observe is the bastion's audit observer: it passes on the recording of
 // every proxy.end, written after the recording is sealed.
-func (rp *demoRecording) observe(event string, fields map[string]any) {
-	if event != "proxy.end" {
+func (rp *demoRecording) observe(ev record.Event) {
+	end, ok := ev.(record.ProxyEnd)
+	if !ok {
 		return
 	}
-	if id, _ := fields["recording"].(string); id != "" {
+	if id := end.Recording; id != "" {
 		select {
 		case rp.ended <- id:
 		default: // nobody is waiting: only --check reads these

@@ -80,11 +80,11 @@ func TestRecordingsVerifyEvidence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		audit.Log("proxy.start", map[string]any{"recording": id})
+		audit.Log(record.ProxyStart{ProxySession: record.ProxySession{Recording: id}})
 		if err := rec.Close("done"); err != nil {
 			t.Fatal(err)
 		}
-		audit.Log("proxy.end", map[string]any{"recording": id})
+		audit.Log(record.ProxyEnd{ProxySession: record.ProxySession{Recording: id}})
 	}
 	if err := audit.Close(); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestRecordingsVerifyEvidence(t *testing.T) {
 	}
 	// A line after the last checkpoint (the bastion is running) is a note.
 	a2, _ := record.OpenAudit(auditPath, nil)
-	a2.Log("auth", map[string]any{"result": "accepted"})
+	a2.Log(record.AuthAccepted{Result: "accepted"})
 	a2.Close()
 	if code, out, errs := ghRun(t, args...); code != 0 || !strings.Contains(out, "note: audit log: the last 1 line(s) come after the last checkpoint") {
 		t.Fatalf("unsealed line: exit %d\n%s%s", code, out, errs)

@@ -4,9 +4,10 @@
 // shows up in serve's metrics), and counters of what this process did (HTTP
 // responses, refused connections, syncs, the bastion's audit events).
 //
-// It imports mirror but not bastion: the bastion reports through its
-// observer callback (event name and fields, see ObserveBastion), which
-// keeps the dependency direction of DESIGN.md (cmd joins the halves).
+// It imports mirror and the bastion's typed audit events (bastion/record)
+// but not the bastion itself: the bastion reports through its observer
+// callback (see ObserveBastion), which keeps the dependency direction of
+// DESIGN.md (cmd joins the halves).
 package metrics
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"gatehouse/bastion/record"
 	"gatehouse/mirror"
 )
 
@@ -115,40 +117,28 @@ func (m *Metrics) ObserveSync(name string, rep *mirror.Report, err error) {
 }
 
 // ObserveBastion turns one of the bastion's audit events (as passed to
-// bastion.Server.SetObserver) into metrics; events it does not know are
-// ignored.
-func (m *Metrics) ObserveBastion(event string, f map[string]any) {
-	str := func(k string) string { s, _ := f[k].(string); return s }
-	num := func(k string) float64 {
-		switch v := f[k].(type) {
-		case int64:
-			return float64(v)
-		case int:
-			return float64(v)
-		case uint64:
-			return float64(v)
-		case float64:
-			return v
-		}
-		return 0
-	}
-	switch event {
-	case "auth":
-		m.auth.WithLabelValues(str("result"), str("reason")).Inc()
-	case "conn.start":
+// bastion.Server.SetObserver) into metrics; event types it does not count
+// are ignored.
+func (m *Metrics) ObserveBastion(ev record.Event) {
+	switch e := ev.(type) {
+	case record.AuthAccepted:
+		m.auth.WithLabelValues(e.Result, "").Inc()
+	case record.AuthRefused:
+		m.auth.WithLabelValues(e.Result, e.Reason).Inc()
+	case record.ConnStart:
 		m.connections.Inc()
-	case "conn.end":
+	case record.ConnEnd:
 		m.connections.Dec()
-	case "forward.open":
+	case record.ForwardOpen:
 		m.forwards.WithLabelValues("opened").Inc()
-	case "forward.denied":
+	case record.ForwardDenied:
 		m.forwards.WithLabelValues("denied").Inc()
-	case "forward":
-		m.relayedBytes.WithLabelValues("in").Add(num("bytes_in"))
-		m.relayedBytes.WithLabelValues("out").Add(num("bytes_out"))
-	case "audit.failed":
+	case record.ForwardEnd:
+		m.relayedBytes.WithLabelValues("in").Add(float64(e.BytesIn))
+		m.relayedBytes.WithLabelValues("out").Add(float64(e.BytesOut))
+	case record.AuditFailed:
 		m.auditFailures.Inc()
-	case "recording.failed":
+	case record.RecordingFailed, record.SealFailed:
 		m.recFailures.Inc()
 	}
 }

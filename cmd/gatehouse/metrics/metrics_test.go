@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"gatehouse/bastion/record"
 	"gatehouse/mirror"
 )
 
@@ -38,12 +39,12 @@ func TestObserve(t *testing.T) {
 	m.ObserveRefused("max_conns")
 	m.ObserveSync("deb", &mirror.Report{Result: mirror.ResultPublished, BytesFetched: 1234, FilesFetched: 5}, nil)
 	m.ObserveSync("deb", nil, errors.New("upstream unreachable"))
-	m.ObserveBastion("auth", map[string]any{"result": "refused", "reason": "no certificate"})
-	m.ObserveBastion("conn.start", map[string]any{"conn": "c1"})
-	m.ObserveBastion("conn.start", map[string]any{"conn": "c2"})
-	m.ObserveBastion("conn.end", map[string]any{"conn": "c1"})
-	m.ObserveBastion("forward", map[string]any{"bytes_in": int64(10), "bytes_out": uint64(20)})
-	m.ObserveBastion("no.such.event", map[string]any{"bytes_in": 99})
+	m.ObserveBastion(record.AuthRefused{Result: "refused", Reason: "no certificate"})
+	m.ObserveBastion(record.ConnStart{ConnRef: record.ConnRef{ID: "c1"}})
+	m.ObserveBastion(record.ConnStart{ConnRef: record.ConnRef{ID: "c2"}})
+	m.ObserveBastion(record.ConnEnd{ConnRef: record.ConnRef{ID: "c1"}})
+	m.ObserveBastion(record.ForwardEnd{BytesIn: 10, BytesOut: 20})
+	m.ObserveBastion(record.ProxyEnd{BytesIn: 99})
 	h := m.Instrument(http.NotFoundHandler())
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/nope", nil))
 

@@ -74,29 +74,25 @@ func newLiveSessions() *liveSessions {
 	return &liveSessions{now: time.Now, byRec: map[string]liveSession{}}
 }
 
-// observe keeps the set of active sessions from the bastion's proxy.start,
-// proxy.end and conn.end events (field names as in bastion/proxy.go
-// fields). It copies what it keeps: the observer must not retain fields.
-func (l *liveSessions) observe(event string, f map[string]any) {
-	str := func(k string) string { s, _ := f[k].(string); return strings.Clone(s) }
+// observe keeps the set of active sessions from the bastion's
+// record.ProxyStart, ProxyEnd and ConnEnd events.
+func (l *liveSessions) observe(ev record.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch event {
-	case "proxy.start":
-		rec := str("recording")
-		if rec == "" || len(l.byRec) >= maxLiveSessions {
+	switch e := ev.(type) {
+	case record.ProxyStart:
+		if e.Recording == "" || len(l.byRec) >= maxLiveSessions {
 			return
 		}
-		l.byRec[rec] = liveSession{Recording: rec, Conn: str("conn"), Login: str("login"), KeyID: str("key_id"),
-			Source: str("source"), Target: str("target"), TargetLogin: str("target_login"), Start: l.now()}
-	case "proxy.end":
-		delete(l.byRec, str("recording"))
-	case "conn.end":
+		l.byRec[e.Recording] = liveSession{Recording: e.Recording, Conn: e.ConnRef.ID, Login: e.Login, KeyID: e.KeyID,
+			Source: e.Source, Target: e.Target, TargetLogin: e.TargetLogin, Start: l.now()}
+	case record.ProxyEnd:
+		delete(l.byRec, e.Recording)
+	case record.ConnEnd:
 		// Ends every proxied session of the connection, also one whose
 		// proxy.end could not be written.
-		conn := str("conn")
 		for k, s := range l.byRec {
-			if s.Conn == conn {
+			if s.Conn == e.ConnRef.ID {
 				delete(l.byRec, k)
 			}
 		}

@@ -185,10 +185,10 @@ func (s *Site) Metrics() *metrics.Metrics { return s.metrics }
 // ObserveBastion is the observer to pass to bastion.Server.SetObserver:
 // the metrics count the event, and (with Options.Live) the page's
 // active-session table follows proxy.start, proxy.end and conn.end.
-func (s *Site) ObserveBastion(event string, fields map[string]any) {
-	s.metrics.ObserveBastion(event, fields)
+func (s *Site) ObserveBastion(ev record.Event) {
+	s.metrics.ObserveBastion(ev)
 	if s.sessions.live != nil {
-		s.sessions.live.observe(event, fields)
+		s.sessions.live.observe(ev)
 	}
 }
 

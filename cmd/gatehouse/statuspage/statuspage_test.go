@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"gatehouse/bastion/record"
 	"gatehouse/cmd/gatehouse/internal/rectest"
 	"gatehouse/cmd/gatehouse/metrics"
 )
@@ -144,11 +145,14 @@ func TestStatusActiveSessions(t *testing.T) {
 	srv := httptest.NewServer(m)
 	defer srv.Close()
 	start := func(conn, rec string) {
-		m.ObserveBastion("proxy.start", map[string]any{"conn": conn, "recording": rec, "login": "bob", "key_id": "bob@example.org",
-			"source": "198.51.100.4:40000", "target": "web1.example.org:22", "target_login": "deploy", "serial": uint64(7)})
+		m.ObserveBastion(record.ProxyStart{ProxySession: record.ProxySession{
+			ConnRef:  record.ConnRef{ID: conn, Source: "198.51.100.4:40000"},
+			Identity: record.Identity{Login: "bob", KeyID: "bob@example.org", Serial: 7},
+			Target:   "web1.example.org:22", TargetLogin: "deploy", Recording: rec,
+		}})
 	}
-	m.ObserveBastion("conn.start", map[string]any{"conn": "c1"})
-	m.ObserveBastion("conn.start", map[string]any{"conn": "c2"})
+	m.ObserveBastion(record.ConnStart{ConnRef: record.ConnRef{ID: "c1"}})
+	m.ObserveBastion(record.ConnStart{ConnRef: record.ConnRef{ID: "c2"}})
 	if _, text, _ := status(t, srv.URL+"/metrics"); !hasLine(text, "gatehouse_bastion_connections 2") {
 		t.Errorf("connections gauge is not 2 after two conn.start:\n%s", text)
 	}
@@ -165,13 +169,13 @@ func TestStatusActiveSessions(t *testing.T) {
 	if strings.Contains(page, "does not run in this process") {
 		t.Errorf("run's page claims it does not run the bastion")
 	}
-	m.ObserveBastion("proxy.end", map[string]any{"conn": "c1", "recording": "live-one"})
-	m.ObserveBastion("conn.end", map[string]any{"conn": "c2"})
+	m.ObserveBastion(record.ProxyEnd{ProxySession: record.ProxySession{ConnRef: record.ConnRef{ID: "c1"}, Recording: "live-one"}})
+	m.ObserveBastion(record.ConnEnd{ConnRef: record.ConnRef{ID: "c2"}})
 	_, page, _ = status(t, srv.URL+"/")
 	if strings.Contains(page, "live-live-one") || strings.Contains(page, `id="live-`+good) || !strings.Contains(page, "live-live-two") {
 		t.Errorf("ended sessions still shown, or a running one dropped:\n%s", page)
 	}
-	m.ObserveBastion("conn.end", map[string]any{"conn": "c1"})
+	m.ObserveBastion(record.ConnEnd{ConnRef: record.ConnRef{ID: "c1"}})
 	_, page, _ = status(t, srv.URL+"/")
 	if !strings.Contains(page, "No active sessions.") {
 		t.Errorf("sessions remain after their connections ended")
