@@ -152,7 +152,9 @@ type Config struct {
 	// pass to the target, as names or patterns with * and ? (OpenSSH's
 	// AcceptEnv syntax; default ["LANG", "LC_*", "TERM"]; [] passes none).
 	// Each passed name and value is recorded, refused ones as refused:
-	// a value can carry a command (eval "$LC_X").
+	// a value can carry a command (eval "$LC_X"). SIGHUP applies it to
+	// session channels opened afterwards, as MaxCommandBytes and
+	// SFTPExtensions.
 	AcceptEnv []string `toml:"accept_env"`
 	// MaxCommandBytes bounds an exec command and an env value in a
 	// proxied session (default "64KiB", at most "255KiB"); longer ones are

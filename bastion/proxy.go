@@ -450,14 +450,17 @@ func (pc *proxyConn) handle(nc gossh.NewChannel) {
 	if err != nil {
 		return
 	}
+	// The settings a channel runs under are read once, when it opens,
+	// from the live settings: a SIGHUP applies to the next channel.
+	conf := s.conf()
 	err = upstream.Relay(pc.ctx, countedChannel{Channel: ch, in: &pc.in, out: &pc.out}, reqs, pc.up, pc.rec, n, upstream.RelayOptions{
 		Activity:        pc.act,
 		DenyPTY:         !pc.id.PermitPTY,
 		Now:             s.now,
 		Log:             s.log,
-		AcceptEnv:       s.cfg.AcceptEnv,
-		MaxCommandBytes: int(s.cfg.MaxCommandBytes),
-		SFTPExtensions:  s.cfg.SFTPExtensions,
+		AcceptEnv:       conf.AcceptEnv,
+		MaxCommandBytes: int(conf.MaxCommandBytes),
+		SFTPExtensions:  conf.SFTPExtensions,
 	})
 	switch {
 	case errors.Is(err, upstream.ErrRecording):

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -614,5 +615,47 @@ func waitFor(t testing.TB, b *syncBuf, want string) {
 			t.Fatalf("no %q in output:\n%s", want, b.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestProxySettingsApplyOnReload: accept_env, max_command_bytes and
+// sftp_extensions are read when a recorded session channel opens, so a
+// reload (SIGHUP calls Apply) applies them to the next session without a
+// restart, with the real OpenSSH client sending the variable (SetEnv).
+func TestProxySettingsApplyOnReload(t *testing.T) {
+	e := newProxyEnv(t)
+	b := newProxyBastion(t, e, nil)
+	key, cert, _ := b.admin(t)
+	cfg := b.proxyConfig(t, key, cert)
+	run := func(cmd string) sshtest.Result {
+		return sshtest.SSH(t, "-F", cfg, "-o", "SetEnv=GH_HUP=after-reload", "web1", cmd)
+	}
+	const show = `echo "G=${GH_HUP:-unset}"`
+	if r := run(show); r.Exit != 0 || !strings.Contains(r.Stdout, "G=unset") {
+		t.Fatalf("before the reload GH_HUP is not in accept_env, yet: %s", r)
+	}
+	long := "echo ran #" + strings.Repeat("x", 2000)
+	if r := run(long); r.Exit != 0 || !strings.Contains(r.Stdout, "ran") {
+		t.Fatalf("a 2 KB command under the default max_command_bytes: %s", r)
+	}
+
+	nc := b.cfg
+	nc.AcceptEnv = []string{"LANG", "LC_*", "TERM", "GH_HUP"}
+	nc.MaxCommandBytes = 1024
+	nc.SFTPExtensions = []string{"allowed@example.org"}
+	applied, restart, err := b.srv.Apply(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"accept_env", "max_command_bytes", "sftp_extensions"} {
+		if !slices.Contains(applied, k) || slices.Contains(restart, k) {
+			t.Errorf("%s not applied live: applied %q, needs restart %q", k, applied, restart)
+		}
+	}
+	if r := run(show); r.Exit != 0 || !strings.Contains(r.Stdout, "G=after-reload") {
+		t.Errorf("after the reload a new session does not forward GH_HUP: %s", r)
+	}
+	if r := run(long); r.Exit == 0 || strings.Contains(r.Stdout, "ran") || !strings.Contains(r.Stderr, "max_command_bytes") {
+		t.Errorf("after lowering max_command_bytes to 1024 a 2 KB command: %s", r)
 	}
 }

@@ -219,6 +219,8 @@ var hotKeys = map[string]bool{
 	"rule": true, "max_unauthenticated": true, "max_unauthenticated_per_source": true,
 	"penalty_failures": true, "penalty_window": true, "penalty": true, "dns_server": true,
 	"handshake_timeout": true, "max_session": true, "dial_timeout": true, "idle_timeout": true,
+	// Read by each recorded session channel when it opens (proxyConn.handle).
+	"accept_env": true, "max_command_bytes": true, "sftp_extensions": true,
 }
 
 // Apply puts a reloaded [bastion] table into effect (SIGHUP): every
@@ -268,6 +270,7 @@ func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
 	live.PenaltyFailures, live.PenaltyWindow, live.Penalty = cfg.PenaltyFailures, cfg.PenaltyWindow, cfg.Penalty
 	live.DNSServer = cfg.DNSServer
 	live.HandshakeTimeout, live.MaxSession, live.DialTimeout, live.IdleTimeout = cfg.HandshakeTimeout, cfg.MaxSession, cfg.DialTimeout, cfg.IdleTimeout
+	live.AcceptEnv, live.MaxCommandBytes, live.SFTPExtensions = cfg.AcceptEnv, cfg.MaxCommandBytes, cfg.SFTPExtensions
 	s.settings.Store(&live)
 	s.lim.configure(&live)
 	s.preauth.setWindow(live.PenaltyWindow.Duration)

@@ -317,14 +317,15 @@ func TestBastionFloodManySources(t *testing.T) {
 }
 
 // TestBastionSIGHUP: SIGHUP applies a changed limit at once and names, in
-// the service log, each changed setting that needs a restart.
+// the service log, each changed setting that needs a restart (and not the
+// recorded-session settings, which apply to the next channel).
 func TestBastionSIGHUP(t *testing.T) {
 	b := startFloodBastion(t, "")
 	data, err := os.ReadFile(b.conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.Replace(string(data), "[bastion]\n", "[bastion]\nmax_unauthenticated_per_source = 1\nhost_certificates = []\n", 1)
+	text := strings.Replace(string(data), "[bastion]\n", "[bastion]\nmax_unauthenticated_per_source = 1\nhost_certificates = []\naccept_env = [\"LANG\"]\nmax_command_bytes = \"1KiB\"\n", 1)
 	text = strings.Replace(text, fmt.Sprintf("listen = %q", b.addr), fmt.Sprintf("listen = %q", freePort(t)), 1)
 	if err := os.WriteFile(b.conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -343,6 +344,9 @@ func TestBastionSIGHUP(t *testing.T) {
 	}
 	if strings.Contains(logs, "setting=host_certificates") {
 		t.Errorf("an empty list where the key was absent is named as a change:\n%s", logs)
+	}
+	if strings.Contains(logs, "setting=accept_env") || strings.Contains(logs, "setting=max_command_bytes") {
+		t.Errorf("accept_env or max_command_bytes named as needing a restart:\n%s", logs)
 	}
 	// The new cap holds: one idle connection from 127.0.0.3, the second
 	// is refused.
