@@ -18,17 +18,10 @@ import (
 // connection to the identity its final, verified auth attempt proved.
 const permToken = "gatehouse-auth-token@gatehouse"
 
-type ctxKey struct{}
-
-// sessionKey finds the *session in a gliderlabs context.
-var sessionKey = ctxKey{}
-
-func sessionOf(ctx gl.Context) *session {
-	sess, _ := ctx.Value(sessionKey).(*session)
-	return sess
-}
-
-// newGliderServer configures gliderlabs/ssh so that:
+// gliderServer is the gliderlabs/ssh server of this one connection:
+// every callback is a method of sess, the connection's owner (as
+// tailscale's tailssh does with newConn), so no handler looks its
+// connection up in a context or a table. It is configured so that:
 //   - PublicKeyHandler is set (and password and keyboard-interactive
 //     handlers are not): gliderlabs then leaves NoClientAuth false, and
 //     publickey is the only method offered;
@@ -42,49 +35,35 @@ func sessionOf(ctx gl.Context) *session {
 //     (x/crypto enforces source-address on it as well) and a token for the
 //     identity; channel handlers read identity only via the final
 //     ServerConn.Permissions.
-func (s *Server) newGliderServer() *gl.Server {
-	var hostSigners []gl.Signer
-	for _, sg := range s.signers {
-		hostSigners = append(hostSigners, sg)
-	}
+func (sess *session) gliderServer() *gl.Server {
 	return &gl.Server{
-		HostSigners:      hostSigners,
-		Version:          "gatehouse",
-		PublicKeyHandler: s.prefilter,
-		ConnCallback: func(ctx gl.Context, c net.Conn) net.Conn {
-			tc, ok := c.(*trackedConn)
-			if !ok {
-				return nil // not ours: refuse
-			}
-			ctx.SetValue(sessionKey, tc.sess)
-			return c
-		},
-		ServerConfigCallback: s.serverConfig,
-		ConnectionFailedCallback: func(c net.Conn, err error) {
-			s.mu.Lock()
-			sess := s.byRemote[c.RemoteAddr().String()]
-			s.mu.Unlock()
-			if sess != nil {
-				sess.mu.Lock()
-				sess.hsErr = record.Sanitize(err.Error(), 200)
-				sess.mu.Unlock()
-			}
-		},
+		HostSigners:              sess.s.glKeys,
+		Version:                  "gatehouse",
+		PublicKeyHandler:         sess.prefilter,
+		ServerConfigCallback:     sess.serverConfig,
+		ConnectionFailedCallback: sess.handshakeFailed,
 		ChannelHandlers: map[string]gl.ChannelHandler{
-			"direct-tcpip": s.directTCPIP,
-			"session":      s.loginSession,
-			"default":      s.rejectChannel,
+			"direct-tcpip": sess.directTCPIP,
+			"session":      sess.loginSession,
+			"default":      sess.rejectChannel,
 		},
 		RequestHandlers: map[string]gl.RequestHandler{
-			"default": s.globalRequest,
+			"default": sess.globalRequest,
 		},
 	}
 }
 
-// serverConfig builds the x/crypto configuration for one connection.
-func (s *Server) serverConfig(ctx gl.Context) *gossh.ServerConfig {
-	sess := sessionOf(ctx)
-	algos := s.cfg.algorithms()
+// handshakeFailed is gliderlabs' ConnectionFailedCallback: the SSH
+// handshake (version, key exchange or authentication) failed.
+func (sess *session) handshakeFailed(_ net.Conn, err error) {
+	sess.mu.Lock()
+	sess.hsErr = record.Sanitize(err.Error(), 200)
+	sess.mu.Unlock()
+}
+
+// serverConfig builds the x/crypto configuration for this connection.
+func (sess *session) serverConfig(gl.Context) *gossh.ServerConfig {
+	algos := sess.s.cfg.algorithms()
 	return &gossh.ServerConfig{
 		Config: gossh.Config{
 			KeyExchanges: algos.kex,
@@ -94,11 +73,9 @@ func (s *Server) serverConfig(ctx gl.Context) *gossh.ServerConfig {
 		MaxAuthTries:            6,
 		PublicKeyAuthAlgorithms: pubKeyAuthAlgos,
 		VerifiedPublicKeyCallback: func(conn gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
-			return s.verified(sess, conn, key)
+			return sess.verified(conn, key)
 		},
-		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
-			s.authLog(sess, conn, method, err)
-		},
+		AuthLogCallback: sess.authLog,
 	}
 }
 
@@ -106,11 +83,7 @@ func (s *Server) serverConfig(ctx gl.Context) *gossh.ServerConfig {
 // signed attempts alike, before any signature is checked, so it only refuses
 // what can never pass (plain keys and host certificates) and has no side
 // effects besides noting the refusal for authLog.
-func (s *Server) prefilter(ctx gl.Context, key gl.PublicKey) bool {
-	sess := sessionOf(ctx)
-	if sess == nil {
-		return false
-	}
+func (sess *session) prefilter(_ gl.Context, key gl.PublicKey) bool {
 	cert, ok := key.(*gossh.Certificate)
 	if ok && cert.CertType == gossh.UserCert {
 		return true
@@ -139,7 +112,8 @@ func (e *authRefused) Error() string { return "certificate refused: " + e.reason
 // certificate passed every check: before that, nothing is resolved,
 // dialled, evaluated against policy or written (an attacker without a
 // certificate must not make the bastion send DNS queries or fill a disk).
-func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+func (sess *session) verified(conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	s := sess.s
 	login := conn.User()
 	proxyReq := strings.Contains(login, "@")
 	if proxyReq {
@@ -163,7 +137,7 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 		// rule allows for that target and target login, and run every
 		// check again with it as the login.
 		var ar *authRefused
-		target, login, ar = s.proxyLogin(sess, conn.User(), key)
+		target, login, ar = s.proxyLogin(conn.User(), key)
 		if ar != nil {
 			return nil, ar
 		}
@@ -213,7 +187,8 @@ func (s *Server) verified(sess *session, conn gossh.ConnMetadata, key gossh.Publ
 // by itself: if the connection later authenticates it is written before
 // the accepted attempt, otherwise it is counted in the source's "preauth"
 // line (see preauthLog). The observer (metrics) sees every attempt.
-func (s *Server) authLog(sess *session, conn gossh.ConnMetadata, method string, err error) {
+func (sess *session) authLog(conn gossh.ConnMetadata, method string, err error) {
+	s := sess.s
 	if err == nil {
 		return
 	}

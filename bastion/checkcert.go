@@ -228,7 +228,7 @@ func (s *Server) explainIdentity(report []string, login string, remote net.Addr,
 
 // checkProxy decides a recorded session for user = "login@host[:port]".
 func (s *Server) checkProxy(report []string, user string, remote net.Addr, pub gossh.PublicKey, pty bool) ([]string, bool) {
-	t, principal, ar := s.proxyLogin(nil, user, pub)
+	t, principal, ar := s.proxyLogin(user, pub)
 	if ar != nil {
 		return append(report, fmt.Sprintf("REFUSED: %s: %s", ar.reason, ar.detail)), false
 	}

@@ -40,37 +40,36 @@ type directTCPIPMsg struct {
 	OrigPort uint32
 }
 
-// identityOf returns the identity proven by the connection's final
+// identityFor returns the identity proven by the connection's final
 // authentication, read from the ServerConn's own Permissions, or nil.
-func identityOf(conn *gossh.ServerConn, ctx gl.Context) (*session, *certauth.Identity) {
-	sess, e := authOf(conn, ctx)
-	if e == nil {
-		return sess, nil
+func (sess *session) identityFor(conn *gossh.ServerConn) *certauth.Identity {
+	if e := sess.authOf(conn); e != nil {
+		return e.id
 	}
-	return sess, e.id
+	return nil
 }
 
 // authOf returns what the connection's final authentication proved, or
 // nil; the login name must be that of the final attempt.
-func authOf(conn *gossh.ServerConn, ctx gl.Context) (*session, *authEntry) {
-	sess := sessionOf(ctx)
-	if sess == nil || conn.Permissions == nil {
-		return sess, nil
+func (sess *session) authOf(conn *gossh.ServerConn) *authEntry {
+	if conn == nil || conn.Permissions == nil {
+		return nil
 	}
 	e := sess.entryFor(conn.Permissions.Extensions[permToken])
 	if e == nil || e.user != conn.User() {
-		return sess, nil
+		return nil
 	}
-	return sess, e
+	return e
 }
 
 // directTCPIP serves ProxyJump: it resolves the destination once, asks the
 // policy about each resolved address, dials the first allowed address
 // itself (never the name again, so DNS cannot change the answer between
 // check and use), and relays bytes both ways.
-func (s *Server) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
-	sess, id := identityOf(conn, ctx)
-	if sess == nil || !sess.enter() {
+func (sess *session) directTCPIP(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
+	s := sess.s
+	id := sess.identityFor(conn)
+	if !sess.enter() {
 		nc.Reject(gossh.ConnectionFailed, "connection closing")
 		return
 	}
@@ -332,39 +331,42 @@ func copyCounted(dst io.Writer, src io.Reader) (int64, error) {
 }
 
 // rejectSession refuses shells, commands and subsystems on the bastion.
-func (s *Server) rejectSession(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
-	s.denyRequest(conn, ctx, "channel:session", noShell)
+func (sess *session) rejectSession(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, _ gl.Context) {
+	sess.denyRequest(conn, "channel:session", noShell)
 	nc.Reject(gossh.Prohibited, noShell)
 }
 
 // rejectChannel refuses every other channel type (x11, auth-agent,
 // forwarded-*, streamlocal).
-func (s *Server) rejectChannel(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
+func (sess *session) rejectChannel(_ *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, _ gl.Context) {
 	msg := "gatehouse bastion does not open " + record.Sanitize(nc.ChannelType(), 60) + " channels"
-	s.denyRequest(conn, ctx, "channel:"+nc.ChannelType(), msg)
+	sess.denyRequest(conn, "channel:"+nc.ChannelType(), msg)
 	nc.Reject(gossh.UnknownChannelType, msg)
 }
 
 // globalRequest refuses all global requests; remote forwarding requests
 // (-R) are audited, keepalives are not.
-func (s *Server) globalRequest(ctx gl.Context, _ *gl.Server, req *gossh.Request) (bool, []byte) {
+func (sess *session) globalRequest(ctx gl.Context, _ *gl.Server, req *gossh.Request) (bool, []byte) {
 	switch req.Type {
 	case "tcpip-forward", "cancel-tcpip-forward", "streamlocal-forward@openssh.com", "cancel-streamlocal-forward@openssh.com":
+		// gliderlabs' own context value: the handler is not given the
+		// connection.
 		conn, _ := ctx.Value(gl.ContextKeyConn).(*gossh.ServerConn)
-		s.denyRequest(conn, ctx, req.Type, "remote port forwarding (-R) is not offered")
+		sess.denyRequest(conn, req.Type, "remote port forwarding (-R) is not offered")
 	}
 	return false, nil
 }
 
-func (s *Server) denyRequest(conn *gossh.ServerConn, ctx gl.Context, kind, reason string) {
-	sess := sessionOf(ctx)
-	if sess == nil || !sess.enter() {
+// denyRequest audits a refused channel or request on the bastion itself.
+func (sess *session) denyRequest(conn *gossh.ServerConn, kind, reason string) {
+	s := sess.s
+	if !sess.enter() {
 		return
 	}
 	defer sess.exit()
 	ev := record.RequestDenied{ConnRef: sess.ref(), Request: record.Sanitize(kind, 80), Reason: reason}
 	if conn != nil {
-		if _, id := identityOf(conn, ctx); id != nil {
+		if id := sess.identityFor(conn); id != nil {
 			ai := auditIdentity(id)
 			ev.Identity = &ai
 		}

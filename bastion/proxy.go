@@ -160,7 +160,7 @@ func (t proxyTarget) String() string {
 // principal of the certificate that a proxy rule allows for that target
 // and login. The caller then runs every certificate check with that
 // principal as the login. key's signature has been verified.
-func (s *Server) proxyLogin(sess *session, user string, key gossh.PublicKey) (*proxyTarget, string, *authRefused) {
+func (s *Server) proxyLogin(user string, key gossh.PublicKey) (*proxyTarget, string, *authRefused) {
 	refuse := func(detail string) (*proxyTarget, string, *authRefused) {
 		return nil, "", &authRefused{reason: "proxy-denied", detail: record.Sanitize(detail, 300), key: offeredKey(key)}
 	}
@@ -272,10 +272,11 @@ func checkLoginName(login string) error {
 // loginSession serves "session" channels: on a login@host@bastion
 // connection they are relayed to the target and recorded; otherwise the
 // bastion offers no shell.
-func (s *Server) loginSession(srv *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
-	sess, e := authOf(conn, ctx)
+func (sess *session) loginSession(srv *gl.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gl.Context) {
+	s := sess.s
+	e := sess.authOf(conn)
 	if e == nil || e.target == nil {
-		s.rejectSession(srv, conn, nc, ctx)
+		sess.rejectSession(srv, conn, nc, ctx)
 		return
 	}
 	if !sess.enter() {
@@ -455,7 +456,7 @@ func (pc *proxyConn) handle(nc gossh.NewChannel) {
 	conf := s.conf()
 	err = upstream.Relay(pc.ctx, countedChannel{Channel: ch, in: &pc.in, out: &pc.out}, reqs, pc.up, pc.rec, n, upstream.RelayOptions{
 		Activity:        pc.act,
-		DenyPTY:         !pc.id.PermitPTY,
+		DenyPTY:         ptyRefusal(pc.id) != "",
 		Now:             s.now,
 		Log:             s.log,
 		AcceptEnv:       conf.AcceptEnv,

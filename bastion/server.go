@@ -59,7 +59,7 @@ type Server struct {
 	checker *certauth.Checker
 	audit   *record.Audit
 	signers []gossh.Signer
-	gl      *gl.Server
+	glKeys  []gl.Signer // signers as gliderlabs takes them, for every connection's gliderServer
 	lim     *limiter
 	proxy   *proxySetup // nil: no rule names a proxy destination
 
@@ -80,10 +80,9 @@ type Server struct {
 
 	observe atomic.Pointer[func(record.Event)]
 
-	mu       sync.Mutex
-	live     map[*session]struct{}
-	byRemote map[string]*session
-	wg       sync.WaitGroup // one per connection goroutine
+	mu   sync.Mutex
+	live map[*session]struct{}
+	wg   sync.WaitGroup // one per connection goroutine
 }
 
 // New checks cfg (after filling defaults), loads the host keys (refusing
@@ -120,15 +119,14 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		return nil, fmt.Errorf("[bastion] audit_log: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		now:      now,
-		checker:  checker,
-		audit:    audit,
-		signers:  signers,
-		lim:      newLimiter(&cfg, now),
-		live:     make(map[*session]struct{}),
-		byRemote: make(map[string]*session),
+		cfg:     cfg,
+		log:     log,
+		now:     now,
+		checker: checker,
+		audit:   audit,
+		signers: signers,
+		lim:     newLimiter(&cfg, now),
+		live:    make(map[*session]struct{}),
 
 		refusalLog:   make(map[string]*rate.Limiter),
 		auditDownLog: rate.NewLimiter(rate.Every(auditDownEvery), 1),
@@ -153,7 +151,9 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 	rules := append([]policy.Rule(nil), cfg.Rules...)
 	s.rules.Store(&rules)
 	s.refreshLocalIPs()
-	s.gl = s.newGliderServer()
+	for _, sg := range signers {
+		s.glKeys = append(s.glKeys, sg)
+	}
 	return s, nil
 }
 
@@ -437,7 +437,6 @@ func (s *Server) newSession(nc net.Conn, src netip.AddrPort) *session {
 	}
 	s.mu.Lock()
 	s.live[sess] = struct{}{}
-	s.byRemote[nc.RemoteAddr().String()] = sess
 	s.mu.Unlock()
 	return sess
 }
@@ -445,9 +444,6 @@ func (s *Server) newSession(nc net.Conn, src netip.AddrPort) *session {
 func (s *Server) forget(sess *session) {
 	s.mu.Lock()
 	delete(s.live, sess)
-	if s.byRemote[sess.nc.RemoteAddr().String()] == sess {
-		delete(s.byRemote, sess.nc.RemoteAddr().String())
-	}
 	s.mu.Unlock()
 }
 

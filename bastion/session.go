@@ -12,9 +12,12 @@ import (
 	"gatehouse/bastion/record"
 )
 
-// session is the bastion's state for one TCP connection, from accept to
-// close. Authentication callbacks and channel handlers find it through the
-// gliderlabs context (see newGliderServer).
+// session is the owner of one TCP connection, from accept to close: it
+// holds the connection's state (source, unauthenticated slot and penalty
+// bookkeeping, auth attempts, identity once authenticated, live proxy
+// sessions) and its methods are the connection's gliderlabs and x/crypto
+// callbacks (see gliderServer). Decisions themselves are Server methods
+// shared with check-cert (decide.go), made once per channel.
 type session struct {
 	s     *Server
 	id    string // random, correlates this connection's audit events
@@ -78,7 +81,7 @@ func (sess *session) run() {
 			sess.closeWith("handshake timeout: not authenticated within handshake_timeout")
 		}
 	})
-	s.gl.HandleConn(&trackedConn{Conn: streamconn.New(sess.nc), sess: sess})
+	sess.gliderServer().HandleConn(streamconn.New(sess.nc))
 	grace.Stop()
 	sess.nc.Close()
 	// gliderlabs runs channel and request handlers in goroutines it does
@@ -300,12 +303,6 @@ func (sess *session) entryFor(token string) *authEntry {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	return sess.tokens[token]
-}
-
-// trackedConn carries the session through gliderlabs' ConnCallback.
-type trackedConn struct {
-	net.Conn
-	sess *session
 }
 
 func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
