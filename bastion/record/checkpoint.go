@@ -204,15 +204,12 @@ func (a *Audit) checkpoint(force bool, unclean *Checkpoint) error {
 		a.mu.Unlock()
 		return fmt.Errorf("audit log %s: checkpoint: %w", a.path, err)
 	}
-	fields := checkpointEvent{"log": cp.Log, "lines": cp.Lines, "head": cp.Head, "signed": msg, "sig": string(sig)}
-	if cp.Interval != "" {
-		fields["interval"] = cp.Interval
-	}
+	fields := CheckpointLine{Log: cp.Log, Lines: cp.Lines, Head: cp.Head, Signed: msg, Sig: string(sig), Interval: cp.Interval}
 	if cp.Peer != "" {
-		fields["peer"], fields["peer_lines"], fields["peer_head"] = cp.Peer, cp.PeerLines, cp.PeerHead
+		fields.CheckpointPeer = &CheckpointPeer{Peer: cp.Peer, PeerLines: cp.PeerLines, PeerHead: cp.PeerHead}
 	}
 	if unclean != nil {
-		fields["unsealed"], fields["reason"] = unclean.Unsealed, unclean.Reason
+		fields.CheckpointUnsealed = &CheckpointUnsealed{Unsealed: unclean.Unsealed, Reason: unclean.Reason}
 	}
 	sf, err := eventFields(fields)
 	var body []byte

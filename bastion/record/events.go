@@ -400,12 +400,35 @@ type RecordingClose struct {
 // EventName implements Event.
 func (RecordingClose) EventName() string { return "recording.close" }
 
-// checkpointEvent is a checkpoint line's fields (see Checkpoint); only
-// the audit log writes it.
-type checkpointEvent map[string]any
+// CheckpointLine is a signed checkpoint's line (see Checkpoint, which
+// reads it back); only the audit log writes it, on its own.
+type CheckpointLine struct {
+	Log      string `json:"log"`
+	Lines    int64  `json:"lines"`
+	Head     string `json:"head"`
+	Signed   string `json:"signed"` // the signed text (Checkpoint.Message)
+	Sig      string `json:"sig"`    // armored SSHSIG over Signed
+	Interval string `json:"interval,omitempty"`
+	*CheckpointPeer
+	*CheckpointUnsealed
+}
+
+// CheckpointPeer is the other log's state a checkpoint also signs.
+type CheckpointPeer struct {
+	Peer      string `json:"peer"`
+	PeerLines int64  `json:"peer_lines"`
+	PeerHead  string `json:"peer_head"`
+}
+
+// CheckpointUnsealed marks the start-up checkpoint that seals lines an
+// unclean stop left after the last checkpoint.
+type CheckpointUnsealed struct {
+	Unsealed int64  `json:"unsealed"`
+	Reason   string `json:"reason"`
+}
 
 // EventName implements Event.
-func (checkpointEvent) EventName() string { return CheckpointEvent }
+func (CheckpointLine) EventName() string { return CheckpointEvent }
 
 // marshalNoEscape is json.Marshal without HTML escaping (<, >, & stay as
 // they are in the audit log, as they always were).

@@ -123,6 +123,12 @@ func TestEventEncoding(t *testing.T) {
 		{RecordingClose{ID: "i", Final: "f", Failed: true, Reason: "r", ManifestError: "m"},
 			map[string]any{"id": "i", "final": "f", "failed": true, "reason": "r", "manifest_error": "m"}},
 		{AuditGap{Since: "s", LostEvents: 0, Error: "e"}, map[string]any{"since": "s", "lost_events": int64(0), "error": "e"}},
+		{CheckpointLine{Log: "audit", Lines: 0, Head: "h", Signed: "gatehouse-audit checkpoint v1 log=audit lines=0\n", Sig: "-----BEGIN SSH SIGNATURE-----\nx\n"},
+			map[string]any{"log": "audit", "lines": int64(0), "head": "h", "signed": "gatehouse-audit checkpoint v1 log=audit lines=0\n", "sig": "-----BEGIN SSH SIGNATURE-----\nx\n"}},
+		{CheckpointLine{Log: "index", Lines: 3, Head: "h", Signed: "m", Sig: "s", Interval: "10s",
+			CheckpointPeer: &CheckpointPeer{Peer: "audit", PeerLines: 0, PeerHead: "p"}, CheckpointUnsealed: &CheckpointUnsealed{Unsealed: 2, Reason: "r"}},
+			map[string]any{"log": "index", "lines": int64(3), "head": "h", "signed": "m", "sig": "s", "interval": "10s",
+				"peer": "audit", "peer_lines": int64(0), "peer_head": "p", "unsealed": int64(2), "reason": "r"}},
 	} {
 		f, err := eventFields(tc.ev)
 		if err != nil {
@@ -134,6 +140,25 @@ func TestEventEncoding(t *testing.T) {
 		}
 		if want := oldEncode(t, tc.ev.EventName(), tc.want); string(got) != want {
 			t.Errorf("%T encodes as\n%s\nwant (as a map)\n%s", tc.ev, got, want)
+		}
+	}
+}
+
+// BenchmarkAuditLogTyped is the cost of one typed event (an accepted
+// auth, the largest common line) through Log, encoding included.
+func BenchmarkAuditLogTyped(b *testing.B) {
+	a, err := OpenAudit(b.TempDir()+"/audit.jsonl", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	ev := AuthAccepted{ConnRef: ConnRef{ID: "0123456789abcdef", Source: "127.0.0.1:40000"},
+		Identity: Identity{Login: "alice", Principals: []string{"alice", "ops"}, KeyID: "alice@example.org", Serial: 7, CAFP: "SHA256:ca", KeyFP: "SHA256:k"},
+		Result:   "accepted", Method: "publickey", KeyType: "ssh-ed25519-cert-v01@openssh.com", ValidBefore: time.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.Log(ev); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
