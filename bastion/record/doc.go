@@ -1,5 +1,7 @@
 // Package record writes and verifies the bastion's tamper-evident evidence:
-// the hash-chained audit log (Audit, VerifyAudit) and the per-connection
+// the hash-chained audit log (Audit, VerifyAudit), whose events are typed
+// Go values (Event and the types in events.go, which the bastion's
+// observers — metrics, the status page — switch on), and the per-connection
 // session recordings (Recording, Verify), whose manifest chains the SHA-256
 // of every flushed chunk and is signed in OpenSSH's SSHSIG format so that
 // anyone can check it with `ssh-keygen -Y verify`, without gatehouse.
