@@ -346,3 +346,21 @@ func countEvents(bs []*fixture, t testing.TB, name, id string) int {
 	}
 	return n
 }
+
+// TestHAProxyConfigInREADME keeps README's HAProxy configuration the one
+// TestHAProxyTwoBastions runs (with documentation addresses).
+func TestHAProxyConfigInREADME(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.NewReplacer(
+		"{{DIR}}/haproxy.sock", "/run/haproxy/admin.sock",
+		"{{LISTEN}}", "192.0.2.10:22",
+		"{{BASTION1}}", "10.0.1.21:2222",
+		"{{BASTION2}}", "10.0.1.22:2222",
+	).Replace(haproxyConfig)
+	if !strings.Contains(string(readme), "```\n"+want+"```\n") {
+		t.Errorf("README.md (\"Bastions behind a load balancer\") does not hold the tested HAProxy configuration:\n%s", want)
+	}
+}
