@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -235,7 +236,7 @@ func TestProxyProtocolAttacks(t *testing.T) {
 	f := newFixture(t, func(f *fixture, c *Config) {
 		c.ProxyProtocolFrom = []string{"127.0.0.1/32"}
 		c.PenaltyFailures = 3
-		c.PenaltyWindow = Duration{time.Minute}
+		c.PenaltyWindow = Duration{2 * time.Second}
 		c.Penalty = Duration{time.Minute}
 		c.HandshakeTimeout = Duration{5 * time.Second}
 	})
@@ -374,6 +375,31 @@ func TestProxyProtocolAttacks(t *testing.T) {
 		}
 		f.waitEvent(t, "preauth", map[string]string{"source": "127.0.0.50"})
 	})
+
+	t.Run("sighup-applies-the-list", func(t *testing.T) {
+		// The balancer is taken out of the list: its headers are now
+		// refused like anyone else's.
+		cfg := f.cfg
+		cfg.ProxyProtocolFrom = []string{"127.0.0.2/32"}
+		applied, restart, err := f.srv.Apply(cfg)
+		if err != nil || !slices.Contains(applied, "proxy_protocol_from") || slices.Contains(restart, "proxy_protocol_from") {
+			t.Fatalf("Apply: applied %v, restart %v, %v", applied, restart, err)
+		}
+		c := dialFrom(t, "127.0.0.1", f.port)
+		c.Write(v2Header(t, "127.0.0.52:41000", "127.0.0.1:2222"))
+		c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+		readUntilClosed(t, c)
+		// Lines of one source are a penalty_window apart and keep four
+		// samples: wait for the count. Nothing earlier from 127.0.0.1
+		// was a handshake failure.
+		deadline := time.Now().Add(10 * time.Second)
+		for !hasOutcome(f.events(t), "127.0.0.1", outcomeHandshakeFailed) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no refusal of the delisted balancer's header:\n%s", f.allEvents(t))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }
 
 // allEvents is the audit log as text.
@@ -384,6 +410,16 @@ func (f *fixture) allEvents(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// hasOutcome reports a "preauth" line of source that counts outcome.
+func hasOutcome(evs []event, source, outcome string) bool {
+	for _, e := range evs {
+		if o, ok := e["outcomes"].(map[string]any); ok && e.str("event") == "preauth" && e.str("source") == source && o[outcome] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // countSource counts audit lines whose source is src (any port).
