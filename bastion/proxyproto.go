@@ -355,9 +355,11 @@ var errUnlistedHeader = errors.New("PROXY protocol header from an address not in
 // any connection that does not authenticate).
 type directConn struct {
 	net.Conn
-	raw  syscall.RawConn // nil: not a socket, not checked
-	once sync.Once
-	err  error
+	raw syscall.RawConn // nil: not a socket, not checked
+
+	mu      sync.Mutex
+	decided bool
+	err     error // errUnlistedHeader once decided so
 }
 
 func newDirectConn(nc net.Conn) *directConn {
@@ -370,34 +372,40 @@ func newDirectConn(nc net.Conn) *directConn {
 	return c
 }
 
-// check peeks at the first bytes once, waiting for more only while they
-// are a proper prefix of a PROXY signature (bounded by handshake_timeout,
-// which closes the socket).
+// check peeks at the first bytes until it can decide, waiting for more
+// only while they are a proper prefix of a PROXY signature (bounded by
+// handshake_timeout, which closes the socket). A wait ended by a deadline
+// or Close decides nothing: the read that follows reports that error, and
+// a later read checks again.
 func (c *directConn) check() error {
-	c.once.Do(func() {
-		if c.raw == nil {
-			return
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.decided || c.raw == nil {
+		return c.err
+	}
+	var buf [12]byte
+	verdict := sigNo
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK)
+		for err == syscall.EINTR {
+			n, _, err = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK)
 		}
-		var buf [12]byte
-		var verdict int
-		_ = c.raw.Read(func(fd uintptr) bool {
-			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK)
-			for err == syscall.EINTR {
-				n, _, err = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK)
-			}
-			switch {
-			case err == syscall.EAGAIN:
-				return false // nothing yet: wait
-			case err != nil || n <= 0:
-				return true // EOF or error: the plain read reports it
-			}
-			verdict = proxySignature(buf[:n])
-			return verdict != sigMaybe // a partial signature: wait for more
-		})
-		if verdict == sigYes {
-			c.err = errUnlistedHeader
+		switch {
+		case err == syscall.EAGAIN:
+			return false // nothing yet: wait
+		case err != nil || n <= 0:
+			return true // EOF or error: the plain read reports it
 		}
+		verdict = proxySignature(buf[:n])
+		return verdict != sigMaybe // a partial signature: wait for more
 	})
+	if err != nil {
+		return nil
+	}
+	c.decided = true
+	if verdict == sigYes {
+		c.err = errUnlistedHeader
+	}
 	return c.err
 }
 
