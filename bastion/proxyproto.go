@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -357,6 +358,7 @@ type directConn struct {
 	net.Conn
 	raw syscall.RawConn // nil: not a socket, not checked
 
+	clean   atomic.Bool // decided: no PROXY header
 	mu      sync.Mutex
 	decided bool
 	err     error // errUnlistedHeader once decided so
@@ -378,6 +380,9 @@ func newDirectConn(nc net.Conn) *directConn {
 // or Close decides nothing: the read that follows reports that error, and
 // a later read checks again.
 func (c *directConn) check() error {
+	if c.clean.Load() {
+		return nil // the common case, on every read: no lock
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.decided || c.raw == nil {
@@ -405,6 +410,8 @@ func (c *directConn) check() error {
 	c.decided = true
 	if verdict == sigYes {
 		c.err = errUnlistedHeader
+	} else {
+		c.clean.Store(true)
 	}
 	return c.err
 }
