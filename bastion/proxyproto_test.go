@@ -376,6 +376,45 @@ func TestProxyProtocolAttacks(t *testing.T) {
 		f.waitEvent(t, "preauth", map[string]string{"source": "127.0.0.50"})
 	})
 
+	t.Run("pending-headers-capped", func(t *testing.T) {
+		// Header reads in flight are capped by max_unauthenticated: past
+		// it, a balancer connection is closed at once instead of holding
+		// a goroutine for the header timeout.
+		cfg := f.cfg
+		cfg.MaxUnauthenticated = 5
+		if _, _, err := f.srv.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		defer f.srv.Apply(f.cfg)
+		var conns []*net.TCPConn
+		for i := 0; i < 12; i++ {
+			conns = append(conns, dialFrom(t, "127.0.0.1", f.port))
+		}
+		for _, c := range conns {
+			readUntilClosed(t, c) // at once, or after the header timeout
+		}
+		// The refusals are counted in the balancer's preauth lines (a
+		// penalty_window apart); nothing earlier from 127.0.0.1 was
+		// refused.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			refused := 0
+			for _, e := range f.events(t) {
+				if o, ok := e["outcomes"].(map[string]any); ok && e.str("event") == "preauth" && e.str("source") == "127.0.0.1" {
+					n, _ := o[outcomeRefused].(float64)
+					refused += int(n)
+				}
+			}
+			if refused == 7 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of 12 silent balancer connections refused with 5 header reads allowed; want 7", refused)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	t.Run("sighup-applies-the-list", func(t *testing.T) {
 		// The balancer is taken out of the list: its headers are now
 		// refused like anyone else's.
