@@ -244,7 +244,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 // r, never a byte beyond it, and parses it with go-proxyproto. It returns
 // errHealthCheck for a LOCAL/UNKNOWN header.
 func readProxyHeader(r io.Reader) (*proxyproto.Header, error) {
-	raw := make([]byte, 16, 16+maxProxyV2Payload)
+	raw := make([]byte, 16, maxProxyV1Line)
 	if _, err := io.ReadFull(r, raw[:5]); err != nil {
 		return nil, fmt.Errorf("reading the PROXY header: %w", err)
 	}
@@ -273,7 +273,7 @@ func readProxyHeader(r io.Reader) (*proxyproto.Header, error) {
 		if n > maxProxyV2Payload {
 			return nil, fmt.Errorf("PROXY v2 header announces %d bytes of addresses and TLVs; at most %d are accepted", n, maxProxyV2Payload)
 		}
-		raw = raw[:16+n]
+		raw = append(raw[:16], make([]byte, n)...)
 		if _, err := io.ReadFull(r, raw[16:]); err != nil {
 			return nil, fmt.Errorf("reading the PROXY v2 header: %w", err)
 		}
