@@ -125,7 +125,7 @@ type Config struct {
 	DNSServer string `toml:"dns_server"`
 	// ProxyProtocolFrom lists the load balancers (addresses or CIDR
 	// prefixes) whose connections must start with a PROXY protocol v1 or
-	// v2 header; its source address then stands for the client everywhere
+	// v2 header; the header's source address then stands for the client everywhere
 	// (source-address, limits and penalties, audit, recordings). A
 	// connection from any other address that sends a header is refused.
 	// Empty (the default): no balancer, every header is refused.

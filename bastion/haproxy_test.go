@@ -3,6 +3,7 @@ package bastion
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -362,5 +363,45 @@ func TestHAProxyConfigInREADME(t *testing.T) {
 	).Replace(haproxyConfig)
 	if !strings.Contains(string(readme), "```\n"+want+"```\n") {
 		t.Errorf("README.md (\"Bastions behind a load balancer\") does not hold the tested HAProxy configuration:\n%s", want)
+	}
+}
+
+// TestHAProxyRecordedSession: a recorded proxy session through a real
+// HAProxy keeps the client's address as the recording's source and the
+// balancer as its raw_peer, and the audit log's proxy events name the
+// client.
+func TestHAProxyRecordedSession(t *testing.T) {
+	e := newProxyEnv(t)
+	b := newProxyBastion(t, e, func(c *Config) { c.ProxyProtocolFrom = []string{"127.0.0.1"} })
+	h := startHAProxy(t, b.port, b.port)
+	key, cert, id := b.admin(t, "-O", "source-address=127.0.0.5/32")
+	known := filepath.Join(b.dir, "known_lb")
+	writeFile(t, known, catFiles(t, e.clientKnow))
+	cfg := sshtest.WriteConfig(t, filepath.Join(b.dir, "ssh_config_lb"), known,
+		sshtest.Host{Alias: "bastion", HostName: "127.0.0.1", Port: h.port, User: "admin",
+			IdentityFiles: []string{key.Priv}, CertificateFiles: []string{cert}, Extra: []string{"BindAddress 127.0.0.5"}},
+		sshtest.Host{Alias: "web1", HostName: "127.0.0.1", Port: e.sshd.Port, User: e.sshd.User,
+			IdentityFiles: []string{key.Priv}, CertificateFiles: []string{cert}, Extra: []string{"ProxyJump bastion", "StrictHostKeyChecking yes"}},
+	)
+	if r := sshtest.SSH(t, "-F", cfg, "web1", "echo recorded-through-haproxy"); r.Exit != 0 || r.Stdout != "recorded-through-haproxy\n" {
+		t.Fatalf("recorded session through HAProxy: %s", r)
+	}
+	dir, end := b.recordingOf(t, id)
+	if !strings.HasPrefix(end.str("source"), "127.0.0.5:") {
+		t.Errorf("proxy.end source %q, want the client's 127.0.0.5", end.str("source"))
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		Source  string `json:"source"`
+		RawPeer string `json:"raw_peer"`
+	}
+	if err := json.Unmarshal(data, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(meta.Source, "127.0.0.5:") || !strings.HasPrefix(meta.RawPeer, "127.0.0.1:") {
+		t.Errorf("meta.json source %q raw_peer %q; want the client 127.0.0.5 and the balancer 127.0.0.1", meta.Source, meta.RawPeer)
 	}
 }
