@@ -123,6 +123,13 @@ type Config struct {
 	// and proxy destinations instead of the servers in /etc/resolv.conf
 	// (empty: the system resolver). Its address is never shown to clients.
 	DNSServer string `toml:"dns_server"`
+	// ProxyProtocolFrom lists the load balancers (addresses or CIDR
+	// prefixes) whose connections must start with a PROXY protocol v1 or
+	// v2 header; the header's source address then stands for the client everywhere
+	// (source-address, limits and penalties, audit, recordings). A
+	// connection from any other address that sends a header is refused.
+	// Empty (the default): no balancer, every header is refused.
+	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
 
 	// Recording proxy (rules' proxy destinations). All optional until a
 	// rule names a proxy destination.
@@ -319,6 +326,11 @@ func (c *Config) Validate() error {
 	if c.DNSServer != "" {
 		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
 			return bad("dns_server", "%q is not host:port (example: \"10.0.0.53:53\")", c.DNSServer)
+		}
+	}
+	for _, e := range c.ProxyProtocolFrom {
+		if _, err := parseProxyFrom(e); err != nil {
+			return bad("proxy_protocol_from", "%s", sanitize(err.Error()))
 		}
 	}
 	if c.MaxUnauthenticated < 0 {

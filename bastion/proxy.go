@@ -498,7 +498,7 @@ func (pc *proxyConn) begin() string {
 		ID: pc.recID, User: sanitize(pc.user), Principal: pc.id.Login,
 		KeyID: sanitize(pc.id.KeyID), Serial: pc.id.Serial,
 		CAFingerprint: pc.id.CAFingerprint, KeyFingerprint: pc.id.KeyFingerprint,
-		Source: pc.sess.src.String(), RawPeer: pc.sess.nc.RemoteAddr().String(),
+		Source: pc.sess.src.String(), RawPeer: rawPeer(pc.sess.nc).String(),
 		ClientVersion: sanitize(pc.client),
 		Target:        t.String(), TargetIP: t.ip.String(), TargetLogin: t.login,
 		TargetHostKey: minted.HostKey, UpstreamKeyID: minted.KeyID, UpstreamSerial: minted.Serial,

@@ -69,6 +69,7 @@ type Server struct {
 	localIPs atomic.Pointer[map[netip.Addr]bool]
 
 	preauth  *preauthLog
+	pp       proxyHeaders // PROXY protocol header reads in flight (proxyproto.go)
 	resolver atomic.Pointer[net.Resolver]
 
 	// Service-log rate limits: refusals per source, audit-down repeats.
@@ -219,6 +220,7 @@ var hotKeys = map[string]bool{
 	"rule": true, "max_unauthenticated": true, "max_unauthenticated_per_source": true,
 	"penalty_failures": true, "penalty_window": true, "penalty": true, "dns_server": true,
 	"handshake_timeout": true, "max_session": true, "dial_timeout": true, "idle_timeout": true,
+	"proxy_protocol_from": true,
 	// Read by each recorded session channel when it opens (proxyConn.handle).
 	"accept_env": true, "max_command_bytes": true, "sftp_extensions": true,
 }
@@ -269,6 +271,7 @@ func (s *Server) Apply(cfg Config) (applied, restart []string, err error) {
 	live.MaxUnauthenticated, live.MaxUnauthenticatedPerSource = cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerSource
 	live.PenaltyFailures, live.PenaltyWindow, live.Penalty = cfg.PenaltyFailures, cfg.PenaltyWindow, cfg.Penalty
 	live.DNSServer = cfg.DNSServer
+	live.ProxyProtocolFrom = cfg.ProxyProtocolFrom
 	live.HandshakeTimeout, live.MaxSession, live.DialTimeout, live.IdleTimeout = cfg.HandshakeTimeout, cfg.MaxSession, cfg.DialTimeout, cfg.IdleTimeout
 	live.AcceptEnv, live.MaxCommandBytes, live.SFTPExtensions = cfg.AcceptEnv, cfg.MaxCommandBytes, cfg.SFTPExtensions
 	s.settings.Store(&live)
@@ -366,11 +369,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		delay = 0
-		s.accept(nc)
+		s.acceptConn(nc)
 	}
 
 	cancelPoll()
 	<-pollDone
+	s.endProxyHeaders()
 	s.closeAll("server shutting down")
 	s.wg.Wait()
 	s.preauth.close()
