@@ -289,6 +289,9 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(g.stdout, "  WARNING: %s", s.Warn)
 					}
 					fmt.Fprintln(g.stdout)
+					if len(s.Packages) > 0 {
+						fmt.Fprintf(g.stdout, "    packages: %s\n", formatCounts(s.Packages))
+					}
 				}
 				for _, w := range st.Warnings {
 					fmt.Fprintf(g.stdout, "  warning: %s\n", w)
@@ -297,6 +300,20 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// formatCounts renders a suite's package counts for `mirror status`:
+// the binary total, then each index ("main/amd64 1200, main/source 310").
+func formatCounts(cs []mirror.IndexCount) string {
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		where := strings.Trim(c.Component+"/"+c.Architecture, "/")
+		if where == "" {
+			where = c.Index
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", where, c.Packages))
+	}
+	return fmt.Sprintf("%d (%s)", mirror.TotalPackages(cs), strings.Join(parts, ", "))
 }
 
 func newMirrorVerifyCmd(g *globals) *cobra.Command {
