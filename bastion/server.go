@@ -72,8 +72,7 @@ type Server struct {
 	resolver atomic.Pointer[net.Resolver]
 
 	// Service-log rate limits: refusals per source, audit-down repeats.
-	refusalMu    sync.Mutex
-	refusalLog   map[string]*rate.Limiter
+	refusalLog   *KeyedLimiter
 	auditDown    atomic.Bool
 	auditDownLog *rate.Limiter
 	auditLost    atomic.Int64
@@ -130,7 +129,7 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		live:     make(map[*session]struct{}),
 		byRemote: make(map[string]*session),
 
-		refusalLog:   make(map[string]*rate.Limiter),
+		refusalLog:   NewKeyedLimiter(refusalEvery, refusalBurst, now),
 		auditDownLog: rate.NewLimiter(rate.Every(auditDownEvery), 1),
 	}
 	s.preauth = newPreauthLog(s, cfg.PenaltyWindow.Duration)
@@ -557,17 +556,7 @@ func (s *Server) logRefusal(event string, fields map[string]any) {
 	if ap, err := netip.ParseAddrPort(src); err == nil {
 		key = sourceString(sourceKey(ap.Addr()))
 	}
-	s.refusalMu.Lock()
-	lim := s.refusalLog[key]
-	if lim == nil {
-		if len(s.refusalLog) >= maxTrackedSources {
-			clear(s.refusalLog) // crude but bounded: budgets start afresh
-		}
-		lim = rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)
-		s.refusalLog[key] = lim
-	}
-	ok := lim.Allow()
-	s.refusalMu.Unlock()
+	ok, suppressed := s.refusalLog.Allow(key)
 	if !ok {
 		return
 	}
@@ -576,6 +565,9 @@ func (s *Server) logRefusal(event string, fields map[string]any) {
 		if v, ok := fields[k]; ok {
 			args = append(args, k, v)
 		}
+	}
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
 	}
 	s.log.Warn("bastion: refused", args...)
 }

@@ -174,7 +174,7 @@ was refused by verification, 1 on other failures.`,
 					}
 				}
 				if err != nil {
-					g.log.Error("sync failed", "mirror", m.Name, "err", err)
+					g.logSyncError("sync failed", m.Name, err)
 					if errors.Is(err, mirror.ErrRefused) && refused == nil {
 						refused = err
 					} else if firstErr == nil {
@@ -346,6 +346,16 @@ is a "note:" line, not a problem: ` + "`gatehouse mirror gc`" + ` removes it.`,
 					}
 				}
 				bad += n
+				if n > 0 {
+					first := ""
+					for _, p := range problems {
+						if mirror.IsProblem(p) {
+							first = p
+							break
+						}
+					}
+					g.logMirrorRefusal("mirror verify: the published mirror does not verify", m.Name, "problems", n, "first", first)
+				}
 				if !g.json {
 					if n == 0 {
 						fmt.Fprintf(g.stdout, "%s: OK\n", m.Name)

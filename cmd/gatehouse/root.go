@@ -9,8 +9,11 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
+
+	"gatehouse/bastion"
 )
 
 // defaultConfigPath is used when neither --config nor GATEHOUSE_CONFIG is set.
@@ -25,6 +28,11 @@ type globals struct {
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
+
+	// refusals is the service log's budget for mirror refusals (see
+	// refusals.go).
+	refusalsOnce sync.Once
+	refusals     *bastion.KeyedLimiter
 }
 
 // run builds the command tree, executes it and returns the exit code.
