@@ -28,8 +28,9 @@ type IndexCount struct {
 	Architecture string `json:"architecture"`
 	// Index is the index's path below dists/<suite>, without compression
 	// suffix ("main/binary-amd64/Packages").
-	Index    string `json:"index"`
-	Packages int    `json:"packages"`
+	Index string `json:"index"`
+	// Packages is the number of stanzas in the index.
+	Packages int `json:"packages"`
 }
 
 // fillCounts counts the stanzas of every Packages and Sources index of
