@@ -73,8 +73,7 @@ type Server struct {
 	resolver atomic.Pointer[net.Resolver]
 
 	// Service-log rate limits: refusals per source, audit-down repeats.
-	refusalMu    sync.Mutex
-	refusalLog   map[string]*rate.Limiter
+	refusalLog   *KeyedLimiter
 	auditDown    atomic.Bool
 	auditDownLog *rate.Limiter
 	auditLost    atomic.Int64
@@ -129,7 +128,7 @@ func New(cfg Config, log *slog.Logger, now func() time.Time) (*Server, error) {
 		lim:     newLimiter(&cfg, now),
 		live:    make(map[*session]struct{}),
 
-		refusalLog:   make(map[string]*rate.Limiter),
+		refusalLog:   NewKeyedLimiter(refusalEvery, refusalBurst, now),
 		auditDownLog: rate.NewLimiter(rate.Every(auditDownEvery), 1),
 	}
 	s.preauth = newPreauthLog(s, cfg.PenaltyWindow.Duration)
@@ -578,21 +577,14 @@ func (s *Server) logRefusal(event, src string, fields []any) {
 	if ap, err := netip.ParseAddrPort(src); err == nil {
 		key = sourceString(sourceKey(ap.Addr()))
 	}
-	s.refusalMu.Lock()
-	lim := s.refusalLog[key]
-	if lim == nil {
-		if len(s.refusalLog) >= maxTrackedSources {
-			clear(s.refusalLog) // crude but bounded: budgets start afresh
-		}
-		lim = rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)
-		s.refusalLog[key] = lim
-	}
-	ok := lim.Allow()
-	s.refusalMu.Unlock()
+	ok, suppressed := s.refusalLog.Allow(key)
 	if !ok {
 		return
 	}
 	args := append([]any{"event", event, "source", src}, fields...)
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
 	s.log.Warn("bastion: refused", args...)
 }
 

@@ -232,6 +232,10 @@ type SuiteStatus struct {
 	// Warn is non-empty when Valid-Until has passed or is less than two
 	// days away: clients refuse an expired Release.
 	Warn string `json:"warn,omitempty"`
+	// Packages counts the packages of each index of the published
+	// snapshot's suite, as recorded when that snapshot was made; nil when
+	// nothing is published or the snapshot predates the counts.
+	Packages []IndexCount `json:"packages,omitempty"`
 }
 
 // ExpiryWarning is how close Valid-Until may come before Status warns.
@@ -261,9 +265,13 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 	if ms.LastSync != nil && ms.LastSync.Result != ResultPublished && ms.LastSync.Result != ResultCurrent {
 		ms.Warnings = append(ms.Warnings, fmt.Sprintf("last sync %s at %s: %s", ms.LastSync.Result, ms.LastSync.Finished.UTC().Format(time.RFC3339), ms.LastSync.Error))
 	}
+	var counts map[string][]IndexCount
+	if ms.Published != "" {
+		counts = publishedCounts(st, ms.Published)
+	}
 	for _, name := range cfg.Suites {
 		ss, ok := state.Suites[name]
-		s := SuiteStatus{Suite: name}
+		s := SuiteStatus{Suite: name, Packages: counts[name]}
 		if ok {
 			s.Date, s.ValidUntil, s.Snapshot = ss.Date, ss.ValidUntil, ss.Snapshot
 		}

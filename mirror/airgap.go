@@ -645,6 +645,9 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 			return r.rep, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 		}
 	}
+	if err := fillCounts(im.sn.Dir(), im.man); err != nil {
+		return r.rep, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+	}
 	mb, err := json.Marshal(im.man)
 	if err != nil {
 		return r.rep, fmt.Errorf("mirror %s: manifest: %w", r.cfg.Name, err)

@@ -27,7 +27,7 @@ func FuzzReadIndex(f *testing.F) {
 			t.Fatal(err)
 		}
 		ps := newPoolSet()
-		if err := readIndex(p, "stable", "main/binary-amd64/"+name, 0, func(e poolEntry, w string) error { e.Filename = strings.Clone(e.Filename); return ps.add(e, w) }); err != nil {
+		if _, err := readIndex(p, "stable", "main/binary-amd64/"+name, 0, func(e poolEntry, w string) error { e.Filename = strings.Clone(e.Filename); return ps.add(e, w) }); err != nil {
 			return
 		}
 		for fn := range ps.files {
@@ -70,7 +70,7 @@ func TestReadIndexRefusesEscape(t *testing.T) {
 		if err := os.WriteFile(p, []byte(tc.text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := readIndex(p, "stable", "main/"+tc.name, 0, newPoolSet().add)
+		_, err := readIndex(p, "stable", "main/"+tc.name, 0, newPoolSet().add)
 		if err == nil || errors.Is(err, ErrRefused) != tc.refused {
 			t.Errorf("%s %q: err %v, want refused=%t", tc.name, tc.text, err, tc.refused)
 		}

@@ -49,6 +49,10 @@ type manifestSuite struct {
 	// Carried are the by-hash files of earlier generations this snapshot
 	// still holds (see carryByHash).
 	Carried []carriedFile `json:"carried,omitempty"`
+	// Counts is the number of stanzas of each Packages and Sources index
+	// this snapshot serves, keyed by path without compression suffix (see
+	// counts.go); nil in snapshots made before gatehouse counted.
+	Counts map[string]int `json:"counts,omitempty"`
 
 	// Filtered mirrors only: the upstream's Release and index files the
 	// selection was made from (relative to upstreamDir/dists/<suite>), and
@@ -174,6 +178,9 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := fillCounts(sn.Dir(), man); err != nil {
+		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
+	}
 	mb, err := json.Marshal(man)
 	if err != nil {
 		return fmt.Errorf("mirror %s: manifest: %w", r.cfg.Name, err)
@@ -222,10 +229,14 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	// content it serves at each path (store.Snapshot.UsePool).
 	census := newPoolCensus()
 	for _, sr := range suites {
-		err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
+		counts, err := eachPoolEntryCounted(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
 		if err != nil {
 			return err
 		}
+		// Counted here, in the pass the census makes anyway, so that a
+		// verbatim publish parses its indexes no extra time (fillCounts
+		// then finds nothing left to count).
+		man.Suites[sr.name].Counts = counts
 	}
 	if err := r.checkPoolSize(census.files, census.bytes); err != nil {
 		return err

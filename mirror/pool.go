@@ -130,14 +130,26 @@ func collectPool(snapDir, suite string, ms *manifestSuite, ps *poolSet) error {
 // valid during the call. limit > 0 refuses an index of more stanzas
 // (max_packages).
 func eachPoolEntry(snapDir, suite string, ms *manifestSuite, limit int, fn func(e poolEntry, where string) error) error {
+	_, err := eachPoolEntryCounted(snapDir, suite, ms, limit, fn)
+	return err
+}
+
+// eachPoolEntryCounted is eachPoolEntry that also returns the number of
+// stanzas (packages, or source packages) of each index it read, keyed by
+// the index's path below dists/<suite> without compression suffix (see
+// manifestSuite.Counts).
+func eachPoolEntryCounted(snapDir, suite string, ms *manifestSuite, limit int, fn func(e poolEntry, where string) error) (map[string]int, error) {
+	counts := map[string]int{}
 	for _, rel := range parsedIndexes(ms) {
 		p := filepath.Join(snapDir, filepath.FromSlash(publishedDir(suite)), filepath.FromSlash(rel))
 		where := publishedDir(suite) + "/" + rel
-		if err := readIndex(p, suite, where, limit, fn); err != nil {
-			return err
+		n, err := readIndex(p, suite, where, limit, fn)
+		if err != nil {
+			return nil, err
 		}
+		counts[compress.TrimSuffix(rel)] = n
 	}
-	return nil
+	return counts, nil
 }
 
 // openIndex opens an index file of a snapshot (where names it in errors),
@@ -162,10 +174,10 @@ type indexReader struct {
 
 func (r indexReader) Close() error { return errors.Join(r.ReadCloser.Close(), r.f.Close()) }
 
-func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) error) error {
+func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) error) (int, error) {
 	rd, err := openIndex(p, where)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rd.Close()
 	stanzas := 0
@@ -198,21 +210,21 @@ func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) err
 		for {
 			s, err := sr.Next()
 			if err == io.EOF {
-				return nil
+				return stanzas, nil
 			}
 			if err != nil {
-				return indexErr(err)
+				return 0, indexErr(err)
 			}
 			if err := count(); err != nil {
-				return err
+				return 0, err
 			}
 			for _, sf := range s.Files {
 				fn, err := apt.CleanRepoPath(s.Directory + "/" + sf.Name)
 				if err != nil {
-					return refuse(where+": source "+s.Name, err)
+					return 0, refuse(where+": source "+s.Name, err)
 				}
 				if err := add(fn, sf.Size, sf.SHA256, sf.SHA512); err != nil {
-					return err
+					return 0, err
 				}
 			}
 		}
@@ -221,16 +233,16 @@ func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) err
 	for {
 		pk, err := pr.Next()
 		if err == io.EOF {
-			return nil
+			return stanzas, nil
 		}
 		if err != nil {
-			return indexErr(err)
+			return 0, indexErr(err)
 		}
 		if err := count(); err != nil {
-			return err
+			return 0, err
 		}
 		if err := add(pk.Filename, pk.Size, pk.SHA256, pk.SHA512); err != nil {
-			return err
+			return 0, err
 		}
 	}
 }

@@ -174,7 +174,7 @@ was refused by verification, 1 on other failures.`,
 					}
 				}
 				if err != nil {
-					g.log.Error("sync failed", "mirror", m.Name, "err", err)
+					g.logSyncError("sync failed", m.Name, err)
 					if errors.Is(err, mirror.ErrRefused) && refused == nil {
 						refused = err
 					} else if firstErr == nil {
@@ -289,6 +289,9 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(g.stdout, "  WARNING: %s", s.Warn)
 					}
 					fmt.Fprintln(g.stdout)
+					if len(s.Packages) > 0 {
+						fmt.Fprintf(g.stdout, "    packages: %s\n", formatCounts(s.Packages))
+					}
 				}
 				for _, w := range st.Warnings {
 					fmt.Fprintf(g.stdout, "  warning: %s\n", w)
@@ -297,6 +300,20 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// formatCounts renders a suite's package counts for `mirror status`:
+// the binary total, then each index ("main/amd64 1200, main/source 310").
+func formatCounts(cs []mirror.IndexCount) string {
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		where := strings.Trim(c.Component+"/"+c.Architecture, "/")
+		if where == "" {
+			where = c.Index
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", where, c.Packages))
+	}
+	return fmt.Sprintf("%d (%s)", mirror.TotalPackages(cs), strings.Join(parts, ", "))
 }
 
 func newMirrorVerifyCmd(g *globals) *cobra.Command {
@@ -329,6 +346,16 @@ is a "note:" line, not a problem: ` + "`gatehouse mirror gc`" + ` removes it.`,
 					}
 				}
 				bad += n
+				if n > 0 {
+					first := ""
+					for _, p := range problems {
+						if mirror.IsProblem(p) {
+							first = p
+							break
+						}
+					}
+					g.logMirrorRefusal("mirror verify: the published mirror does not verify", m.Name, "problems", n, "first", first)
+				}
 				if !g.json {
 					if n == 0 {
 						fmt.Fprintf(g.stdout, "%s: OK\n", m.Name)

@@ -9,8 +9,11 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
+
+	"gatehouse/bastion"
 )
 
 // defaultConfigPath is used when neither --config nor GATEHOUSE_CONFIG is set.
@@ -25,6 +28,16 @@ type globals struct {
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
+
+	// sink is the log handler's writer when stderr is a terminal, so that
+	// a progress display can put log lines above itself (progress.go);
+	// nil otherwise.
+	sink *logSink
+
+	// refusals is the service log's budget for mirror refusals (see
+	// refusals.go).
+	refusalsOnce sync.Once
+	refusals     *bastion.KeyedLimiter
 }
 
 // run builds the command tree, executes it and returns the exit code.
@@ -214,7 +227,14 @@ func (g *globals) setup(cmd *cobra.Command) error {
 		return usageErrorf("--log-level %q: use debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	g.log = slog.New(newLogHandler(g.stderr, opts, g.json, os.Getenv("JOURNAL_STREAM")))
+	logTo := g.stderr
+	if isTerminal(g.stderr) {
+		// A terminal is never the journal stream, so nothing is lost by
+		// handing newLogHandler the sink instead of the *os.File.
+		g.sink = &logSink{w: g.stderr}
+		logTo = g.sink
+	}
+	g.log = slog.New(newLogHandler(logTo, opts, g.json, os.Getenv("JOURNAL_STREAM")))
 	slog.SetDefault(g.log)
 	return nil
 }

@@ -198,7 +198,7 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)
 			return
 		case err != nil:
-			g.log.Error("scheduled sync failed", "mirror", m.Name, "err", err)
+			g.logSyncError("scheduled sync failed", m.Name, err)
 		default:
 			g.log.Info("scheduled sync done", "mirror", m.Name, "result", rep.Result, "snapshot", rep.Snapshot)
 		}

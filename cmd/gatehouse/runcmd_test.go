@@ -372,7 +372,7 @@ proxy = [%q]
 logins = [%q]
 `, state, serveAddr, bastionAddr, filepath.Join(dir, "ssh_host_ed25519_key"), filepath.Join(dir, "user_ca.pub"), audit,
 		filepath.Join(dir, "upstream_ca"), upKnown, filepath.Join(dir, "host_ca"), recDir, filepath.Join(dir, "recording_key"),
-		jump.Addr(), recorded.Addr(), demoRecordedLogin)
+		jump.Addr(), recorded.Addr(), demo.RecordedLogin)
 	if err := os.WriteFile(conf, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}

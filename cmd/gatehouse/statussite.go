@@ -16,8 +16,9 @@ type statusConfig statuspage.Config
 // prefixes parses sessions_from (see statuspage.Config.Prefixes).
 func (c statusConfig) prefixes() ([]netip.Prefix, error) { return statuspage.Config(c).Prefixes() }
 
-// newStatusSite returns the HTTP surface that serve, run and the demo
-// share (see package statuspage) for cfg: the metrics of cfg's mirrors,
+// newStatusSite returns the HTTP surface that serve and run share (see
+// package statuspage; demo.Run builds the same from its own settings) for
+// cfg: the metrics of cfg's mirrors,
 // and recordings_dir and recording_key from cfg.Bastion, which may be nil.
 // live says that a bastion runs in this process: pass the site's
 // ObserveBastion to its bastion.Server.SetObserver so that the page lists

@@ -5,9 +5,10 @@
 // ssh_config with which stock OpenSSH reaches it through the bastion
 // (SSHConfig), a loopback HTTP server, and the checks that run the real
 // apt-get and ssh and show refusals (Check, Refusals, CheckStatusPage).
-// Package main still sequences them (runDemo) and owns the flags; the
-// tests of cmd/gatehouse reuse Target and SSHConfig to give their bastions
-// something real to reach.
+// Run sequences them (with the recording proxy of recording.go and the
+// status site); package main keeps only the flags, as a thin cobra
+// wrapper. The tests of cmd/gatehouse reuse Target and SSHConfig to give
+// their bastions something real to reach.
 //
 // Everything here binds to 127.0.0.1 and trusts only the keys it is given.
 package demo

@@ -182,11 +182,21 @@ var (
 	descPoolBytes   = prometheus.NewDesc("gatehouse_mirror_pool_bytes", "Bytes in the mirror's pool.", []string{"mirror"}, nil)
 	descPoolFiles   = prometheus.NewDesc("gatehouse_mirror_pool_files", "Files in the mirror's pool.", []string{"mirror"}, nil)
 	descPublished   = prometheus.NewDesc("gatehouse_mirror_published", "1 if the mirror has a published snapshot.", []string{"mirror"}, nil)
+	// The last sync's figures come from the mirror's state, which every
+	// sync writes (also one run by the timer or cron in its own process),
+	// so they are right whichever process ran it.
+	descLastDuration = prometheus.NewDesc("gatehouse_mirror_last_sync_duration_seconds", "How long the mirror's last sync took, from start to recording its result (garbage collection after a publish not included).", []string{"mirror"}, nil)
+	descLastBytes    = prometheus.NewDesc("gatehouse_mirror_last_sync_fetched_bytes", "Bytes the mirror's last sync fetched from upstream and verified (whichever process ran it).", []string{"mirror"}, nil)
+	descLastFiles    = prometheus.NewDesc("gatehouse_mirror_last_sync_fetched_files", "Files the mirror's last sync fetched from upstream and verified (whichever process ran it).", []string{"mirror"}, nil)
+	// Package counts are recorded in the snapshot when it is made, so a
+	// scrape reads one small manifest and parses no Packages file.
+	descPackages = prometheus.NewDesc("gatehouse_mirror_packages", "Packages in each index of the published snapshot (architecture \"source\": source packages in a Sources index). A package for \"all\" is counted in every architecture's index that lists it.", []string{"mirror", "suite", "component", "architecture"}, nil)
 )
 
 // Describe sends the descriptors of the mirror metrics.
 func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLastSuccess, descLastResult, descDate, descValidUntil, descPoolBytes, descPoolFiles, descPublished} {
+	for _, d := range []*prometheus.Desc{descLastSuccess, descLastResult, descDate, descValidUntil, descPoolBytes, descPoolFiles, descPublished,
+		descLastDuration, descLastBytes, descLastFiles, descPackages} {
 		ch <- d
 	}
 }
@@ -224,6 +234,12 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 				ok = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descLastResult, prometheus.GaugeValue, ok, st.Mirror)
+			ls := st.LastSync
+			if !ls.Started.IsZero() && !ls.Finished.Before(ls.Started) {
+				ch <- prometheus.MustNewConstMetric(descLastDuration, prometheus.GaugeValue, ls.Finished.Sub(ls.Started).Seconds(), st.Mirror)
+			}
+			ch <- prometheus.MustNewConstMetric(descLastBytes, prometheus.GaugeValue, float64(ls.Bytes), st.Mirror)
+			ch <- prometheus.MustNewConstMetric(descLastFiles, prometheus.GaugeValue, float64(ls.Files), st.Mirror)
 		}
 		pub := 0.0
 		if st.Published != "" {
@@ -238,6 +254,9 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			if !s.ValidUntil.IsZero() {
 				ch <- prometheus.MustNewConstMetric(descValidUntil, prometheus.GaugeValue, float64(s.ValidUntil.Unix()), st.Mirror, s.Suite)
+			}
+			for _, c := range s.Packages {
+				ch <- prometheus.MustNewConstMetric(descPackages, prometheus.GaugeValue, float64(c.Packages), st.Mirror, s.Suite, c.Component, c.Architecture)
 			}
 		}
 	}

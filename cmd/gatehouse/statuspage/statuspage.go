@@ -35,6 +35,7 @@ import (
 
 	"gatehouse/bastion/record"
 	"gatehouse/cmd/gatehouse/metrics"
+	"gatehouse/mirror"
 )
 
 // Config is the [status] table: who may see the bastion's sessions on the
@@ -354,6 +355,7 @@ func (s *Site) newHandler(mirrors http.Handler) http.Handler {
 
 // statusPage is the page at /; its "sessions" template is in sessions.go.
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"totalPackages": mirror.TotalPackages,
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
 			return "—"
@@ -382,8 +384,8 @@ code{background:#f6f6f6;padding:0 .2em}
 {{with .LastSync}}<tr><th>last sync</th><td>{{ts .Finished}}: <span class="{{if or (eq .Result "published") (eq .Result "current")}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}} — {{.Error}}{{end}}</td></tr>{{end}}
 <tr><th>pool</th><td>{{.PoolFiles}} files, {{.PoolBytes}} bytes</td></tr>
 </table>
-<table><tr><th>suite</th><th>upstream Date</th><th>Valid-Until</th><th></th></tr>
-{{range .Suites}}<tr><td>{{.Suite}}</td><td>{{ts .Date}}</td><td>{{ts .ValidUntil}}</td><td>{{if .Warn}}<span class="warn">{{.Warn}}</span>{{else}}<span class="ok">ok</span>{{end}}</td></tr>{{end}}
+<table><tr><th>suite</th><th>upstream Date</th><th>Valid-Until</th><th>packages</th><th></th></tr>
+{{range .Suites}}<tr><td>{{.Suite}}</td><td>{{ts .Date}}</td><td>{{ts .ValidUntil}}</td><td>{{if .Packages}}{{totalPackages .Packages}} <small>({{range $i, $c := .Packages}}{{if $i}}, {{end}}{{$c.Component}}/{{$c.Architecture}} {{$c.Packages}}{{end}})</small>{{else}}—{{end}}</td><td>{{if .Warn}}<span class="warn">{{.Warn}}</span>{{else}}<span class="ok">ok</span>{{end}}</td></tr>{{end}}
 </table>
 {{range .Warnings}}<p class="warn">{{.}}</p>{{end}}
 {{end}}
