@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,10 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := os.WriteFile(kr, pub, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte(strings.Replace(goodConfig, "/usr/share/keyrings/example.gpg", kr, 1)), 0o644); err != nil {
+	// Its own state_dir: check-config inspects it, and /tmp/gh may be anything.
+	conf := strings.Replace(goodConfig, "/usr/share/keyrings/example.gpg", kr, 1)
+	conf = strings.Replace(conf, `"/tmp/gh"`, strconv.Quote(filepath.Join(dir, "state")), 1)
+	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
