@@ -397,22 +397,19 @@ type filteredSuite struct {
 	*suiteRun
 	up    *manifestSuite  // the upstream's index files, below sr.local
 	sn    *store.Snapshot // the snapshot being built
-	dir   string          // its dists/<suite>, absolute
+	dir   *store.SubDir   // its dists/<suite>
 	ix    filter.Indexes
 	files []apt.FileEntry // written so far besides Packages and Translations (Sources)
 }
 
-// newFilteredSuite creates the suite's directory in the snapshot and
+// newFilteredSuite names the suite's directory in the snapshot and
 // decides which indexes the filtered suite has: the configured components
 // the upstream has, the configured architectures (and "all" only where apt
 // would have read the upstream's; otherwise the "all" packages are in
 // every binary-ARCH, as upstream had them), in the compressions the
 // upstream offered.
 func (r *run) newFilteredSuite(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (*filteredSuite, error) {
-	dir, err := sn.MkdirAll(sr.dir)
-	if err != nil {
-		return nil, err
-	}
+	dir := sn.Sub(sr.dir)
 	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
 		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
 	})

@@ -442,7 +442,7 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		dest, err := r.st.ObjectDest(h)
+		dest, err := r.st.NewObject(h)
 		if err != nil {
 			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 		}

@@ -397,10 +397,6 @@ func (c *Client) readErr(ctx context.Context, url string, err error) error {
 	return fmt.Errorf("GET %s: reading body: %w", url, scrub(err))
 }
 
-// tempPattern names temporary files; mirror/store's GC recognizes the
-// ".tmp-" prefix (store.TempPrefix) and removes stale ones.
-const tempPattern = ".tmp-*"
-
 var errStalled = errors.New("no data received within the timeout")
 
 // copyBufs holds buffers larger than io.Copy's 32 KiB: fewer read and

@@ -2,8 +2,12 @@
 // content-addressed pool objects, the shared pool, immutable snapshots with
 // their override layers, the atomically swapped "current" pointer, the
 // per-mirror lock, mirror state, and garbage collection. It is the only
-// package that creates, links, renames or removes anything there; writers
-// (mirror/fetch, mirror/bundle) get a destination from it.
+// package that creates, links, renames or removes anything there. Others
+// get typed writers from it and never a path to write to: NewFile (a pool
+// object or a snapshot file, which mirror/fetch and mirror/bundle fill and
+// the store names once verified), SubDir (a snapshot directory
+// mirror/filter lays out indexes in), Snapshot.WriteFile, LinkInside and
+// Link. mirror's TestOnlyStoreChangesTheTree keeps it so.
 //
 // Layout, for a state directory ROOT and a mirror NAME:
 //
@@ -91,9 +95,8 @@ const (
 	CurrentLink  = "current"
 	StateFile    = "state.json"
 	LockFile     = ".lock"
-	// TempPrefix starts the name of every temporary file a writer leaves
-	// beside its destination (mirror/fetch uses ".tmp-*"). GC removes those
-	// older than an hour.
+	// TempPrefix starts the name of every named temporary file NewFile
+	// leaves beside its destination. GC removes those older than an hour.
 	TempPrefix = ".tmp-"
 	// FlatDir is the directory of a snapshot that holds a flat
 	// repository's Release and indexes at their upstream paths (a snapshot
