@@ -29,6 +29,9 @@
 //	                                served); its .pool-journal lists the paths Commit
 //	                                will link into pool/
 //	ROOT/NAME/current -> snapshots/ID   relative symlink: the published generation
+//	ROOT/NAME/hidden                pool/ paths no published or retained snapshot
+//	                                names, while a Commit or a GC is under way or
+//	                                after one was killed; never served (HiddenFile)
 //
 // A snapshot's pool view is its override of a path, else pool/<path>
 // (PoolView). Serving maps URL /NAME/dists/... into the snapshot "current"
@@ -59,7 +62,9 @@
 // So after a crash or kill at any point "current" names a complete snapshot
 // whose pool view exists. A kill during Commit, after it linked new paths
 // into pool/ and before the swap, leaves those paths unreferenced (verified
-// bytes no index names); `mirror verify` notes them and GC removes them.
+// bytes no index names): the hidden list written before the links keeps
+// serve from offering them, and the next NewSnapshot or Collect removes
+// them (recoverHidden).
 // This relies on ROOT/NAME being one file system (hard links): do not mount
 // the pool or objects separately.
 //
