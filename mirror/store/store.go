@@ -553,7 +553,10 @@ func (s *Store) Rollback(id string) error {
 }
 
 // Prune deletes finished snapshots beyond the newest keep, never the
-// published one, and returns the IDs it removed.
+// published one, and returns the IDs it removed. It deletes no pool file,
+// so the files only those snapshots named stay in pool/, served, until a
+// GC: mirror prunes through Collection.Prune instead, which hides and
+// deletes them in the same step.
 func (s *Store) Prune(keep int) ([]string, error) {
 	if err := s.requireLock("prune"); err != nil {
 		return nil, err
