@@ -226,6 +226,9 @@ func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 			return res, fmt.Errorf("store: gc of mirror %s: nothing deleted: %w", s.name, err)
 		}
 	}
+	if err := testHook("gc hidden"); err != nil {
+		return res, err
+	}
 	for _, id := range c.Prune {
 		if err := s.removeSnapshot(id); err != nil {
 			return res, err

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -23,7 +24,8 @@ import (
 // Serving refuses them (Hidden) while the file exists, so a sync killed
 // in the middle of its Commit, or a GC killed in the middle, never makes
 // those files downloadable; the next NewSnapshot or Collect finishes the
-// job (recoverHidden) and removes the file. A commit whose snapshot is
+// job (recoverHidden, also run by Rollback, so that no rollback lands on a
+// snapshot a killed GC was pruning) and removes the file. A commit whose snapshot is
 // "current" hides nothing: it was published before the file went.
 //
 // Then lines "HASH REL" (a commit's journal) or "- REL" (a GC's victims)
@@ -150,10 +152,13 @@ func (s *Store) recoverHidden() error {
 			}
 		}
 	}
+	if slices.Contains(l.prune, cur) {
+		// Published again since (cannot happen through Rollback, which
+		// recovers first): its files are named; a full GC sorts out
+		// the rest.
+		return s.clearHidden()
+	}
 	for _, id := range l.prune {
-		if id == cur {
-			continue
-		}
 		if _, err := os.Lstat(filepath.Join(s.dir, SnapshotsDir, id)); err == nil {
 			if err := s.removeSnapshot(id); err != nil {
 				return err

@@ -69,7 +69,7 @@ func TestUnnamedPoolFilesNotServed(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl not installed")
 	}
-	for _, stage := range []string{"commit linked", "commit renamed", "gc pruned"} {
+	for _, stage := range []string{"commit linked", "commit renamed", "gc hidden", "gc pruned"} {
 		t.Run(strings.ReplaceAll(stage, " ", "_"), func(t *testing.T) {
 			root := t.TempDir()
 			st, err := store.Open(root, "m")
@@ -97,10 +97,10 @@ func TestUnnamedPoolFilesNotServed(t *testing.T) {
 			if _, err := commit("main/a/a_1_all.deb"); err != nil {
 				t.Fatal(err)
 			}
-			newRel := "main/b/b_1_all.deb"
+			newRel, pruned := "main/b/b_1_all.deb", ""
 			onDisk := filepath.Join(st.Dir(), store.PoolDir, "main/b/b_1_all.deb")
 
-			if stage == "gc pruned" {
+			if strings.HasPrefix(stage, "gc") {
 				// The second snapshot drops a and names b; a GC that
 				// prunes the first is killed before it deletes a.
 				if _, err := commit(newRel); err != nil {
@@ -122,6 +122,7 @@ func TestUnnamedPoolFilesNotServed(t *testing.T) {
 					t.Fatalf("gc: %v", err)
 				}
 				newRel, onDisk = "main/a/a_1_all.deb", filepath.Join(st.Dir(), store.PoolDir, "main/a/a_1_all.deb")
+				pruned = snaps[0].ID
 			} else {
 				restore := store.SetTestHook(func(s string) error {
 					if s == stage {
@@ -147,7 +148,13 @@ func TestUnnamedPoolFilesNotServed(t *testing.T) {
 				t.Errorf("%s after a kill at %q: HTTP %s, want 404", newRel, stage, got)
 			}
 			// The next sync (NewSnapshot) or GC finishes the job.
-			if stage == "gc pruned" {
+			if strings.HasPrefix(stage, "gc") {
+				// A rollback to the snapshot the GC was pruning
+				// finishes the GC first, so it cannot land on a
+				// snapshot whose files are going.
+				if err := st.Rollback(pruned); err == nil {
+					t.Errorf("rollback to %s, which a killed GC was pruning, succeeded", pruned)
+				}
 				if _, err := st.Collect(context.Background(), store.Collection{MaxDeleteFraction: 1, Referenced: refs("main/b/b_1_all.deb")}); err != nil {
 					t.Fatal(err)
 				}
@@ -172,7 +179,7 @@ func TestUnnamedPoolFilesNotServed(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, rel := range []string{"main/c/c_1_all.deb", "main/b/b_1_all.deb"} {
-				if stage != "gc pruned" && rel == "main/b/b_1_all.deb" {
+				if !strings.HasPrefix(stage, "gc") && rel == "main/b/b_1_all.deb" {
 					continue // b was never published
 				}
 				if got := curlStatus(t, url(rel)); got != "200" {

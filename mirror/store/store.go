@@ -545,6 +545,9 @@ func (s *Store) Rollback(id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
+	if err := s.recoverHidden(); err != nil {
+		return err
+	}
 	fi, err := os.Lstat(filepath.Join(s.dir, SnapshotsDir, id))
 	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("store: rollback mirror %s: no snapshot %q (see mirror list)", s.name, id)
