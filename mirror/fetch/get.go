@@ -16,8 +16,8 @@ import (
 // file and names it only on Commit. Get never creates, renames or removes
 // anything itself, so the store stays the only owner of its tree.
 type Dest interface {
-	// Create returns the empty, writable temporary file (called once,
-	// when the first body byte is due).
+	// Create returns the empty, writable temporary file (called when
+	// the first body byte is due; again only after Discard).
 	Create() (*os.File, error)
 	// Commit gives the complete, verified file its final name.
 	Commit() error
