@@ -59,10 +59,10 @@ func baseRefs(st *store.Store, snaps []store.SnapshotInfo) func(yield func(strin
 	}
 }
 
-// collect is the one garbage collection (store.Collect): with doomed set,
-// the sync's cleanup, which prunes those snapshots and looks only at the
-// pool files they named; without, `mirror gc`, which walks everything.
-func collect(ctx context.Context, st *store.Store, cfg Config, doomed []store.SnapshotInfo) (store.GCResult, error) {
+// collect is the one garbage collection (store.Collect): it prunes the
+// doomed snapshots, then with walk (`mirror gc`) walks everything, else
+// (the sync's cleanup) looks only at the pool files they named.
+func collect(ctx context.Context, st *store.Store, cfg Config, doomed []store.SnapshotInfo, walk bool) (store.GCResult, error) {
 	snaps, err := st.Snapshots()
 	if err != nil {
 		return store.GCResult{}, err
@@ -75,10 +75,10 @@ func collect(ctx context.Context, st *store.Store, cfg Config, doomed []store.Sn
 		}
 	}
 	c.Referenced = baseRefs(st, kept)
-	if doomed != nil {
-		for _, d := range doomed {
-			c.Prune = append(c.Prune, d.ID)
-		}
+	for _, d := range doomed {
+		c.Prune = append(c.Prune, d.ID)
+	}
+	if !walk {
 		c.Candidates = func(yield func(store.PoolRef)) error {
 			for _, sn := range doomed {
 				err := eachSnapshotEntry(st, sn, func(rel, key string, _ bool) {
@@ -92,6 +92,18 @@ func collect(ctx context.Context, st *store.Store, cfg Config, doomed []store.Sn
 		}
 	}
 	return st.Collect(ctx, c)
+}
+
+// doomedSnapshots returns the snapshots beyond keep (oldest first), never
+// the published one.
+func doomedSnapshots(snaps []store.SnapshotInfo, keep int) []store.SnapshotInfo {
+	var doomed []store.SnapshotInfo
+	for i, s := range snaps {
+		if i < len(snaps)-keep && !s.Current {
+			doomed = append(doomed, s)
+		}
+	}
+	return doomed
 }
 
 // GC prunes snapshots beyond cfg.KeepSnapshots (never the published one) and
@@ -109,16 +121,19 @@ func GC(ctx context.Context, stateDir string, cfg Config, opt Options) (removed 
 		return 0, 0, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	defer unlock()
-	pruned, err := st.Prune(cfg.KeepSnapshots)
+	snaps, err := st.Snapshots()
 	if err != nil {
 		return 0, 0, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
-	if len(pruned) > 0 {
-		opt.logger().Info("pruned snapshots", "mirror", cfg.Name, "snapshots", pruned)
-	}
-	res, err := collect(ctx, st, cfg, nil)
+	// Pruned by the same Collect that deletes their files, so that no
+	// moment (and no kill) leaves pool/ serving what no snapshot names.
+	doomed := doomedSnapshots(snaps, cfg.KeepSnapshots)
+	res, err := collect(ctx, st, cfg, doomed, true)
 	if err != nil {
 		return res.Removed, res.RemovedBytes, fmt.Errorf("mirror %s: gc: %w", cfg.Name, err)
+	}
+	if len(doomed) > 0 {
+		opt.logger().Info("pruned snapshots", "mirror", cfg.Name, "snapshots", len(doomed))
 	}
 	return res.Removed, res.RemovedBytes, nil
 }

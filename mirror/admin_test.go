@@ -185,6 +185,15 @@ func TestSyncGCWipeProtection(t *testing.T) {
 	if n := len(poolFiles(t, state)); n != files {
 		t.Errorf("pool went from %d to %d files", files, n)
 	}
+	// Nor is the old snapshot pruned: pool/ would then serve files that
+	// no retained snapshot names.
+	st, err := store.Open(StoreRoot(state), testMirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snaps, err := st.Snapshots(); err != nil || len(snaps) != 2 || len(rep.Pruned) != 0 {
+		t.Errorf("wipe-protected cleanup left %d snapshots (%v), reported pruned %v; want both kept", len(snaps), err, rep.Pruned)
+	}
 	cfg.MaxDeleteFraction = 1
 	if removed, _, err := GC(context.Background(), state, cfg, testOptions(t)); err != nil || removed != 48 { // 16 .debs, .dsc and tarball each
 		t.Errorf("gc with max_delete_fraction 1: removed %d, %v", removed, err)

@@ -314,11 +314,11 @@ func importBundle(ctx context.Context, stateDir string, cfgs []Config, from stri
 		order = append(order, im)
 	}
 
-	err = rd.Extract(ctx, func(f bundle.File) (string, error) {
+	err = rd.Extract(ctx, func(f bundle.File) (bundle.Dest, error) {
 		name, rel, _ := bundle.SplitPath(f.Path)
 		im := runs[name]
 		if im == nil {
-			return "", fmt.Errorf("bundle file %s belongs to no listed mirror", f.Path)
+			return nil, fmt.Errorf("bundle file %s belongs to no listed mirror", f.Path)
 		}
 		return im.dest(ctx, rel, f)
 	})
@@ -414,51 +414,51 @@ func (im *importRun) suiteOf(rel string) string {
 // dest places one bundle file: dists into the new snapshot, pool files
 // into the pool once the dists (which sort first) are verified and the
 // file's hash is the one the signed index gives.
-func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (string, error) {
+func (im *importRun) dest(ctx context.Context, rel string, f bundle.File) (bundle.Dest, error) {
 	r := im.r
 	im.files++
 	im.bytes += f.Size
 	r.progress(Event{Phase: PhaseImport, Files: im.files, FilesTotal: im.filesTotal, Bytes: im.bytes, BytesTotal: im.bytesTotal})
 	if strings.HasPrefix(rel, "dists/") || strings.HasPrefix(rel, store.FlatDir+"/") {
 		if im.suiteOf(rel) == "" {
-			return "", nil
+			return nil, nil
 		}
-		p, err := im.sn.Dest(rel)
+		w, err := im.sn.NewFile(rel)
 		if err != nil {
-			return "", refuse("mirror "+r.cfg.Name, err)
+			return nil, refuse("mirror "+r.cfg.Name, err)
 		}
 		im.distFiles = append(im.distFiles, rel)
-		return p, nil
+		return w, nil
 	}
 	if err := im.verify(ctx); err != nil {
-		return "", err
+		return nil, err
 	}
 	e, ok := im.pool.files[rel]
 	if !ok {
-		return "", nil // not named by an index this appliance mirrors
+		return nil, nil // not named by an index this appliance mirrors
 	}
 	if e.SHA256 == "" {
-		return "", refused("mirror %s: the index gives no SHA-256 for %s; air-gap import needs one", r.cfg.Name, rel)
+		return nil, refused("mirror %s: the index gives no SHA-256 for %s; air-gap import needs one", r.cfg.Name, rel)
 	}
 	if e.Size != f.Size || !strings.EqualFold(e.SHA256, f.SHA256) {
-		return "", refused("mirror %s: the bundle's %s (%d bytes, SHA-256 %s) is not the file the signed index names (%d bytes, SHA-256 %s)",
+		return nil, refused("mirror %s: the bundle's %s (%d bytes, SHA-256 %s) is not the file the signed index names (%d bytes, SHA-256 %s)",
 			r.cfg.Name, rel, f.Size, f.SHA256, e.Size, e.SHA256)
 	}
 	pr, _ := poolRel(rel)
 	if err := checkPoolName(rel); err != nil {
-		return "", refuse("mirror "+r.cfg.Name, err)
+		return nil, refuse("mirror "+r.cfg.Name, err)
 	}
 	if err := store.CheckRel(pr); err != nil {
-		return "", refuse("mirror "+r.cfg.Name, err)
+		return nil, refuse("mirror "+r.cfg.Name, err)
 	}
 	// Into the store's objects, never onto a pool path a published
 	// snapshot may serve; checkPool records it in the snapshot.
-	p, err := r.st.ObjectDest(e.key())
+	w, err := r.st.NewObject(e.key())
 	if err != nil {
-		return "", refuse("mirror "+r.cfg.Name, err)
+		return nil, refuse("mirror "+r.cfg.Name, err)
 	}
 	im.carried[pr] = true
-	return p, nil
+	return w, nil
 }
 
 // verify checks the extracted dists of every configured suite as a sync

@@ -97,7 +97,9 @@ type Config struct {
 	// MaxPackages caps the stanzas of one Packages or Sources index (default
 	// DefaultMaxPackages); an index with more is refused (exit 3), since a
 	// signed index can otherwise make a sync use any amount of memory,
-	// time and inodes.
+	// time and inodes. A filtered mirror also refuses more distinct
+	// packages than this over all its indexes, since it keeps them all in
+	// memory (filter.Universe, about 1.3 KB each) to resolve the selection.
 	MaxPackages int `toml:"max_packages"`
 	// MaxPoolBytes caps the total size of the pool files one snapshot
 	// names, written like rate_limit ("500GiB"); 0 (unset) = no limit. A

@@ -287,11 +287,14 @@ func (r *run) addUniverse(sn *store.Snapshot, sr *suiteRun, ms *manifestSuite, u
 		}
 		err = readVerified(p, where, func(rd io.Reader) error {
 			pr := apt.NewPackagesReader(rd, where)
-			skipped := 0
+			skipped, stanzas := 0, 0
 			for {
 				pk, err := pr.Next()
 				if err == io.EOF {
 					break
+				}
+				if stanzas++; r.cfg.MaxPackages > 0 && stanzas > r.cfg.MaxPackages {
+					return tooManyEntries(where, r.cfg.MaxPackages)
 				}
 				if err != nil {
 					if errors.Is(err, apt.ErrIndex) {
@@ -306,6 +309,13 @@ func (r *run) addUniverse(sn *store.Snapshot, sr *suiteRun, ms *manifestSuite, u
 					if skipped++; skipped <= 3 {
 						r.warn(fmt.Sprintf("%s: left out: %v", where, err))
 					}
+				}
+				// The universe is the one set a filtered sync keeps in
+				// memory (about 1 KB a package), so it has the same cap
+				// as one index: max_packages distinct packages over all
+				// suites and components.
+				if r.cfg.MaxPackages > 0 && u.Len() > r.cfg.MaxPackages {
+					return refused("%s: the upstream's suites list more than %d distinct packages (max_packages), which a filtered mirror holds in memory to resolve its selection; the upstream's signed indexes are refused. If the archive really is that large, raise max_packages for this mirror", where, r.cfg.MaxPackages)
 				}
 			}
 			if skipped > 3 {
@@ -387,22 +397,19 @@ type filteredSuite struct {
 	*suiteRun
 	up    *manifestSuite  // the upstream's index files, below sr.local
 	sn    *store.Snapshot // the snapshot being built
-	dir   string          // its dists/<suite>, absolute
+	dir   *store.SubDir   // its dists/<suite>
 	ix    filter.Indexes
 	files []apt.FileEntry // written so far besides Packages and Translations (Sources)
 }
 
-// newFilteredSuite creates the suite's directory in the snapshot and
+// newFilteredSuite names the suite's directory in the snapshot and
 // decides which indexes the filtered suite has: the configured components
 // the upstream has, the configured architectures (and "all" only where apt
 // would have read the upstream's; otherwise the "all" packages are in
 // every binary-ARCH, as upstream had them), in the compressions the
 // upstream offered.
 func (r *run) newFilteredSuite(sn *store.Snapshot, sr *suiteRun, upms *manifestSuite) (*filteredSuite, error) {
-	dir, err := sn.MkdirAll(sr.dir)
-	if err != nil {
-		return nil, err
-	}
+	dir := sn.Sub(sr.dir)
 	comps := slices.DeleteFunc(slices.Clone(r.cfg.Components), func(c string) bool {
 		return len(sr.rel.Components) > 0 && !sr.rel.HasComponent(c)
 	})
@@ -456,8 +463,13 @@ func (r *run) filteredSources(ctx context.Context, fs []*filteredSuite, res *fil
 				return err
 			}
 			var addErr error
+			stanzas := 0
 			err = readVerified(p, sr.dir+"/"+rel, func(rd io.Reader) error {
 				out, err := filter.WriteSources(fsu.dir, fsu.ix, comp, rd, func(n, v string) bool {
+					if stanzas++; r.cfg.MaxPackages > 0 && stanzas > r.cfg.MaxPackages {
+						addErr = cmp.Or(addErr, tooManyEntries(sr.dir+"/"+rel, r.cfg.MaxPackages))
+						return false
+					}
 					done, ok := wanted[src{n, v}]
 					return ok && !done
 				}, func(s *apt.Source) {

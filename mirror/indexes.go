@@ -405,7 +405,7 @@ func (r *run) fetchIndex(ctx context.Context, sn *store.Snapshot, sr *suiteRun, 
 		}
 	}
 	want := fetch.Want{Size: me.Size, SHA256: me.SHA256, SHA512: me.SHA512}
-	dest, err := sn.Dest(rel)
+	dest, err := sn.NewFile(rel)
 	if err != nil {
 		return false, err
 	}

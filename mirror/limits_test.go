@@ -29,35 +29,58 @@ import (
 // returns the config of a mirror of it.
 func hugeIndex(t *testing.T, n int, size int64, extra ...string) (Config, *apttest.Server) {
 	t.Helper()
+	return hugeSuite(t, []int{n}, size, extra...)
+}
+
+// hugeSuite is hugeIndex with one component per element of counts: "main"
+// lists counts[0] stanzas (and extra), "compN" counts[N], all distinct.
+func hugeSuite(t *testing.T, counts []int, size int64, extra ...string) (Config, *apttest.Server) {
+	t.Helper()
 	dir := t.TempDir()
 	key := apttest.NewKey(t, "ed25519")
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	stanza := func(name, filename string) {
-		h := sha256.Sum256([]byte(filename))
-		fmt.Fprintf(zw, "Package: %s\nVersion: 1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", name, filename, size, hex.EncodeToString(h[:]))
-	}
-	for _, fn := range extra {
-		stanza("extra", fn)
-	}
-	for i := range n {
-		stanza(fmt.Sprintf("p%07d", i), fmt.Sprintf("pool/main/p/p%07d/p%07d_1_amd64.deb", i, i))
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	rel := "main/binary-amd64/Packages.gz"
-	p := filepath.Join(dir, "dists/huge", rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.Sum256(buf.Bytes())
 	now := time.Now().UTC()
-	release := fmt.Sprintf("Origin: example\nSuite: huge\nCodename: huge\nDate: %s\nArchitectures: amd64\nComponents: main\nSHA256:\n %s %d %s\n",
-		now.Add(-time.Minute).Format(time.RFC1123), hex.EncodeToString(h[:]), buf.Len(), rel)
+	var comps []string
+	var sums strings.Builder
+	for ci, n := range counts {
+		comp := "main"
+		if ci > 0 {
+			comp = fmt.Sprintf("comp%d", ci)
+		}
+		comps = append(comps, comp)
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		stanza := func(name, filename string) {
+			h := sha256.Sum256([]byte(filename))
+			fmt.Fprintf(zw, "Package: %s\nVersion: 1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", name, filename, size, hex.EncodeToString(h[:]))
+		}
+		if ci == 0 {
+			for _, fn := range extra {
+				stanza("extra", fn)
+			}
+		}
+		for i := range n {
+			name := fmt.Sprintf("p%d%07d", ci, i)
+			if ci == 0 {
+				name = fmt.Sprintf("p%07d", i)
+			}
+			stanza(name, fmt.Sprintf("pool/%s/p/%s/%s_1_amd64.deb", comp, name, name))
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rel := comp + "/binary-amd64/Packages.gz"
+		p := filepath.Join(dir, "dists/huge", rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(buf.Bytes())
+		fmt.Fprintf(&sums, " %s %d %s\n", hex.EncodeToString(h[:]), buf.Len(), rel)
+	}
+	release := fmt.Sprintf("Origin: example\nSuite: huge\nCodename: huge\nDate: %s\nArchitectures: amd64\nComponents: %s\nSHA256:\n%s",
+		now.Add(-time.Minute).Format(time.RFC1123), strings.Join(comps, " "), sums.String())
 	signed, err := key.ClearSign([]byte(release), now.Add(-time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +97,7 @@ func hugeIndex(t *testing.T, n int, size int64, extra ...string) (Config, *aptte
 		t.Fatal(err)
 	}
 	srv := apttest.Serve(t, dir)
-	cfg := Config{Name: testMirror, URL: srv.URL, Suites: []string{"huge"}, Components: []string{"main"},
+	cfg := Config{Name: testMirror, URL: srv.URL, Suites: []string{"huge"}, Components: comps,
 		Architectures: []string{"amd64"}, Keyring: kr, Concurrency: 4, Translations: []string{}}
 	cfg.Defaults()
 	return cfg, srv
@@ -200,6 +223,38 @@ func TestMaxPackagesAndPoolBytes(t *testing.T) {
 			rep, err := Sync(context.Background(), state, cfg, testOptions(t))
 			if !errors.Is(err, ErrRefused) || rep.Result != ResultRefused || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("sync over %s: %q, %v", tc.name, rep.Result, err)
+			}
+			t.Logf("error: %v", err)
+			if n := poolRequests(srv); n != 0 {
+				t.Errorf("%d pool files requested", n)
+			}
+			if _, _, err := store.ResolveCurrent(StoreRoot(state), testMirror); !errors.Is(err, store.ErrNoCurrent) {
+				t.Errorf("something was published: %v", err)
+			}
+		})
+	}
+	// A filtered mirror refuses the same index with the same error, and
+	// caps the universe it holds in memory (distinct packages over all
+	// indexes) by max_packages too: 2 x 30 stanzas pass the per-index
+	// cap of 40 and fail the universe's.
+	for _, tc := range []struct {
+		name   string
+		counts []int
+		want   string
+	}{
+		{"filtered max_packages", []int{50}, "has more than 40 entries (max_packages)"},
+		{"filtered universe", []int{30, 30}, "more than 40 distinct packages (max_packages)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, srv := hugeSuite(t, tc.counts, 1000)
+			cfg.MaxPackages = 40
+			cfg.Mode, cfg.Include = ModeFiltered, []string{"p0000001"}
+			opt := testOptions(t)
+			opt.Signing, _, _ = archiveKey(t)
+			state := t.TempDir()
+			rep, err := Sync(context.Background(), state, cfg, opt)
+			if !errors.Is(err, ErrRefused) || rep.Result != ResultRefused || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("filtered sync over max_packages: %q, %v", rep.Result, err)
 			}
 			t.Logf("error: %v", err)
 			if n := poolRequests(srv); n != 0 {

@@ -174,6 +174,13 @@ type indexReader struct {
 
 func (r indexReader) Close() error { return errors.Join(r.ReadCloser.Close(), r.f.Close()) }
 
+// tooManyEntries refuses the index at where for holding more than limit
+// stanzas (max_packages). Verbatim and filtered syncs share it, so both
+// fail alike (exit 3) before anything is fetched or published.
+func tooManyEntries(where string, limit int) error {
+	return refused("%s: has more than %d entries (max_packages); the upstream's signed index is refused. If the archive really is that large, raise max_packages for this mirror", where, limit)
+}
+
 func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) error) (int, error) {
 	rd, err := openIndex(p, where)
 	if err != nil {
@@ -183,7 +190,7 @@ func readIndex(p, suite, where string, limit int, fn func(poolEntry, string) err
 	stanzas := 0
 	count := func() error {
 		if stanzas++; limit > 0 && stanzas > limit {
-			return refused("%s: has more than %d entries (max_packages); the upstream's signed index is refused. If the archive really is that large, raise max_packages for this mirror", where, limit)
+			return tooManyEntries(where, limit)
 		}
 		return nil
 	}
@@ -447,7 +454,7 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		dest, err := r.st.ObjectDest(h)
+		dest, err := r.st.NewObject(h)
 		if err != nil {
 			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 		}

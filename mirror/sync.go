@@ -473,19 +473,16 @@ func (r *run) cleanup(ctx context.Context) {
 		r.gcFailed(err)
 		return
 	}
-	var doomed []store.SnapshotInfo
-	for i, s := range snaps {
-		if i < len(snaps)-r.cfg.KeepSnapshots && !s.Current {
-			doomed = append(doomed, s)
-		}
-	}
+	doomed := doomedSnapshots(snaps, r.cfg.KeepSnapshots)
 	if len(doomed) == 0 {
 		return
 	}
 	r.progress(Event{Phase: PhaseGC})
-	res, err := collect(ctx, r.st, r.cfg, doomed)
-	for _, d := range doomed {
-		r.rep.Pruned = append(r.rep.Pruned, d.ID)
+	res, err := collect(ctx, r.st, r.cfg, doomed, false)
+	if err == nil {
+		for _, d := range doomed {
+			r.rep.Pruned = append(r.rep.Pruned, d.ID)
+		}
 	}
 	r.rep.GCRemoved, r.rep.GCBytes = res.Removed, res.RemovedBytes
 	if err != nil {

@@ -117,8 +117,8 @@ func BenchmarkExportVsTar(b *testing.B) {
 		if _, err := rd.Verify(kr, time.Now()); err != nil {
 			b.Fatal(err)
 		}
-		if err := rd.Extract(context.Background(), func(f File) (string, error) {
-			return filepath.Join(x1, filepath.FromSlash(f.Path)), nil
+		if err := rd.Extract(context.Background(), func(f File) (Dest, error) {
+			return toPath(filepath.Join(x1, filepath.FromSlash(f.Path))), nil
 		}); err != nil {
 			b.Fatal(err)
 		}

@@ -133,8 +133,8 @@ func extractAll(t testing.TB, bundlePath string, kr *pgp.Keyring, dir string) (S
 	if _, err := rd.Verify(kr, testNow); err != nil {
 		return Stats{}, err
 	}
-	err = rd.Extract(context.Background(), func(f File) (string, error) {
-		return filepath.Join(dir, filepath.FromSlash(f.Path)), nil
+	err = rd.Extract(context.Background(), func(f File) (Dest, error) {
+		return toPath(filepath.Join(dir, filepath.FromSlash(f.Path))), nil
 	})
 	return rd.Stats(), err
 }
@@ -424,7 +424,7 @@ func TestUntrustedKey(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), other.Fingerprint()[24:]) {
 		t.Fatalf("err = %v; want ErrInvalid naming key ID %s", err, other.Fingerprint()[24:])
 	}
-	if err := rd.Extract(context.Background(), func(File) (string, error) { return t.TempDir(), nil }); err == nil {
+	if err := rd.Extract(context.Background(), func(File) (Dest, error) { return toPath(t.TempDir()), nil }); err == nil {
 		t.Error("Extract ran without a successful Verify")
 	}
 }
@@ -549,12 +549,12 @@ func TestExtractIgnore(t *testing.T) {
 		}
 		dest := t.TempDir()
 		want := map[string][]byte{}
-		err = rd.Extract(context.Background(), func(f File) (string, error) {
+		err = rd.Extract(context.Background(), func(f File) (Dest, error) {
 			if strings.HasSuffix(f.Path, ".deb") || strings.HasSuffix(f.Path, "Contents-amd64") {
-				return "", nil
+				return nil, nil
 			}
 			want[f.Path] = fx.files[f.Path]
-			return filepath.Join(dest, filepath.FromSlash(f.Path)), nil
+			return toPath(filepath.Join(dest, filepath.FromSlash(f.Path))), nil
 		})
 		rd.Close()
 		if err != nil {
@@ -609,11 +609,11 @@ func TestDamageInPresentOrIgnoredEntry(t *testing.T) {
 				if _, err := rd.Verify(kr, testNow); err != nil {
 					t.Fatal(err)
 				}
-				err = rd.Extract(context.Background(), func(f File) (string, error) {
+				err = rd.Extract(context.Background(), func(f File) (Dest, error) {
 					if mode == "ignored" && f.Path == c.file {
-						return "", nil
+						return nil, nil
 					}
-					return filepath.Join(dest, filepath.FromSlash(f.Path)), nil
+					return toPath(filepath.Join(dest, filepath.FromSlash(f.Path))), nil
 				})
 				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.file) || !strings.Contains(err.Error(), "SHA-256") {
 					t.Fatalf("err = %v; want ErrInvalid naming %s and its SHA-256", err, c.file)
@@ -621,5 +621,46 @@ func TestDamageInPresentOrIgnoredEntry(t *testing.T) {
 				checkTree(t, dest, fx.files)
 			})
 		}
+	}
+}
+
+// fileDest is a Dest at a plain path, for these tests: a named temporary
+// file beside path, renamed onto it by Commit. A mirror's import uses
+// mirror/store.NewFile (mirror's air-gap tests run it).
+type fileDest struct {
+	path string
+	f    *os.File
+}
+
+func toPath(p string) *fileDest { return &fileDest{path: p} }
+
+func (d *fileDest) Name() string { return d.path }
+
+func (d *fileDest) Open() (*os.File, error) { return os.Open(d.path) }
+
+func (d *fileDest) Create() (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(d.path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(d.path), ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	d.f = f
+	return f, nil
+}
+
+func (d *fileDest) Commit() error {
+	if err := d.f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(d.f.Name(), d.path)
+}
+
+func (d *fileDest) Discard() {
+	if d.f != nil {
+		d.f.Close()
+		os.Remove(d.f.Name())
+		d.f = nil
 	}
 }

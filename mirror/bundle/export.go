@@ -249,10 +249,15 @@ func hashFile(p string) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+// hashReader returns the SHA-256 and length of what f holds.
+func hashReader(f *os.File) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.CopyBuffer(h, f, make([]byte, copyBuf))
 	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", p, err)
+		return "", 0, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }

@@ -31,8 +31,8 @@
 // A reader trusts nothing before the signature: Open reads only the
 // manifest and its signature (bounded sizes), Verify checks the signature
 // against the caller's keyring, and Extract streams each file through
-// SHA-256 into a temporary file beside its destination and renames it only
-// when size and hash match the manifest.
+// SHA-256 into the temporary file of its Dest (a writer of mirror/store)
+// and commits it only when size and hash match the manifest.
 package bundle
 
 import (

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gatehouse/apt/pgp"
-	"gatehouse/mirror/store"
 )
 
 // Reader reads one bundle. Use it from one goroutine.
@@ -188,23 +187,40 @@ func (r *Reader) Verify(trusted *pgp.Keyring, now time.Time) (*Manifest, error) 
 	return r.man, nil
 }
 
+// Dest is where Extract puts one file: a writer of the caller's store
+// (mirror/store.NewFile implements it), so that the bundle code never
+// creates, renames or removes anything in the store's tree itself.
+type Dest interface {
+	// Open opens the file already at the destination, to check it
+	// (fs.ErrNotExist when there is none).
+	Open() (*os.File, error)
+	// Create returns the empty, writable temporary file.
+	Create() (*os.File, error)
+	// Commit gives the complete, verified file its final name.
+	Commit() error
+	// Discard throws the temporary file away.
+	Discard()
+	// Name names the destination in errors.
+	Name() string
+}
+
 // Extract streams every file of the bundle, in manifest order, to where
 // dest says. dest is called once per file (with its manifest entry), after
 // every earlier file is in place (so a caller may check earlier files, such
 // as a mirror's dists before its pool, before it answers); it returns
-// the absolute destination, "" to leave the file out, or an error to stop.
-// Each file is written to a temporary file ("store.TempPrefix" + ...) beside
-// its destination, hashed on the way, and renamed over the destination only
-// when its size and SHA-256 match the manifest. A destination already
-// holding the right bytes is left alone (so an interrupted import resumes),
-// and so is a file dest leaves out; the bundle's bytes of both are still
-// read and verified, so damage anywhere in the bundle refuses it.
+// the destination, nil to leave the file out, or an error to stop.
+// Each file is written to the destination's temporary file, hashed on the
+// way, and committed only when its size and SHA-256 match the manifest. A
+// destination already holding the right bytes is left alone (so an
+// interrupted import resumes), and so is a file dest leaves out; the
+// bundle's bytes of both are still read and verified, so damage anywhere
+// in the bundle refuses it.
 // A missing, extra or misplaced file, a size or hash mismatch, or a
 // truncated stream is an error wrapping ErrInvalid. Files are not fsynced:
 // the caller makes them durable (mirror/store's Commit does, with syncfs).
 //
 // Verify must have succeeded first. Extract runs once per Open.
-func (r *Reader) Extract(ctx context.Context, dest func(f File) (string, error)) error {
+func (r *Reader) Extract(ctx context.Context, dest func(f File) (Dest, error)) error {
 	if !r.verified {
 		return errors.New("bundle: Extract before a successful Verify")
 	}
@@ -253,7 +269,7 @@ type extractor struct {
 	ctx   context.Context
 	dec   *zstd.Decoder
 	bufs  [][]byte
-	dest  func(File) (string, error)
+	dest  func(File) (Dest, error)
 	stats *Stats
 }
 
@@ -390,11 +406,11 @@ func (x *extractor) one(f File, src io.Reader, compressed bool) error {
 	// bundle with one damaged byte is refused as a whole, wherever the
 	// byte sits, rather than imported because the damage happened to fall
 	// on a file this side did not need.
-	if dest == "" || present(dest, f) {
+	if dest == nil || present(dest, f) {
 		if err := x.check(f, src); err != nil {
 			return err
 		}
-		if dest == "" {
+		if dest == nil {
 			x.stats.Ignored++
 		} else {
 			x.stats.Present++
@@ -409,45 +425,40 @@ func (x *extractor) one(f File, src io.Reader, compressed bool) error {
 	return nil
 }
 
-// present reports whether dest is a regular file with f's size and hash.
-func present(dest string, f File) bool {
-	fi, err := os.Lstat(dest)
+// present reports whether dest already holds a regular file with f's size
+// and hash.
+func present(dest Dest, f File) bool {
+	rd, err := dest.Open()
+	if err != nil {
+		return false
+	}
+	defer rd.Close()
+	fi, err := rd.Stat()
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != f.Size {
 		return false
 	}
-	sum, n, err := hashFile(dest)
+	sum, n, err := hashReader(rd)
 	return err == nil && n == f.Size && sum == f.SHA256
 }
 
-func (x *extractor) write(dest string, f File, src io.Reader) (err error) {
-	dir := filepath.Dir(dest)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, store.TempPrefix+"bundle-*")
+func (x *extractor) write(dest Dest, f File, src io.Reader) (err error) {
+	tmp, err := dest.Create()
 	if err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			dest.Discard()
 		}
 	}()
 	if err := x.copyVerified(tmp, f, src); err != nil {
 		var we *writeError
 		if errors.As(err, &we) {
-			return fmt.Errorf("bundle: writing %s: %w", dest, we.err)
+			return fmt.Errorf("bundle: writing %s: %w", dest.Name(), we.err)
 		}
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dest); err != nil {
+	if err := dest.Commit(); err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil

@@ -73,7 +73,7 @@ func BenchmarkGetVsCurl(b *testing.B) {
 		for range workers {
 			wg.Go(func() {
 				for f := range work {
-					if _, err := c.Get(context.Background(), base+"/"+f.name, filepath.Join(out, f.name), f.want); err != nil {
+					if _, err := c.Get(context.Background(), base+"/"+f.name, toPath(filepath.Join(out, f.name)), f.want); err != nil {
 						once.Do(func() { firstErr = err })
 					}
 				}

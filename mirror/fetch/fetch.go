@@ -2,9 +2,10 @@
 // that does not match the size and hash the caller expects.
 //
 // One Client holds one keep-alive connection pool for a whole sync. Get
-// streams a body into a temporary file beside its destination, hashing on the
-// way, and renames it into place only when size and every given hash match, so
-// a destination path either does not exist or holds verified content. Open
+// streams a body into the temporary file of its Dest (a writer of
+// mirror/store, which alone names files in its tree), hashing on the way,
+// and commits it only when size and every given hash match, so a
+// destination either does not exist or holds verified content. Open
 // gives the same guarantee to a streaming consumer: its Read returns a
 // *MismatchError instead of io.EOF when the content is wrong. GetBytes is the
 // conditional GET used for InRelease, where an unchanged upstream costs one
@@ -14,9 +15,8 @@
 // bodies) are retried with exponential backoff and jitter; permanent ones
 // (404/403/410, other 4xx, oversized bodies, hash mismatches, local file
 // system errors) are returned at once. The Client never fsyncs: the store makes
-// a whole sync durable with one syncfs(2) before publishing. A killed Get
-// leaves a ".tmp-*" file behind, which mirror/store's GC removes once it is
-// an hour old.
+// a whole sync durable with one syncfs(2) before publishing. What a killed
+// Get leaves behind is the store's to clean (see store.NewFile).
 package fetch
 
 import (
@@ -396,10 +396,6 @@ func (c *Client) readErr(ctx context.Context, url string, err error) error {
 	}
 	return fmt.Errorf("GET %s: reading body: %w", url, scrub(err))
 }
-
-// tempPattern names temporary files; mirror/store's GC recognizes the
-// ".tmp-" prefix (store.TempPrefix) and removes stale ones.
-const tempPattern = ".tmp-*"
 
 var errStalled = errors.New("no data received within the timeout")
 

@@ -8,7 +8,6 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -109,7 +108,7 @@ func TestGetGood(t *testing.T) {
 	c := testClient(Config{})
 	dir := t.TempDir()
 	dest := filepath.Join(dir, "sub", "dir", "f.deb")
-	n, err := c.Get(context.Background(), srv.URL+"/f.deb", dest, wantOf(body))
+	n, err := c.Get(context.Background(), srv.URL+"/f.deb", toPath(dest), wantOf(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +137,12 @@ func TestGetSHA512Only(t *testing.T) {
 	h := sha512.Sum512(body)
 	want := Want{Size: -1, SHA512: strings.ToUpper(hex.EncodeToString(h[:]))}
 	dest := filepath.Join(t.TempDir(), "f")
-	if _, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", dest, want); err != nil {
+	if _, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(dest), want); err != nil {
 		t.Fatal(err)
 	}
 	h[0] ^= 1
 	want.SHA512 = hex.EncodeToString(h[:])
-	_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", dest+"2", want)
+	_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(dest+"2"), want)
 	var me *MismatchError
 	if !errors.As(err, &me) || me.Field != "sha512" {
 		t.Fatalf("err = %v, want sha512 mismatch", err)
@@ -153,7 +152,7 @@ func TestGetSHA512Only(t *testing.T) {
 func TestGetRefusesWithoutHash(t *testing.T) {
 	srv := newServer(t, serveBytes([]byte("x")))
 	for _, w := range []Want{{Size: 1}, {Size: 1, SHA256: "abc"}, {Size: -2, SHA256: strings.Repeat("0", 64)}, {Size: 1, SHA512: strings.Repeat("g", 128)}} {
-		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/x", filepath.Join(t.TempDir(), "x"), w)
+		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/x", toPath(filepath.Join(t.TempDir(), "x")), w)
 		if err == nil {
 			t.Errorf("Get with %+v succeeded", w)
 		}
@@ -178,7 +177,7 @@ func TestGetWrongHash(t *testing.T) {
 	}
 	c := testClient(Config{})
 	want := wantOf(good)
-	_, err := c.Get(context.Background(), srv.URL+"/f.deb", dest, want)
+	_, err := c.Get(context.Background(), srv.URL+"/f.deb", toPath(dest), want)
 	var me *MismatchError
 	if !errors.As(err, &me) || me.Field != "sha256" {
 		t.Fatalf("err = %v, want sha256 MismatchError", err)
@@ -226,7 +225,7 @@ func TestGetTruncated(t *testing.T) {
 			srv := newServer(t, h)
 			dir := t.TempDir()
 			c := testClient(Config{Retries: 2})
-			_, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(dir, "f"), wantOf(body))
+			_, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(dir, "f")), wantOf(body))
 			if err == nil {
 				t.Fatal("truncated body accepted")
 			}
@@ -254,7 +253,7 @@ func TestGetTruncated(t *testing.T) {
 	})
 	dest := filepath.Join(t.TempDir(), "f")
 	c := testClient(Config{})
-	if _, err := c.Get(context.Background(), srv.URL+"/f", dest, wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(dest), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	if st := c.Stats(); st.Retries != 1 {
@@ -266,7 +265,7 @@ func TestGetOversized(t *testing.T) {
 	body := randBytes(t, 4096)
 	t.Run("content-length", func(t *testing.T) {
 		srv := newServer(t, serveBytes(append(bytes.Clone(body), 'x')))
-		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body))
+		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body))
 		var me *MismatchError
 		if !errors.As(err, &me) || me.Field != "size" {
 			t.Fatalf("err = %v, want size mismatch", err)
@@ -286,7 +285,7 @@ func TestGetOversized(t *testing.T) {
 		})
 		dir := t.TempDir()
 		c := testClient(Config{})
-		_, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(dir, "f"), wantOf(body))
+		_, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(dir, "f")), wantOf(body))
 		var me *MismatchError
 		if !errors.As(err, &me) || me.Field != "size" {
 			t.Fatalf("err = %v, want size mismatch", err)
@@ -305,7 +304,7 @@ func TestGetOversized(t *testing.T) {
 func TestGetNotFoundNotRetried(t *testing.T) {
 	for _, code := range []int{404, 403, 410} {
 		srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", code) })
-		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(nil))
+		_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(nil))
 		if !errors.Is(err, ErrNotFound) {
 			t.Errorf("HTTP %d: err = %v, want ErrNotFound", code, err)
 		}
@@ -318,7 +317,7 @@ func TestGetNotFoundNotRetried(t *testing.T) {
 		}
 	}
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 400) })
-	_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(nil))
+	_, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(nil))
 	if err == nil || errors.Is(err, ErrNotFound) || srv.count("/f") != 1 {
 		t.Errorf("HTTP 400: err = %v after %d requests, want one non-NotFound error", err, srv.count("/f"))
 	}
@@ -337,7 +336,7 @@ func TestGetRetriesServerErrors(t *testing.T) {
 		})
 		c := testClient(Config{})
 		dest := filepath.Join(t.TempDir(), "f")
-		if _, err := c.Get(context.Background(), srv.URL+"/f", dest, wantOf(body)); err != nil {
+		if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(dest), wantOf(body)); err != nil {
 			t.Fatalf("HTTP %d then 200: %v", code, err)
 		}
 		if st := c.Stats(); st.Retries != 2 || st.Requests != 3 {
@@ -346,7 +345,7 @@ func TestGetRetriesServerErrors(t *testing.T) {
 	}
 	// Persistent 500: gives up after Retries and says so.
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 500) })
-	_, err := testClient(Config{Retries: 3}).Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body))
+	_, err := testClient(Config{Retries: 3}).Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body))
 	var se *StatusError
 	if !errors.As(err, &se) || se.Status != 500 || !strings.Contains(err.Error(), "4 attempts") {
 		t.Errorf("err = %v", err)
@@ -372,7 +371,7 @@ func TestGetSlowServerCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := testClient(Config{}).Get(ctx, srv.URL+"/f", filepath.Join(dir, "f"), Want{Size: 100000, SHA256: strings.Repeat("0", 64)})
+	_, err := testClient(Config{}).Get(ctx, srv.URL+"/f", toPath(filepath.Join(dir, "f")), Want{Size: 100000, SHA256: strings.Repeat("0", 64)})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
@@ -399,7 +398,7 @@ func TestGetStallTimeout(t *testing.T) {
 	})
 	c := testClient(Config{Timeout: 300 * time.Millisecond})
 	start := time.Now()
-	if _, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
@@ -450,7 +449,7 @@ func TestKeepAliveReuse(t *testing.T) {
 	c := testClient(Config{Concurrency: 4})
 	dir := t.TempDir()
 	for i := range 30 {
-		if _, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(dir, strconv.Itoa(i)), wantOf(body)); err != nil {
+		if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(dir, strconv.Itoa(i))), wantOf(body)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -463,7 +462,7 @@ func TestKeepAliveReuse(t *testing.T) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := range 50 {
-				_, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(dir, strconv.Itoa(w*1000+i)), wantOf(body))
+				_, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(dir, strconv.Itoa(w*1000+i))), wantOf(body))
 				if err != nil {
 					errs <- err
 				}
@@ -488,7 +487,7 @@ func TestRateLimit(t *testing.T) {
 	srv := newServer(t, serveBytes(body))
 	c := testClient(Config{RateLimit: 200 << 10})
 	start := time.Now()
-	if _, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	// The first 200 KiB are the burst; the other 100 KiB take ≥ 0.5 s.
@@ -568,48 +567,58 @@ func TestProxy(t *testing.T) {
 	})
 	c := testClient(Config{Proxy: proxy.URL})
 	dest := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Get(context.Background(), "http://archive.example.org/debian/f", dest, wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), "http://archive.example.org/debian/f", toPath(dest), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := seen.Load().(string); got != "http://archive.example.org/debian/f" {
 		t.Errorf("proxy saw %q", got)
 	}
 	bad := testClient(Config{Proxy: "http://[::1"})
-	if _, err := bad.Get(context.Background(), "http://archive.example.org/f", dest+"2", wantOf(body)); err == nil || !strings.Contains(err.Error(), "proxy") {
+	if _, err := bad.Get(context.Background(), "http://archive.example.org/f", toPath(dest+"2"), wantOf(body)); err == nil || !strings.Contains(err.Error(), "proxy") {
 		t.Errorf("bad proxy: %v", err)
 	}
 }
 
-// TestGetReplacesExistingDest: linkat (the unnamed temporary file's
-// publish) never replaces a name, but Get must, as rename did: a stored
-// object of the wrong size is fetched again onto its own name. Both
-// temporary-file kinds are checked, and neither leaves a ".tmp-*" file.
-func TestGetReplacesExistingDest(t *testing.T) {
-	for _, named := range []bool{false, true} {
-		t.Run(fmt.Sprintf("named=%v", named), func(t *testing.T) {
-			old := noTmpfile.Load()
-			noTmpfile.Store(named)
-			t.Cleanup(func() { noTmpfile.Store(old) })
-			body := randBytes(t, 5000)
-			srv := newServer(t, serveBytes(body))
-			c := testClient(Config{})
-			dir := t.TempDir()
-			dest := filepath.Join(dir, "f.deb")
-			if err := os.WriteFile(dest, []byte("stale bytes"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.Get(context.Background(), srv.URL+"/f.deb", dest, wantOf(body)); err != nil {
-				t.Fatal(err)
-			}
-			if got, err := os.ReadFile(dest); err != nil || !bytes.Equal(got, body) {
-				t.Fatalf("dest not replaced by the verified bytes (err %v)", err)
-			}
-			if names := dirEntries(t, dir); len(names) != 1 {
-				t.Errorf("directory holds %v, want only f.deb", names)
-			}
-			if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o644 {
-				t.Errorf("dest mode %v, want 0644", fi.Mode())
-			}
-		})
+// fileDest is a Dest at a plain path, for these tests: a named temporary
+// file beside path, renamed onto it by Commit. mirror/store.NewFile is the
+// Dest of a sync (its tests cover unnamed temporary files and replacing).
+type fileDest struct {
+	path string
+	f    *os.File
+}
+
+func toPath(p string) *fileDest { return &fileDest{path: p} }
+
+func (d *fileDest) Name() string { return d.path }
+
+func (d *fileDest) Create() (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(d.path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(d.path), ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	d.f = f
+	return f, nil
+}
+
+func (d *fileDest) Commit() error {
+	if err := d.f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(d.f.Name(), d.path)
+}
+
+func (d *fileDest) Discard() {
+	if d.f != nil {
+		d.f.Close()
+		os.Remove(d.f.Name())
+		d.f = nil
 	}
 }

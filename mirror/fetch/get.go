@@ -7,21 +7,34 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
 
+// Dest is where Get puts a download: a writer of the caller's store
+// (mirror/store.NewFile implements it) that hands out an empty temporary
+// file and names it only on Commit. Get never creates, renames or removes
+// anything itself, so the store stays the only owner of its tree.
+type Dest interface {
+	// Create returns the empty, writable temporary file (called when
+	// the first body byte is due; again only after Discard).
+	Create() (*os.File, error)
+	// Commit gives the complete, verified file its final name.
+	Commit() error
+	// Discard throws the temporary file away (no-op after Commit).
+	Discard()
+	// Name names the destination in errors.
+	Name() string
+}
+
 // Get downloads url to dest and returns the number of bytes written.
 //
-// The body is streamed into a temporary file in dest's directory (created
-// 0755 if missing): unnamed where the file system allows, else named
-// ".tmp-*" (see createTemp). It is hashed on the way and linked or renamed
-// to dest (mode 0644) only when its size equals want.Size (unless -1) and every
+// The body is streamed into dest's temporary file, hashed on the way, and
+// committed only when its size equals want.Size (unless -1) and every
 // non-empty hash in want matches. On any failure the temporary file is
-// removed and dest is left as it was. Reading stops at want.Size+1 bytes so
-// an oversized body cannot fill the disk. want must name at least one hash:
-// Get refuses to fetch unverifiable content.
+// discarded and the destination is left as it was. Reading stops at
+// want.Size+1 bytes so an oversized body cannot fill the disk. want must
+// name at least one hash: Get refuses to fetch unverifiable content.
 //
 // When a transfer breaks off and the server gave a validator (ETag or
 // Last-Modified), the retry asks only for the missing tail (Range with
@@ -33,14 +46,14 @@ import (
 // Errors name the URL; they wrap ErrNotFound (404/403/410, not retried),
 // *MismatchError (wrong size or hash, not retried), *StatusError, or the
 // context's error. Get does not fsync.
-func (c *Client) Get(ctx context.Context, url, dest string, want Want) (int64, error) {
+func (c *Client) Get(ctx context.Context, url string, dest Dest, want Want) (int64, error) {
 	if err := want.check(); err != nil {
 		return 0, fmt.Errorf("GET %s: %w", url, unwrapInternal(err))
 	}
-	p := &partial{url: url, want: want}
+	p := &partial{url: url, want: want, dest: dest}
 	defer p.discard()
 	err := c.retry(ctx, url, func(ctx context.Context) error {
-		return c.getOnce(ctx, dest, p)
+		return c.getOnce(ctx, p)
 	})
 	if err != nil {
 		return 0, err
@@ -54,13 +67,13 @@ func (c *Client) Get(ctx context.Context, url, dest string, want Want) (int64, e
 type partial struct {
 	url       string
 	want      Want
+	dest      Dest
 	tmp       *os.File // nil until the first body byte is expected
 	v         *verifier
 	n         int64  // bytes in tmp, all fed to v
 	validator string // If-Range value from the response that started tmp
 	resumed   bool   // tmp holds bytes from more than one response
-	anon      bool   // tmp is unnamed (O_TMPFILE, see createTemp)
-	done      bool   // renamed or linked into place
+	done      bool   // committed
 }
 
 // restart throws away what was received so far.
@@ -80,11 +93,8 @@ func (p *partial) restart() error {
 }
 
 func (p *partial) discard() {
-	if p.tmp != nil && !p.done {
-		p.tmp.Close()
-		if !p.anon {
-			os.Remove(p.tmp.Name())
-		}
+	if !p.done {
+		p.dest.Discard()
 	}
 }
 
@@ -97,7 +107,7 @@ func validatorOf(h http.Header) string {
 	return h.Get("Last-Modified")
 }
 
-func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
+func (c *Client) getOnce(ctx context.Context, p *partial) error {
 	url, want := p.url, p.want
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -149,11 +159,11 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 		return permanent(&MismatchError{URL: url, Field: "size", Want: strconv.FormatInt(want.Size, 10), Got: strconv.FormatInt(p.n+resp.ContentLength, 10) + " (Content-Length)"})
 	}
 	if p.tmp == nil {
-		tmp, anon, err := createTemp(filepath.Dir(dest))
+		tmp, err := p.dest.Create()
 		if err != nil {
-			return permanent(fmt.Errorf("GET %s: create temporary file beside %s: %w", url, dest, err))
+			return permanent(fmt.Errorf("GET %s: create temporary file for %s: %w", url, p.dest.Name(), err))
 		}
-		p.tmp, p.anon = tmp, anon
+		p.tmp = tmp
 	}
 	body := c.body(ctx, stop, resp.Body)
 	defer body.stop()
@@ -184,16 +194,8 @@ func (c *Client) getOnce(ctx context.Context, dest string, p *partial) error {
 		}
 		return err // a short body is retried (resumed); a bad hash is permanent
 	}
-	err = publishTemp(p.tmp, p.anon, dest)
 	p.done = true
-	if err != nil {
-		if p.anon && noTmpfile.Load() {
-			// Unnamed files cannot be linked here (see linkFD):
-			// the retry downloads into a named one.
-			p.tmp, p.done = nil, false
-			p.restart()
-			return fmt.Errorf("GET %s: %w", url, err)
-		}
+	if err := p.dest.Commit(); err != nil {
 		return permanent(fmt.Errorf("GET %s: %w", url, err))
 	}
 	return nil

@@ -55,7 +55,7 @@ func TestRedirectSameOriginFollowed(t *testing.T) {
 	srv = redirector(t, func() string { return srv.URL }, body)
 	c := testClient(Config{})
 	dest := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Get(context.Background(), srv.URL+"/from/f", dest, wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/from/f", toPath(dest), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	if srv.count("/f") != 1 {
@@ -229,7 +229,7 @@ func TestLowSpeedAborts(t *testing.T) {
 	})
 	c := testClient(Config{Retries: 2, Timeout: 10 * time.Second, LowSpeedLimit: 100, LowSpeedTime: time.Second})
 	start := time.Now()
-	_, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body))
+	_, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body))
 	d := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "low_speed_limit") {
 		t.Fatalf("err = %v", err)
@@ -255,7 +255,7 @@ func TestLowSpeedPassesSteadyTransfer(t *testing.T) {
 		}
 	})
 	c := testClient(Config{Retries: -1, LowSpeedLimit: 500, LowSpeedTime: 300 * time.Millisecond})
-	if _, err := c.Get(context.Background(), srv.URL+"/f", filepath.Join(t.TempDir(), "f"), wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(filepath.Join(t.TempDir(), "f")), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -305,7 +305,7 @@ func TestInterruptedNamesSlowFile(t *testing.T) {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, cause)
 	defer cancel()
 	c := testClient(Config{})
-	_, err := c.Get(ctx, srv.URL+"/slow.deb", filepath.Join(t.TempDir(), "f"), Want{Size: 100, SHA256: strings.Repeat("0", 64)})
+	_, err := c.Get(ctx, srv.URL+"/slow.deb", toPath(filepath.Join(t.TempDir(), "f")), Want{Size: 100, SHA256: strings.Repeat("0", 64)})
 	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "/slow.deb") {
 		t.Fatalf("err = %v", err)
 	}

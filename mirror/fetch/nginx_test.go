@@ -49,7 +49,7 @@ func TestAgainstNginx(t *testing.T) {
 	out := t.TempDir()
 	for name, b := range files {
 		dest := filepath.Join(out, name)
-		if _, err := c.Get(context.Background(), base+"/"+name, dest, wantOf(b)); err != nil {
+		if _, err := c.Get(context.Background(), base+"/"+name, toPath(dest), wantOf(b)); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := os.ReadFile(dest); !bytes.Equal(got, b) {
@@ -69,7 +69,7 @@ func TestAgainstNginx(t *testing.T) {
 		return d(ctx, network, addr)
 	}
 	for name, b := range files {
-		if _, err := c2.Get(context.Background(), base+"/"+name, filepath.Join(out, "again", name), wantOf(b)); err != nil {
+		if _, err := c2.Get(context.Background(), base+"/"+name, toPath(filepath.Join(out, "again", name)), wantOf(b)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,7 +77,7 @@ func TestAgainstNginx(t *testing.T) {
 		t.Errorf("20 sequential GETs from nginx dialed %d times, want 1", n)
 	}
 
-	if _, err := c.Get(context.Background(), base+"/pool/missing.deb", filepath.Join(out, "m"), wantOf(nil)); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Get(context.Background(), base+"/pool/missing.deb", toPath(filepath.Join(out, "m")), wantOf(nil)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing file: %v", err)
 	}
 	// Tamper with one file on the server: refused.
@@ -86,7 +86,7 @@ func TestAgainstNginx(t *testing.T) {
 	bad[100] ^= 1
 	os.WriteFile(filepath.Join(dir, name), bad, 0o644)
 	var me *MismatchError
-	if _, err := c.Get(context.Background(), base+"/"+name, filepath.Join(out, "tampered"), wantOf(files[name])); !errors.As(err, &me) {
+	if _, err := c.Get(context.Background(), base+"/"+name, toPath(filepath.Join(out, "tampered")), wantOf(files[name])); !errors.As(err, &me) {
 		t.Errorf("tampered file: %v", err)
 	}
 	rc, err := c.Open(context.Background(), base+"/"+name, wantOf(files[name]))

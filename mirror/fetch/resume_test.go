@@ -66,7 +66,7 @@ func TestGetResumes(t *testing.T) {
 	srv := newFlakyServer(t, body, 700<<10, serveWithRange(body))
 	c := testClient(Config{})
 	dest := filepath.Join(t.TempDir(), "big.deb")
-	if _, err := c.Get(context.Background(), srv.URL+"/f", dest, wantOf(body)); err != nil {
+	if _, err := c.Get(context.Background(), srv.URL+"/f", toPath(dest), wantOf(body)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, body) {
@@ -126,7 +126,7 @@ func TestGetResumeFallbacks(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := newFlakyServer(t, body, 100<<10, later)
 			dest := filepath.Join(t.TempDir(), "f")
-			if _, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", dest, wantOf(body)); err != nil {
+			if _, err := testClient(Config{}).Get(context.Background(), srv.URL+"/f", toPath(dest), wantOf(body)); err != nil {
 				t.Fatal(err)
 			}
 			if got, _ := os.ReadFile(dest); !bytes.Equal(got, body) {

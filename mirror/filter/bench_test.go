@@ -2,6 +2,7 @@ package filter
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -132,4 +133,65 @@ func BenchmarkResolveBookworm(b *testing.B) {
 	b.ReportMetric(float64(len(res.Selected)), "selected")
 	b.ReportMetric(float64(u.Len()), "packages")
 	runtime.KeepAlive(u)
+}
+
+// BenchmarkUniverse100k measures what max_packages bounds in a filtered
+// sync: the heap a Universe of 100,000 distinct packages holds, per
+// package. The stanzas are synthetic but Debian-sized (about 800 bytes of
+// Packages text each, as bookworm main averages). Reproduce with
+//
+//	go test -run='^$' -bench=Universe100k -benchtime=1x ./mirror/filter/
+func BenchmarkUniverse100k(b *testing.B) {
+	const n = 100_000
+	var text strings.Builder
+	for i := range n {
+		fmt.Fprintf(&text, `Package: pkg%06d
+Source: src%05d
+Version: 1.%d.%d-1+deb12u1
+Installed-Size: %d
+Maintainer: Example Maintainers <pkg-maint@example.org>
+Architecture: amd64
+Depends: libc6 (>= 2.34), libssl3 (>= 3.0.0), pkg%06d (= 1.%d.%d-1+deb12u1), zlib1g (>= 1:1.2.0)
+Description: example package number %d for measuring the universe
+ This is the long description of an example package. It runs over a few
+ lines, as most Debian descriptions do, so the stanza is the usual size.
+Homepage: https://example.org/projects/pkg%06d
+Description-md5: %032x
+Section: libs
+Priority: optional
+Filename: pool/main/p/src%05d/pkg%06d_1.%d.%d-1+deb12u1_amd64.deb
+Size: %d
+MD5sum: %032x
+SHA256: %064x
+
+`, i, i/3, i%7, i%13, 100+i%5000, (i+1)%n, i%7, i%13, i, i, i, i/3, i, i%7, i%13, 4096+i, i, i)
+	}
+	in := text.String()
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		u := NewUniverse()
+		pr := apt.NewPackagesReader(strings.NewReader(in), "synthetic")
+		for {
+			p, err := pr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := u.Add("stable", "main", p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if u.Len() != n {
+			b.Fatalf("universe holds %d packages, want %d", u.Len(), n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/pkg")
+		b.ReportMetric(float64(len(in))/n, "text-B/pkg")
+		runtime.KeepAlive(u)
+	}
 }

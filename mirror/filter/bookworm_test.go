@@ -71,11 +71,11 @@ func TestBookwormSelectionInstallsWithApt(t *testing.T) {
 	for _, s := range suites {
 		suiteDir := filepath.Join(root, "dists", s.name)
 		ix := Indexes{Suite: s.name, Components: []string{"main"}, Architectures: []string{"amd64"}}
-		files, err := WriteIndexes(suiteDir, res, ix)
+		files, err := WriteIndexes(osDir(suiteDir), res, ix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = WriteRelease(suiteDir, ReleaseInfo{Upstream: ups[s.name], Architectures: []string{"amd64"}, Components: []string{"main"},
+		err = WriteRelease(osDir(suiteDir), ReleaseInfo{Upstream: ups[s.name], Architectures: []string{"amd64"}, Components: []string{"main"},
 			Files: files, Now: now, ValidFor: 30 * 24 * time.Hour}, key)
 		if err != nil {
 			t.Fatal(err)

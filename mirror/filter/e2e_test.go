@@ -94,7 +94,7 @@ func buildFiltered(t *testing.T, repo *apttest.Repo, spec Spec, now time.Time, v
 	out := filtered{dir: t.TempDir(), res: res}
 	suiteDir := filepath.Join(out.dir, "dists", "stable")
 	ix := Indexes{Suite: "stable", Components: []string{"main"}, Architectures: []string{"amd64"}, Compressions: []string{".gz", ".xz", ".bz2"}}
-	files, err := WriteIndexes(suiteDir, res, ix)
+	files, err := WriteIndexes(osDir(suiteDir), res, ix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func buildFiltered(t *testing.T, repo *apttest.Repo, spec Spec, now time.Time, v
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	tfiles, err := WriteTranslation(suiteDir, res, ix, "main", "Translation-en", tr)
+	tfiles, err := WriteTranslation(osDir(suiteDir), res, ix, "main", "Translation-en", tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func buildFiltered(t *testing.T, repo *apttest.Repo, spec Spec, now time.Time, v
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = WriteRelease(suiteDir, ReleaseInfo{Upstream: up, Architectures: []string{"amd64"}, Components: []string{"main"},
+	err = WriteRelease(osDir(suiteDir), ReleaseInfo{Upstream: up, Architectures: []string{"amd64"}, Components: []string{"main"},
 		Files: append(files, tfiles...), Now: now, ValidFor: validFor}, key)
 	if err != nil {
 		t.Fatal(err)
@@ -319,7 +319,7 @@ func TestWriteIndexes(t *testing.T) {
 	res := resolve(t, u, Spec{Include: []string{"a", "c", "d"}, WithDependencies: true, Architectures: []string{"amd64", "arm64"}})
 	dir := t.TempDir()
 	ix := Indexes{Suite: "s", Components: []string{"main", "contrib"}, Architectures: []string{"amd64", "arm64", "all"}, Compressions: []string{".zst", ".lzma"}}
-	files, err := WriteIndexes(dir, res, ix)
+	files, err := WriteIndexes(osDir(dir), res, ix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,11 +371,11 @@ func TestWriteIndexes(t *testing.T) {
 			t.Errorf("%s lists %v, want %v", fe.Path, got, w)
 		}
 	}
-	if _, err := WriteIndexes(dir, res, ix); err == nil {
+	if _, err := WriteIndexes(osDir(dir), res, ix); err == nil {
 		t.Error("WriteIndexes replaced existing files")
 	}
 	for _, bad := range []Indexes{{}, {Suite: "s", Components: []string{"../x"}, Architectures: []string{"amd64"}}} {
-		if _, err := WriteIndexes(t.TempDir(), res, bad); err == nil {
+		if _, err := WriteIndexes(osDir(t.TempDir()), res, bad); err == nil {
 			t.Errorf("WriteIndexes accepted %+v", bad)
 		}
 	}

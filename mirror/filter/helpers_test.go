@@ -3,9 +3,11 @@ package filter
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -172,4 +174,28 @@ func mustRead(t testing.TB, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// osDir is a Dir at a plain directory, for these tests (a mirror's
+// filtered sync uses mirror/store.SubDir).
+type osDir string
+
+func (d osDir) Create(rel string) (io.WriteCloser, error) {
+	p := filepath.Join(string(d), filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+}
+
+func (d osDir) Link(target, rel string) error {
+	dst := filepath.Join(string(d), filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	err := os.Link(filepath.Join(string(d), filepath.FromSlash(target)), dst)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	return err
 }

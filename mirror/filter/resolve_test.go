@@ -393,7 +393,7 @@ func TestResolveAcrossSuites(t *testing.T) {
 	}
 	dir := t.TempDir()
 	for suite, want := range map[string]string{"stable": "b c", "stable-security": "a c"} {
-		files, err := WriteIndexes(dir+"/"+suite, r, Indexes{Suite: suite, Components: []string{"main"}, Architectures: []string{"amd64"}})
+		files, err := WriteIndexes(osDir(dir+"/"+suite), r, Indexes{Suite: suite, Components: []string{"main"}, Architectures: []string{"amd64"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -63,18 +61,31 @@ func (ix Indexes) suffixes() []string {
 	return out
 }
 
+// Dir is the directory a suite's files are written to, by paths relative
+// to it (slash-separated): the snapshot being built, whose owner
+// (mirror/store.SubDir) alone creates and links files in its tree, so this
+// package never names a path there.
+type Dir interface {
+	// Create creates the new file rel, and its directories; an existing
+	// file is an error.
+	Create(rel string) (io.WriteCloser, error)
+	// Link makes rel another name of the file target (a by-hash name);
+	// an existing rel is kept.
+	Link(target, rel string) error
+}
+
 // WriteIndexes writes suiteDir/COMPONENT/binary-ARCH/Packages in every
 // variant Indexes asks for, each listing the selected entries of ix.Suite
 // and that component with the stanza text the upstream had, sorted as
 // Result.Selected is; an empty selection writes empty indexes, which apt
-// accepts. Every file also gets its by-hash/SHA256/<hex> copy (a hard link
-// when the file system allows). It returns the files for the Release,
+// accepts. Every file also gets its by-hash/SHA256/<hex> name (a hard
+// link). It returns the files for the Release,
 // paths relative to suiteDir, with MD5Sum and SHA256.
 //
 // suiteDir should be a fresh directory (a snapshot being built): files are
 // created, never replaced, so an existing file is an error. After an error
 // the directory holds partial output and must be discarded.
-func WriteIndexes(suiteDir string, sel *Result, ix Indexes) ([]apt.FileEntry, error) {
+func WriteIndexes(suiteDir Dir, sel *Result, ix Indexes) ([]apt.FileEntry, error) {
 	if err := ix.check(); err != nil {
 		return nil, err
 	}
@@ -121,7 +132,7 @@ const MaxTranslationBytes = 1 << 30
 // alone for entries without Description-md5). Paragraphs are written as
 // the upstream had them, in upstream order. It returns the files for the
 // Release as WriteIndexes does.
-func WriteTranslation(suiteDir string, sel *Result, ix Indexes, component, name string, upstream io.Reader) ([]apt.FileEntry, error) {
+func WriteTranslation(suiteDir Dir, sel *Result, ix Indexes, component, name string, upstream io.Reader) ([]apt.FileEntry, error) {
 	if err := ix.check(); err != nil {
 		return nil, err
 	}
@@ -177,7 +188,7 @@ const MaxSourcesBytes = 1 << 30
 // to fetch its files. Stanzas are checked as apt.SourcesReader checks
 // them, and a bad one fails the whole file. It returns the files for the
 // Release as WriteIndexes does.
-func WriteSources(suiteDir string, ix Indexes, component string, upstream io.Reader, want func(name, version string) bool, found func(*apt.Source)) ([]apt.FileEntry, error) {
+func WriteSources(suiteDir Dir, ix Indexes, component string, upstream io.Reader, want func(name, version string) bool, found func(*apt.Source)) ([]apt.FileEntry, error) {
 	if err := ix.check(); err != nil {
 		return nil, err
 	}
@@ -275,31 +286,28 @@ func (h *hashWriter) Write(p []byte) (int, error) {
 }
 
 // writeVariants creates suiteDir/dir/base+suffix for every suffix with the
-// content gen produces once, compressed per suffix, plus by-hash copies.
-func writeVariants(suiteDir, dir, base string, suffixes []string, gen func(io.Writer) error) (_ []apt.FileEntry, err error) {
-	full := filepath.Join(suiteDir, filepath.FromSlash(dir))
-	if err := os.MkdirAll(full, 0o755); err != nil {
-		return nil, fmt.Errorf("filter: %w", err)
-	}
+// content gen produces once, compressed per suffix, plus by-hash links.
+// After an error the caller discards the directory (a snapshot being
+// built), so partial files are not removed here.
+func writeVariants(suiteDir Dir, dir, base string, suffixes []string, gen func(io.Writer) error) (_ []apt.FileEntry, err error) {
 	type variant struct {
 		rel string
-		f   *os.File
+		f   io.WriteCloser
 		hw  *hashWriter
 		zw  io.WriteCloser
 	}
 	vs := make([]*variant, 0, len(suffixes))
 	defer func() {
-		for _, v := range vs {
-			v.f.Close()
-			if err != nil {
-				os.Remove(v.f.Name())
+		if err != nil {
+			for _, v := range vs {
+				v.f.Close()
 			}
 		}
 	}()
 	ws := make([]io.Writer, 0, len(suffixes))
 	for _, s := range suffixes {
 		rel := path.Join(dir, base+s)
-		f, err := os.OpenFile(filepath.Join(suiteDir, filepath.FromSlash(rel)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err := suiteDir.Create(rel)
 		if err != nil {
 			return nil, fmt.Errorf("filter: creating index: %w", err)
 		}
@@ -323,36 +331,14 @@ func writeVariants(suiteDir, dir, base string, suffixes []string, gen func(io.Wr
 		}
 		fe := apt.FileEntry{Path: v.rel, Size: v.hw.n,
 			MD5Sum: hex.EncodeToString(v.hw.md5.Sum(nil)), SHA256: hex.EncodeToString(v.hw.sha.Sum(nil))}
-		if err := linkByHash(suiteDir, fe); err != nil {
-			return nil, err
+		// An existing by-hash name has the same content by
+		// construction (its name is its hash).
+		if err := suiteDir.Link(fe.Path, apt.ByHashPath(fe.Path, apt.AlgoSHA256, fe.SHA256)); err != nil {
+			return nil, fmt.Errorf("filter: by-hash name of %s: %w", fe.Path, err)
 		}
 		out = append(out, fe)
 	}
 	return out, nil
-}
-
-// linkByHash makes the by-hash/SHA256 copy of fe; an existing copy has the
-// same content by construction (its name is its hash).
-func linkByHash(suiteDir string, fe apt.FileEntry) error {
-	rel := apt.ByHashPath(fe.Path, apt.AlgoSHA256, fe.SHA256)
-	dst := filepath.Join(suiteDir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("filter: %w", err)
-	}
-	src := filepath.Join(suiteDir, filepath.FromSlash(fe.Path))
-	err := os.Link(src, dst)
-	if err == nil || errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	// No hard links here (another file system): copy.
-	data, rerr := os.ReadFile(src)
-	if rerr != nil {
-		return fmt.Errorf("filter: by-hash copy of %s: %w", fe.Path, rerr)
-	}
-	if werr := os.WriteFile(dst, data, 0o644); werr != nil {
-		return fmt.Errorf("filter: by-hash copy of %s (link failed: %v): %w", fe.Path, err, werr)
-	}
-	return nil
 }
 
 // ReleaseInfo is what WriteRelease puts into a re-signed Release.
@@ -451,7 +437,7 @@ func ReleaseBody(info ReleaseInfo) ([]byte, error) {
 // key at info.Now, so clients that trust key's public part (Signed-By)
 // accept them with gpgv or sqv. Existing files are an error, as in
 // WriteIndexes.
-func WriteRelease(suiteDir string, info ReleaseInfo, key *pgp.SigningKey) error {
+func WriteRelease(suiteDir Dir, info ReleaseInfo, key *pgp.SigningKey) error {
 	if key == nil {
 		return errors.New("filter: no signing key for the re-signed Release")
 	}
@@ -461,35 +447,33 @@ func WriteRelease(suiteDir string, info ReleaseInfo, key *pgp.SigningKey) error 
 	}
 	inrel, err := key.ClearSign(body, info.Now)
 	if err != nil {
-		return fmt.Errorf("filter: signing InRelease in %s: %w", suiteDir, err)
+		return fmt.Errorf("filter: signing InRelease of %s: %w", info.Upstream.Suite, err)
 	}
 	sig, err := key.DetachSign(body, true, info.Now)
 	if err != nil {
-		return fmt.Errorf("filter: signing Release.gpg in %s: %w", suiteDir, err)
+		return fmt.Errorf("filter: signing Release.gpg of %s: %w", info.Upstream.Suite, err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
 	}{{"Release", body}, {"Release.gpg", sig}, {"InRelease", inrel}} {
-		if err := createFile(filepath.Join(suiteDir, f.name), f.data); err != nil {
+		if err := createFile(suiteDir, f.name, f.data); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func createFile(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+func createFile(dir Dir, name string, data []byte) error {
+	f, err := dir.Create(name)
 	if err != nil {
 		return fmt.Errorf("filter: %w", err)
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		os.Remove(name)
 		return fmt.Errorf("filter: writing %s: %w", name, err)
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(name)
 		return fmt.Errorf("filter: writing %s: %w", name, err)
 	}
 	return nil

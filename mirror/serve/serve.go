@@ -8,7 +8,10 @@
 //	/NAME/dists/REL       ROOT/NAME/snapshots/<current>/dists/REL
 //	/NAME/pool/REL        ROOT/NAME/snapshots/<current>/pool/REL if that is a file
 //	                      (an override: upstream changed the content under that
-//	                      name), else ROOT/NAME/pool/REL
+//	                      name), else ROOT/NAME/pool/REL unless the store's
+//	                      hidden list names it (store.HiddenFile: linked by a
+//	                      sync whose publish has not happened, or left by a
+//	                      GC that pruned its snapshot)
 //
 // A flat repository's snapshot has store.FlatDir instead of dists/, and
 // its clients ask for files by their upstream paths (the Release, its
@@ -131,6 +134,10 @@ type handler struct {
 	// overrides remembers, per snapshot directory, whether it has an
 	// override layer (store.PoolDir inside the snapshot), likewise.
 	overrides sync.Map
+	// hidden caches the mirrors' store.HiddenFile lists: pool/ paths that
+	// no published or retained snapshot names (a sync or GC killed
+	// midway), never served.
+	hidden store.HiddenCache
 }
 
 // NewHandler serves the published snapshots of the named mirrors under the
@@ -225,7 +232,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 			if isFileIn(flat, rest) {
 				h.serveFile(w, r, flat, rest, false)
 			} else {
-				h.serveFile(w, r, h.poolDir(snap, pool, rest), rest, true)
+				h.servePool(w, r, name, id, h.poolDir(snap, pool, rest), pool, rest)
 			}
 			return
 		}
@@ -234,9 +241,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	case top == "dists" && rel != "":
 		h.serveFile(w, r, snap, rest, false) // the snapshot holds "dists/..."
 	case top == "pool" && rel != "" && err == nil:
-		h.serveFile(w, r, h.poolDir(snap, pool, rel), rel, true)
+		h.servePool(w, r, name, id, h.poolDir(snap, pool, rel), pool, rel)
 	case top == "pool" && rel != "":
-		h.serveFile(w, r, pool, rel, true)
+		h.servePool(w, r, name, "", pool, pool, rel)
 	default:
 		http.NotFound(w, r)
 	}
@@ -274,6 +281,18 @@ func (h *handler) poolDir(snap, pool, rel string) string {
 		return over
 	}
 	return pool
+}
+
+// servePool serves pool path rel from dir, the snapshot's override layer
+// or the shared pool; from the shared pool only if no sync or GC in
+// progress (or killed) hides it: such a file is named by no published or
+// retained snapshot (see store.HiddenFile). The check costs one lstat.
+func (h *handler) servePool(w http.ResponseWriter, r *http.Request, name, current, dir, pool, rel string) {
+	if dir == pool && store.Hidden(&h.hidden, h.root, name, current, rel) {
+		http.NotFound(w, r)
+		return
+	}
+	h.serveFile(w, r, dir, rel, true)
 }
 
 // isFileIn reports whether rel is a regular file inside dir, following no

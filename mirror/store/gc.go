@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -119,6 +120,9 @@ func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 	if err := s.requireLock("gc"); err != nil {
 		return res, err
 	}
+	if err := s.recoverHidden(); err != nil {
+		return res, err
+	}
 	frac := c.MaxDeleteFraction
 	if frac == 0 {
 		frac = 0.5
@@ -187,21 +191,51 @@ func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 		victims = slices.CompactFunc(victims, func(a, b victim) bool { return a.path == b.path })
 		res.Files = len(refs.m) + len(victims)
 	}
-	for _, id := range c.Prune {
-		if err := s.removeSnapshot(id); err != nil {
-			return res, err
-		}
-	}
 	var victimBytes int64
 	for _, v := range victims {
 		victimBytes += v.size
 	}
 	if len(victims) > 0 && float64(len(victims)) > frac*float64(res.Files) {
+		// Nothing is pruned either: a snapshot pruned without its
+		// files would leave pool/ serving what no snapshot names.
 		if c.Candidates == nil {
 			_ = s.collectObjects(ctx, nil, &res)
 		}
 		return res, fmt.Errorf("store: gc of mirror %s: %w: %d of %d pool files (%d of %d bytes) are unreferenced, more than the limit of %.0f%% (max_delete_fraction); check the upstream, and if that is expected, raise max_delete_fraction for this run",
 			s.name, ErrWipeProtection, len(victims), res.Files, victimBytes, res.Bytes, frac*100)
+	}
+	// From the first prune until the last victim is gone, pool/ holds
+	// files no retained snapshot names: hide them from serving, durably,
+	// so that a kill in between does not expose them (recoverHidden
+	// finishes the job).
+	if len(c.Prune) > 0 || len(victims) > 0 {
+		err := s.writeHidden(hiddenGC, func(w *bufio.Writer) error {
+			for _, id := range c.Prune {
+				w.WriteString(hiddenPrune + id + "\n")
+			}
+			for _, v := range victims {
+				rel, err := filepath.Rel(pool, v.path)
+				if err != nil {
+					return err
+				}
+				w.WriteString("- " + filepath.ToSlash(rel) + "\n")
+			}
+			return nil
+		})
+		if err != nil {
+			return res, fmt.Errorf("store: gc of mirror %s: nothing deleted: %w", s.name, err)
+		}
+	}
+	if err := testHook("gc hidden"); err != nil {
+		return res, err
+	}
+	for _, id := range c.Prune {
+		if err := s.removeSnapshot(id); err != nil {
+			return res, err
+		}
+	}
+	if err := testHook("gc pruned"); err != nil {
+		return res, err
 	}
 	for i, v := range victims {
 		if i%4096 == 0 {
@@ -231,6 +265,9 @@ func (s *Store) Collect(ctx context.Context, c Collection) (GCResult, error) {
 		if os.Remove(d) == nil {
 			s.realDirs.Delete(d)
 		}
+	}
+	if err := s.clearHidden(); err != nil {
+		return res, err
 	}
 	if c.Candidates != nil && objs == nil {
 		return res, nil

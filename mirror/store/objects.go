@@ -65,12 +65,8 @@ func (s *Store) objectPath(h string) string {
 	return filepath.Join(s.dir, ObjectsDir, h[:2], h)
 }
 
-// ObjectDest returns the path a writer renames a verified file onto to store
-// object h (objects/ab/H), creating its directory. The writer must put the
-// file there only after checking its size and its hash h (mirror/fetch.Get
-// and mirror/bundle do, with a temporary file named TempPrefix+"*" beside
-// it): HasObject trusts the name and never re-hashes.
-func (s *Store) ObjectDest(h string) (string, error) {
+// objectDest returns the path of object h, creating its directory.
+func (s *Store) objectDest(h string) (string, error) {
 	if err := CheckHash(h); err != nil {
 		return "", err
 	}
@@ -125,7 +121,7 @@ func (s *Store) StatObject(rel, h string, size int64) (fs.FileInfo, error) {
 	if err != nil || got != h {
 		return nil, nil
 	}
-	dst, err := s.ObjectDest(h)
+	dst, err := s.objectDest(h)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +188,7 @@ func (s *Store) mkdirCached(dir string) error {
 }
 
 // UsePool records that this snapshot serves object h (already stored, see
-// HasObject and ObjectDest) at pool path rel (relative to the pool
+// HasObject and NewObject) at pool path rel (relative to the pool
 // directory). What it costs is two lstats, plus:
 //   - pool/rel absent: a journal line; Commit links the object there.
 //   - pool/rel is object h (same inode): nothing, the base layer serves it.
@@ -317,6 +313,19 @@ func (sn *Snapshot) linkBase() error {
 	}
 	defer f.Close()
 	s := sn.s
+	// Until "current" names this snapshot, serving must not offer the
+	// paths about to appear in pool/ (HiddenFile); Commit removes the
+	// list after the swap.
+	err = s.writeHidden(hiddenCommit+sn.id, func(w *bufio.Writer) error {
+		_, err := io.Copy(w, f)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	}
 	pool := filepath.Join(s.dir, PoolDir)
 	// Workers, each owning the paths under some of pool/'s second-level
 	// directories (pool/main/s/...): the mkdirs and links of one parent

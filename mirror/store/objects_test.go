@@ -23,18 +23,28 @@ func sum(b string) string {
 func putObject(t testing.TB, s *Store, content string) string {
 	t.Helper()
 	h := sum(content)
-	p, err := s.ObjectDest(h)
+	writeObject(t, s, h, content)
+	return h
+}
+
+// writeObject stores content as object h through NewObject, as a verified
+// writer does.
+func writeObject(t testing.TB, s *Store, h, content string) {
+	t.Helper()
+	w, err := s.NewObject(h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := filepath.Join(filepath.Dir(p), TempPrefix+h[:8])
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+	f, err := w.Create()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if _, err := f.WriteString(content); err != nil {
 		t.Fatal(err)
 	}
-	return h
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func readView(t *testing.T, s *Store, id, rel string) string {
@@ -190,13 +200,7 @@ func TestCollectScale(t *testing.T) {
 	for i := range n {
 		c := strconv.Itoa(i)
 		h := sum(c)
-		p, err := s.ObjectDest(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeObject(t, s, h, c)
 		if err := sn.UsePool(rel(i), h); err != nil {
 			t.Fatal(err)
 		}

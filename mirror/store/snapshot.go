@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,6 +41,9 @@ func (s *Store) NewSnapshot() (*Snapshot, error) {
 		return nil, err
 	}
 	if err := s.cleanInterrupted(); err != nil {
+		return nil, err
+	}
+	if err := s.recoverHidden(); err != nil {
 		return nil, err
 	}
 	sdir := filepath.Join(s.dir, SnapshotsDir)
@@ -120,7 +125,7 @@ func (sn *Snapshot) Dir() string { return sn.tmp }
 // Path returns where to write rel (slash-separated, relative to the archive
 // root, e.g. "dists/stable/InRelease") in this snapshot. rel is validated
 // with CheckRel and must not pass through a symlink. Parent directories are
-// not created; mirror/fetch.Client.Get creates them.
+// not created (NewFile's Create, WriteFile and the other writers do).
 func (sn *Snapshot) Path(rel string) (string, error) {
 	if err := CheckRel(rel); err != nil {
 		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
@@ -183,11 +188,17 @@ func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
 	if err := sn.linkBase(); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
+	if err := testHook("commit linked"); err != nil {
+		return "", err
+	}
 	final := filepath.Join(sn.s.dir, SnapshotsDir, sn.id)
 	if err := os.Rename(sn.tmp, final); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
 	sn.done = true
+	if err := testHook("commit renamed"); err != nil {
+		return "", err
+	}
 	if err := syncFS(sn.s.dir); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
@@ -197,6 +208,9 @@ func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
 	if err := sn.s.publish(sn.id); err != nil {
 		return "", err
 	}
+	// A failure to remove the list is harmless: serving hides nothing of
+	// the current snapshot's, and the next sync removes it.
+	_ = sn.s.clearHidden()
 	return sn.id, nil
 }
 
@@ -220,7 +234,7 @@ func (sn *Snapshot) Abort() error {
 // directories), with modification time mtime unless that is zero. No
 // fsync: Commit makes the whole snapshot durable with one syncfs.
 func (sn *Snapshot) WriteFile(rel string, b []byte, mtime time.Time) error {
-	p, err := sn.Dest(rel)
+	p, err := sn.dest(rel)
 	if err != nil {
 		return err
 	}
@@ -233,10 +247,9 @@ func (sn *Snapshot) WriteFile(rel string, b []byte, mtime time.Time) error {
 	return sn.SetTime(rel, mtime)
 }
 
-// Dest returns the path where a writer that verifies what it writes
-// (mirror/fetch.Get, mirror/bundle) puts the file rel of this snapshot, by
-// rename from a temporary file beside it; its directory is created.
-func (sn *Snapshot) Dest(rel string) (string, error) {
+// dest returns the path of the file rel of this snapshot, creating its
+// directory.
+func (sn *Snapshot) dest(rel string) (string, error) {
 	p, err := sn.Path(rel)
 	if err != nil {
 		return "", err
@@ -268,7 +281,7 @@ func (sn *Snapshot) LinkInside(target, rel string) error {
 	if err != nil {
 		return err
 	}
-	dst, err := sn.Dest(rel)
+	dst, err := sn.dest(rel)
 	if err != nil {
 		return err
 	}
@@ -290,18 +303,38 @@ func (sn *Snapshot) Remove(rel string) error {
 	return nil
 }
 
-// MkdirAll creates the directory rel of this snapshot and returns its
-// path, for a writer that lays out a tree of files there (mirror/filter's
-// index writers).
-func (sn *Snapshot) MkdirAll(rel string) (string, error) {
-	p, err := sn.Path(rel)
+// SubDir is a directory of a snapshot being built, for a writer that lays
+// out a tree of files there (mirror/filter's index writers, as
+// filter.Dir): it names files relative to the directory and never learns
+// a path of the store's tree.
+type SubDir struct {
+	sn  *Snapshot
+	rel string
+}
+
+// Sub returns the directory rel of this snapshot; Create makes it as
+// needed.
+func (sn *Snapshot) Sub(rel string) *SubDir { return &SubDir{sn: sn, rel: rel} }
+
+// Create creates the new file rel (slash-separated, relative to the
+// directory) and its directories, mode 0644; an existing file is an error.
+// No fsync: Commit makes the whole snapshot durable.
+func (d *SubDir) Create(rel string) (io.WriteCloser, error) {
+	p, err := d.sn.dest(path.Join(d.rel, rel))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		return "", fmt.Errorf("store: snapshot %s: %w", sn.id, err)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: snapshot %s: %w", d.sn.id, err)
 	}
-	return p, nil
+	return f, nil
+}
+
+// Link makes rel another name of the file target, both relative to the
+// directory (a by-hash name); an existing rel is kept.
+func (d *SubDir) Link(target, rel string) error {
+	return d.sn.LinkInside(path.Join(d.rel, target), path.Join(d.rel, rel))
 }
 
 // TouchTree sets the modification time of every regular file below the

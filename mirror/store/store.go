@@ -2,8 +2,12 @@
 // content-addressed pool objects, the shared pool, immutable snapshots with
 // their override layers, the atomically swapped "current" pointer, the
 // per-mirror lock, mirror state, and garbage collection. It is the only
-// package that creates, links, renames or removes anything there; writers
-// (mirror/fetch, mirror/bundle) get a destination from it.
+// package that creates, links, renames or removes anything there. Others
+// get typed writers from it and never a path to write to: NewFile (a pool
+// object or a snapshot file, which mirror/fetch and mirror/bundle fill and
+// the store names once verified), SubDir (a snapshot directory
+// mirror/filter lays out indexes in), Snapshot.WriteFile, LinkInside and
+// Link. mirror's TestOnlyStoreChangesTheTree keeps it so.
 //
 // Layout, for a state directory ROOT and a mirror NAME:
 //
@@ -25,6 +29,9 @@
 //	                                served); its .pool-journal lists the paths Commit
 //	                                will link into pool/
 //	ROOT/NAME/current -> snapshots/ID   relative symlink: the published generation
+//	ROOT/NAME/hidden                pool/ paths no published or retained snapshot
+//	                                names, while a Commit or a GC is under way or
+//	                                after one was killed; never served (HiddenFile)
 //
 // A snapshot's pool view is its override of a path, else pool/<path>
 // (PoolView). Serving maps URL /NAME/dists/... into the snapshot "current"
@@ -55,7 +62,9 @@
 // So after a crash or kill at any point "current" names a complete snapshot
 // whose pool view exists. A kill during Commit, after it linked new paths
 // into pool/ and before the swap, leaves those paths unreferenced (verified
-// bytes no index names); `mirror verify` notes them and GC removes them.
+// bytes no index names): the hidden list written before the links keeps
+// serve from offering them, and the next NewSnapshot or Collect removes
+// them (recoverHidden).
 // This relies on ROOT/NAME being one file system (hard links): do not mount
 // the pool or objects separately.
 //
@@ -91,9 +100,8 @@ const (
 	CurrentLink  = "current"
 	StateFile    = "state.json"
 	LockFile     = ".lock"
-	// TempPrefix starts the name of every temporary file a writer leaves
-	// beside its destination (mirror/fetch uses ".tmp-*"). GC removes those
-	// older than an hour.
+	// TempPrefix starts the name of every named temporary file NewFile
+	// leaves beside its destination. GC removes those older than an hour.
 	TempPrefix = ".tmp-"
 	// FlatDir is the directory of a snapshot that holds a flat
 	// repository's Release and indexes at their upstream paths (a snapshot
@@ -537,6 +545,9 @@ func (s *Store) Rollback(id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
+	if err := s.recoverHidden(); err != nil {
+		return err
+	}
 	fi, err := os.Lstat(filepath.Join(s.dir, SnapshotsDir, id))
 	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("store: rollback mirror %s: no snapshot %q (see mirror list)", s.name, id)
@@ -545,7 +556,10 @@ func (s *Store) Rollback(id string) error {
 }
 
 // Prune deletes finished snapshots beyond the newest keep, never the
-// published one, and returns the IDs it removed.
+// published one, and returns the IDs it removed. It deletes no pool file,
+// so the files only those snapshots named stay in pool/, served, until a
+// GC: mirror prunes through Collection.Prune instead, which hides and
+// deletes them in the same step.
 func (s *Store) Prune(keep int) ([]string, error) {
 	if err := s.requireLock("prune"); err != nil {
 		return nil, err
