@@ -280,6 +280,14 @@ func relay(ch gossh.Channel, tc *net.TCPConn) (in, out int64) {
 	return in, out
 }
 
+// relayHeapHeadroom is how much the heap may grow between garbage
+// collections however small the live heap (bastion/internal/heapfloor):
+// x/crypto/ssh allocates a fresh buffer per packet received, so a relay
+// makes a GiB of garbage per GiB, and at Go's default (a collection per
+// 4 MiB of it on a small heap) the collector cost more CPU than the
+// relaying. Measured in README.md, "Bastion throughput".
+const relayHeapHeadroom = 32 << 20
+
 const (
 	smallBuf = 4 << 10
 	bigBuf   = 128 << 10

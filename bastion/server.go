@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"gatehouse/bastion/certauth"
+	"gatehouse/bastion/internal/heapfloor"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
 )
@@ -336,6 +337,9 @@ func (s *Server) Reload() error {
 // every connection it accepted (their audit "conn.end" says why) and
 // returns nil once they are all gone. Any other accept error is returned.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// Process-wide, but only a bastion makes garbage at the rate of
+	// the bytes it relays (see relayHeapHeadroom).
+	heapfloor.Start(relayHeapHeadroom)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 

@@ -33,12 +33,21 @@ type Conn struct {
 	rc   syscall.RawConn // nil: plain pass-through reads
 	big  *[]byte         // pooled buffer holding pend, or nil
 	pend []byte          // unread bytes in *big
+
+	// The read callback and what it returns live here, bound once in
+	// New: a closure over fill's locals would move them to the heap,
+	// three allocations per read.
+	readFD func(fd uintptr) bool
+	got    *[]byte // the buffer readFD read into, or nil
+	n      int
+	rerr   error
 }
 
 // New wraps c; a connection that is not a socket (a net.Pipe in a test)
 // is read as is.
 func New(c net.Conn) *Conn {
 	sc := &Conn{Conn: c}
+	sc.readFD = sc.readOnce
 	if s, ok := c.(syscall.Conn); ok {
 		if rc, err := s.SyscallConn(); err == nil {
 			sc.rc = rc
@@ -78,24 +87,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 // the buffer) while the socket is empty. It returns a read error; EOF and
 // deadline or Close errors leave pend empty and nil, for Read's fallback.
 func (c *Conn) fill() error {
-	var big *[]byte
-	var n int
-	var rerr error
-	werr := c.rc.Read(func(fd uintptr) bool {
-		big = streamBufs.Get().(*[]byte)
-		for {
-			n, rerr = syscall.Read(int(fd), *big)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			streamBufs.Put(big)
-			big = nil
-			return false // wait for data, holding nothing
-		}
-		return true
-	})
+	c.got, c.n, c.rerr = nil, 0, nil
+	werr := c.rc.Read(c.readFD)
+	big, n, rerr := c.got, c.n, c.rerr
+	c.got, c.rerr = nil, nil
 	switch {
 	case big == nil:
 		return nil // werr: deadline or closed; Read's plain read says which
@@ -108,4 +103,24 @@ func (c *Conn) fill() error {
 	}
 	c.big, c.pend = big, (*big)[:n]
 	return nil
+}
+
+// readOnce is fill's RawConn.Read callback: one read(2) into a pooled
+// buffer, which it gives back (and asks to wait) if the socket is empty.
+func (c *Conn) readOnce(fd uintptr) bool {
+	big := streamBufs.Get().(*[]byte)
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(int(fd), *big)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		streamBufs.Put(big)
+		return false // wait for data, holding nothing
+	}
+	c.got, c.n, c.rerr = big, n, err
+	return true
 }
