@@ -146,6 +146,9 @@ func runPostPublish(ctx context.Context, st *store.Store, cfg Config, id string,
 	out := &tailBuffer{max: hookTailBytes}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A descendant that left the group (setsid) and keeps the output pipe
+	// open would otherwise hold Wait forever after the group is killed.
+	cmd.WaitDelay = 5 * time.Second
 	log = log.With("mirror", cfg.Name, "snapshot", id, "command", cfg.PostPublish[0])
 	err := cmd.Start()
 	if err == nil {
