@@ -111,7 +111,7 @@ type Config struct {
 	// hosts) and `gatehouse mirror publish` makes it live.
 	Publish string `toml:"publish"`
 	// PostPublish is the argv of a command run after each publish (a
-	// sync's, `mirror publish`, `mirror rollback`), without a shell, with
+	// sync's, `mirror publish`, `mirror rollback`, an import), without a shell, with
 	// GATEHOUSE_MIRROR, GATEHOUSE_SNAPSHOT, GATEHOUSE_SNAPSHOT_DIR and
 	// GATEHOUSE_MIRROR_ROOT in its environment (see hook.go). Its failure
 	// is logged and recorded, never un-publishes.

@@ -17,9 +17,9 @@ import (
 )
 
 // The post_publish hook: one command (argv, no shell) run after every
-// publish of a mirror (a sync's, `mirror publish`, `mirror rollback`), for
-// pushing the new snapshot to static replicas (contrib/push-replicas) or
-// telling a CDN to revalidate. What it gets in its environment:
+// publish of a mirror (a sync's, `mirror publish`, `mirror rollback`, an
+// import), for pushing the new snapshot to static replicas
+// (contrib/push-replicas) or telling a CDN to revalidate. What it gets in its environment:
 //
 //	GATEHOUSE_MIRROR        the mirror's name
 //	GATEHOUSE_SNAPSHOT      the snapshot ID just published
