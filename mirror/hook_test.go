@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gatehouse/apt/apttest"
 	"gatehouse/mirror/store"
 )
 
@@ -186,5 +187,32 @@ func TestPostPublishConfig(t *testing.T) {
 	c.Publish = "later"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `publish must be "auto" or "manual", got "later"`) {
 		t.Errorf("bad publish: %v", err)
+	}
+}
+
+// TestPostPublishAfterImport: an air-gap import is a publish too: the
+// receiving appliance's hook runs for the imported snapshot, and its
+// failure is returned after the import published.
+func TestPostPublishAfterImport(t *testing.T) {
+	up := newUpstream(t)
+	stateA, stateB := t.TempDir(), t.TempDir()
+	cfg := up.config()
+	mustSync(t, stateA, cfg)
+	key := apttest.NewKey(t, "ed25519")
+	out := t.TempDir()
+	b1 := filepath.Join(out, "b1.tar")
+	if _, err := Export(context.Background(), stateA, []Config{cfg}, b1, "", key, 0, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	calls := filepath.Join(out, "calls")
+	cfg.PostPublish = []string{hookScript(t, out, `echo "$GATEHOUSE_SNAPSHOT" >> "`+calls+`"
+exit 4
+`)}
+	rep, err := Import(context.Background(), stateB, []Config{cfg}, b1, agKeyring(t, key), testOptions(t))
+	if !errors.Is(err, ErrPostPublish) || len(rep.Mirrors) != 1 || rep.Mirrors[0].Result != ResultPublished || currentID(t, stateB) != rep.Mirrors[0].Snapshot {
+		t.Fatalf("import with a failing hook: %v %+v", err, rep)
+	}
+	if b, _ := os.ReadFile(calls); strings.TrimSpace(string(b)) != rep.Mirrors[0].Snapshot {
+		t.Fatalf("hook calls %q, want the imported snapshot %s", b, rep.Mirrors[0].Snapshot)
 	}
 }

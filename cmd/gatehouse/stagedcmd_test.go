@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -9,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"gatehouse/cmd/gatehouse/metrics"
 )
@@ -21,13 +24,38 @@ import (
 // post_publish failed" while the snapshot stays published.
 func TestStagedPublishCLI(t *testing.T) {
 	f := newOpsyncFixture(t)
-	f.write(t, f.repo.KeyringPath, `["main"]`, "publish = \"manual\"\n")
+	addr := freePort(t)
+	serveConf := "\n[serve]\nlisten = \"" + addr + "\"\n"
+	f.write(t, f.repo.KeyringPath, `["main"]`, "publish = \"manual\"\n"+serveConf)
 	code, out, errs := ghRun(t, "--config", f.conf, "mirror", "sync")
 	m := regexp.MustCompile(`^up: staged, snapshot (\S+) \(not published; nothing is published yet\)`).FindStringSubmatch(out)
 	if code != 0 || m == nil || !strings.Contains(out, "  canary: /up/snapshots/"+m[1]+"/; publish: gatehouse mirror publish up "+m[1]+"\n") {
 		t.Fatalf("manual sync: exit %d\n%s\n%s", code, out, errs)
 	}
 	s1 := m[1]
+	// The real `serve`: the staged snapshot at its URL, nothing yet at
+	// the mirror's, and the status page says what waits.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"--config", f.conf, "serve"}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; ; i++ {
+		if _, err := httpGet("http://" + addr + "/"); err == nil {
+			break
+		} else if i > 200 {
+			t.Fatalf("serve did not start: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := httpGet("http://" + addr + "/up/snapshots/" + s1 + "/dists/stable/InRelease"); err != nil {
+		t.Errorf("staged snapshot not served: %v", err)
+	}
+	if _, err := httpGet("http://" + addr + "/up/dists/stable/InRelease"); err == nil {
+		t.Errorf("a staged snapshot is served as the published one")
+	}
+	if page, err := httpGet("http://" + addr + "/"); err != nil || !strings.Contains(page, "waiting for publish") || !strings.Contains(page, "/up/snapshots/"+s1+"/") {
+		t.Errorf("status page does not say %s waits: %v\n%s", s1, err, page)
+	}
 	code, out, _ = ghRun(t, "--config", f.conf, "mirror", "status")
 	if code != 0 || !strings.Contains(out, "warning: snapshot "+s1) || !strings.Contains(out, "waits for publishing: test it at /up/snapshots/"+s1+"/, then run `gatehouse mirror publish up`") {
 		t.Fatalf("status: exit %d\n%s", code, out)
@@ -56,7 +84,7 @@ func TestStagedPublishCLI(t *testing.T) {
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho 'token=SECRET' >&2\nexit 5\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f.write(t, f.repo.KeyringPath, `["main"]`, "post_publish = [\""+hook+"\"]\npost_publish_timeout = \"30s\"\n")
+	f.write(t, f.repo.KeyringPath, `["main"]`, "post_publish = [\""+hook+"\"]\npost_publish_timeout = \"30s\"\n"+serveConf)
 	if err := f.repo.Rebuild(f.repo.Suites()...); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +104,9 @@ func TestStagedPublishCLI(t *testing.T) {
 	code, out, errs = ghRun(t, "--config", f.conf, "mirror", "rollback", "up")
 	if code != exitFailure || out != "up: now publishing snapshot "+s2+"\n" || !strings.Contains(errs, "mirror up: published "+s2+"; post_publish failed") {
 		t.Fatalf("rollback with a failing hook: exit %d\n%s\n%s", code, out, errs)
+	}
+	if page, err := httpGet("http://" + addr + "/"); err != nil || !strings.Contains(page, "post_publish") || !strings.Contains(page, "exit status 5") || strings.Contains(page, "SECRET") {
+		t.Errorf("status page does not show the failed hook (or shows its output): %v\n%s", err, page)
 	}
 	// Metrics read the state: a timer-run sync's hook failures show.
 	cfg, err := loadConfig(f.conf)
