@@ -229,3 +229,34 @@ func TestPublishChecksKeyring(t *testing.T) {
 		t.Fatalf("publish with another keyring: %v, current %q", err, currentID(t, state))
 	}
 }
+
+// TestStagedThenAuto: a mirror switched back to publish = "auto" while a
+// snapshot is staged publishes the upstream's state at its next sync,
+// though the upstream answers 304: the staged Release is not left
+// unpublished behind "current".
+func TestStagedThenAuto(t *testing.T) {
+	up := newUpstream(t)
+	state := t.TempDir()
+	cfg := up.config()
+	s1 := mustSync(t, state, cfg).Snapshot
+	if err := up.repo.Rebuild(testSuite("1.1-1")); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Publish = PublishManual
+	s2 := mustSync(t, state, cfg)
+	if s2.Result != ResultStaged || currentID(t, state) != s1 {
+		t.Fatalf("manual sync: %+v", s2)
+	}
+	cfg.Publish = PublishAuto
+	rep := mustSync(t, state, cfg)
+	if rep.Result != ResultPublished || currentID(t, state) != rep.Snapshot || rep.Snapshot == s1 {
+		t.Fatalf("auto sync after a staged one: %+v, current %s", rep, currentID(t, state))
+	}
+	_, dir, _ := store.ResolveCurrent(StoreRoot(state), testMirror)
+	if sha256File(t, filepath.Join(dir, "dists/stable/InRelease")) != sha256File(t, filepath.Join(up.repo.Dir, "dists/stable/InRelease")) {
+		t.Fatal("the published InRelease is not the upstream's")
+	}
+	if rep := mustSync(t, state, cfg); rep.Result != ResultCurrent {
+		t.Fatalf("next sync: %+v", rep)
+	}
+}
