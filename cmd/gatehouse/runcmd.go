@@ -197,6 +197,8 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 		case errors.Is(err, context.Canceled):
 			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)
 			return
+		case errors.Is(err, mirror.ErrPostPublish):
+			g.log.Error("scheduled sync published, but post_publish failed", "mirror", m.Name, "snapshot", rep.Snapshot, "err", err)
 		case err != nil:
 			g.log.Error("scheduled sync failed", "mirror", m.Name, "err", err)
 		default:

@@ -120,3 +120,35 @@ func TestStagedPublishCLI(t *testing.T) {
 		t.Errorf("metrics lack the hook failures:\n%s", body)
 	}
 }
+
+// TestCheckConfigPostPublish: check-config names a post_publish command
+// that does not exist, is not executable, or that others may change, with
+// the file and line of post_publish and the fix.
+func TestCheckConfigPostPublish(t *testing.T) {
+	dir, keyring, write := checkConfigRepo(t)
+	conf := write("stable", "main", keyring)
+	hook := filepath.Join(dir, "hook.sh")
+	withHook := func() {
+		b, _ := os.ReadFile(conf)
+		os.WriteFile(conf, append(b, []byte("post_publish = [\""+hook+"\", \"/srv/replica\"]\n")...), 0o644)
+	}
+	withHook()
+	code, _, errs := ghRun(t, "--config", conf, "check-config", "--as-me")
+	if want := conf + ":10: mirror up: post_publish command " + hook + " does not exist; fix: create it or correct the path\n"; code != exitUsage || !strings.Contains(errs, want) {
+		t.Fatalf("missing hook: exit %d, stderr %q, want %q", code, errs, want)
+	}
+	os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o644)
+	code, _, errs = ghRun(t, "--config", conf, "check-config", "--as-me")
+	if want := "mirror up: post_publish command " + hook + " (mode 0644) is not executable by user "; code != exitUsage || !strings.Contains(errs, want) {
+		t.Fatalf("hook not executable: exit %d, stderr %q, want %q", code, errs, want)
+	}
+	os.Chmod(hook, 0o757)
+	code, _, errs = ghRun(t, "--config", conf, "check-config", "--as-me")
+	if want := "mirror up: post_publish command " + hook + " has mode 0757: other users may change it; fix: chmod go-w " + hook; code != exitUsage || !strings.Contains(errs, want) {
+		t.Fatalf("hook writable by others: exit %d, stderr %q, want %q", code, errs, want)
+	}
+	os.Chmod(hook, 0o755)
+	if code, out, errs := ghRun(t, "--config", conf, "check-config", "--as-me"); code != 0 {
+		t.Fatalf("good hook: exit %d\n%s\n%s", code, out, errs)
+	}
+}
