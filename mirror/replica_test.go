@@ -110,7 +110,7 @@ func TestReplicaPushWhileAptLoops(t *testing.T) {
 	// of 404s, one that sent InRelease before by-hash files a window of
 	// 404s on indexes.
 	big := func(round int) apttest.Package {
-		return apttest.Package{Name: "big", Version: fmt.Sprintf("1.%d", round), Arch: "amd64", Size: 300_000}
+		return apttest.Package{Name: "big", Version: fmt.Sprintf("1.%d", round), Arch: "amd64", Size: 200_000}
 	}
 	up := newUpstream(t, testSuite("1.0-1", append(manyPackages(16), big(0))...))
 	state := t.TempDir()
@@ -131,7 +131,7 @@ func TestReplicaPushWhileAptLoops(t *testing.T) {
 	}
 	loop := startAptLoop(apt, "hello", "bulk05", "big")
 	published := 0
-	for round := range 8 {
+	for round := range 7 {
 		pk := manyPackages(16)
 		pk[3].Size = 2000 + 37*round // bulk03: same Filename, new bytes
 		s := testSuite(fmt.Sprintf("1.%d-1", round+1), append(pk, big(round+1))...)
