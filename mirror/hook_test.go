@@ -216,3 +216,19 @@ exit 4
 		t.Fatalf("hook calls %q, want the imported snapshot %s", b, rep.Mirrors[0].Snapshot)
 	}
 }
+
+// TestSanitizeHookOutput: what a hook prints reaches the log only with
+// control characters escaped, so it cannot forge log lines or drive a
+// terminal, and at most hookTailBytes of it.
+func TestSanitizeHookOutput(t *testing.T) {
+	got := sanitize([]byte("ok\x1b[31mred\rforged\x00\xff\u0085end\n"))
+	if want := "ok\\x1b[31mred\\x0dforged\\x00\ufffd\\x85end"; got != want {
+		t.Errorf("sanitize: %q, want %q", got, want)
+	}
+	tb := &tailBuffer{max: 4}
+	tb.Write([]byte("abcdef"))
+	tb.Write([]byte("gh"))
+	if string(tb.b) != "efgh" {
+		t.Errorf("tail: %q", tb.b)
+	}
+}
