@@ -356,7 +356,11 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 	} else if !errors.Is(err, store.ErrNoCurrent) {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	} else {
-		ms.Warnings = append(ms.Warnings, "nothing published yet: run `gatehouse mirror sync "+cfg.Name+"`")
+		if cfg.Publish == PublishManual {
+			ms.Warnings = append(ms.Warnings, "nothing published yet (publish = \"manual\"): run `gatehouse mirror sync "+cfg.Name+"`, test the snapshot, then `gatehouse mirror publish "+cfg.Name+"`")
+		} else {
+			ms.Warnings = append(ms.Warnings, "nothing published yet: run `gatehouse mirror sync "+cfg.Name+"`")
+		}
 	}
 	state, err := st.ReadState()
 	if err != nil {

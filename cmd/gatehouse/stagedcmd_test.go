@@ -105,7 +105,13 @@ func TestStagedPublishCLI(t *testing.T) {
 	if code != exitFailure || out != "up: now publishing snapshot "+s2+"\n" || !strings.Contains(errs, "mirror up: published "+s2+"; post_publish failed") {
 		t.Fatalf("rollback with a failing hook: exit %d\n%s\n%s", code, out, errs)
 	}
-	if page, err := httpGet("http://" + addr + "/"); err != nil || !strings.Contains(page, "post_publish") || !strings.Contains(page, "exit status 5") || strings.Contains(page, "SECRET") {
+	// The page's statuses are cached for up to two seconds.
+	page, err := httpGet("http://" + addr + "/")
+	for i := 0; i < 50 && err == nil && !strings.Contains(page, "exit status 5"); i++ {
+		time.Sleep(100 * time.Millisecond)
+		page, err = httpGet("http://" + addr + "/")
+	}
+	if err != nil || !strings.Contains(page, "post_publish") || !strings.Contains(page, "exit status 5") || strings.Contains(page, "SECRET") {
 		t.Errorf("status page does not show the failed hook (or shows its output): %v\n%s", err, page)
 	}
 	// Metrics read the state: a timer-run sync's hook failures show.
