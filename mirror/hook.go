@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +86,10 @@ var ErrPostPublish = errors.New("post_publish failed")
 // Unwrap makes errors.Is(err, ErrPostPublish) true.
 func (e *PostPublishError) Unwrap() error { return ErrPostPublish }
 
+// DefaultHookPath is the environment of a post_publish command when
+// Options.HookEnv is nil.
+const DefaultHookPath = "PATH=/usr/local/bin:/usr/bin:/bin"
+
 // hookTailBytes bounds the output kept in memory and logged on failure.
 const hookTailBytes = 2048
 
@@ -124,11 +128,11 @@ func sanitize(b []byte) string {
 
 // runPostPublish runs cfg.PostPublish for snapshot id of st, if set, and
 // returns its record (nil when no hook is configured). The command gets
-// the environment of this process plus the GATEHOUSE_* variables, stdin
+// env (Options.HookEnv) plus the GATEHOUSE_* variables, stdin
 // from /dev/null, and its own process group, which is killed as a whole
 // (SIGKILL) at the timeout or when ctx ends, so an rsync it started dies
 // with it.
-func runPostPublish(ctx context.Context, st *store.Store, cfg Config, id string, now func() time.Time, log *slog.Logger) *HookRecord {
+func runPostPublish(ctx context.Context, st *store.Store, cfg Config, id string, env []string, now func() time.Time, log *slog.Logger) *HookRecord {
 	if len(cfg.PostPublish) == 0 {
 		return nil
 	}
@@ -136,7 +140,10 @@ func runPostPublish(ctx context.Context, st *store.Store, cfg Config, id string,
 	hctx, cancel := context.WithTimeout(ctx, cfg.PostPublishTimeout.Duration)
 	defer cancel()
 	cmd := exec.Command(cfg.PostPublish[0], cfg.PostPublish[1:]...)
-	cmd.Env = append(os.Environ(),
+	if env == nil {
+		env = []string{DefaultHookPath}
+	}
+	cmd.Env = append(slices.Clip(env),
 		"GATEHOUSE_MIRROR="+cfg.Name,
 		"GATEHOUSE_SNAPSHOT="+id,
 		"GATEHOUSE_SNAPSHOT_DIR="+filepath.Join(st.Dir(), store.SnapshotsDir, id),
@@ -209,7 +216,7 @@ func noteHook(x *stateExtra, rec *HookRecord) {
 // its outcome in the state (read afresh: the publish wrote it) and
 // returns a *PostPublishError when it failed.
 func hookResult(ctx context.Context, st *store.Store, cfg Config, id string, opt Options) (*HookRecord, error) {
-	rec := runPostPublish(ctx, st, cfg, id, opt.clock(), opt.logger())
+	rec := runPostPublish(ctx, st, cfg, id, opt.HookEnv, opt.clock(), opt.logger())
 	if rec == nil {
 		return nil, nil
 	}

@@ -232,3 +232,30 @@ func TestSanitizeHookOutput(t *testing.T) {
 		t.Errorf("tail: %q", tb.b)
 	}
 }
+
+// TestPostPublishEnv: the hook gets the environment the caller passes
+// (Options.HookEnv: the command line passes its own), not this process's,
+// and with none only a PATH.
+func TestPostPublishEnv(t *testing.T) {
+	up := newUpstream(t)
+	state := t.TempDir()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "env")
+	t.Setenv("GATEHOUSE_TEST_LEAK", "leaked")
+	cfg := up.config()
+	cfg.PostPublish = []string{hookScript(t, dir, `env | sort > "`+out+`"`)}
+	mustSync(t, state, cfg)
+	b, _ := os.ReadFile(out)
+	if strings.Contains(string(b), "GATEHOUSE_TEST_LEAK") || !strings.Contains(string(b), DefaultHookPath+"\n") || !strings.Contains(string(b), "GATEHOUSE_SNAPSHOT=") {
+		t.Fatalf("hook environment without HookEnv:\n%s", b)
+	}
+	opt := testOptions(t)
+	opt.HookEnv = []string{"PATH=/usr/bin:/bin", "FROM_CALLER=1"}
+	if _, err := Publish(context.Background(), state, cfg, "", opt); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(out)
+	if !strings.Contains(string(b), "FROM_CALLER=1\n") || strings.Contains(string(b), "GATEHOUSE_TEST_LEAK") {
+		t.Fatalf("hook environment with HookEnv:\n%s", b)
+	}
+}

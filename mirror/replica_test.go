@@ -116,10 +116,11 @@ func TestReplicaPushWhileAptLoops(t *testing.T) {
 	state := t.TempDir()
 	replica := filepath.Join(t.TempDir(), "debian")
 	// Slow pushes down, so apt runs overlap them.
-	t.Setenv("PUSH_REPLICAS_RSYNC_OPTS", "--bwlimit=100")
+	opt := testOptions(t)
+	opt.HookEnv = append(os.Environ(), "PUSH_REPLICAS_RSYNC_OPTS=--bwlimit=100")
 	cfg := up.config()
 	cfg.PostPublish = []string{script, replica}
-	rep := mustSync(t, state, cfg)
+	rep := mustSyncOpt(t, state, cfg, opt)
 	if rep.PostPublish == nil || !rep.PostPublish.OK {
 		t.Fatalf("first push: %+v", rep.PostPublish)
 	}
@@ -145,7 +146,7 @@ func TestReplicaPushWhileAptLoops(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		rep := mustSync(t, state, cfg)
+		rep := mustSyncOpt(t, state, cfg, opt)
 		if rep.Result != ResultPublished || rep.PostPublish == nil || !rep.PostPublish.OK {
 			t.Fatalf("round %d: %+v %+v", round, rep, rep.PostPublish)
 		}

@@ -72,6 +72,11 @@ type Options struct {
 	// filtered mirrors (Sync) and that Verify checks them against. Verbatim
 	// mirrors do not use it.
 	Signing SigningConfig
+	// HookEnv is the environment of the post_publish command, to which
+	// the GATEHOUSE_* variables are added; the command line passes its own
+	// (os.Environ), as a package does not read process state. Nil means
+	// only DefaultHookPath.
+	HookEnv []string
 	// DryRun makes Sync fetch and verify the upstream's Releases and
 	// indexes (and, for a filtered mirror, resolve the selection), then
 	// report in Report.Plan what it would fetch and publish, without

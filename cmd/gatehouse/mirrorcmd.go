@@ -174,7 +174,7 @@ the upstream, 1 on other failures (a failed post_publish included).`,
 			var firstErr, refused error
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun, HookEnv: os.Environ()})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)
@@ -428,7 +428,7 @@ and run apt-get update, or pin the package versions instead.`,
 			if len(args) == 2 {
 				snap = args[1]
 			}
-			err = mirror.RollbackWith(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now})
+			err = mirror.RollbackWith(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now, HookEnv: os.Environ()})
 			if err != nil && !errors.Is(err, mirror.ErrPostPublish) {
 				return err
 			}
@@ -479,7 +479,7 @@ A snapshot older than the published one is refused (exit 2): going back is
 			if len(args) == 2 {
 				snap = args[1]
 			}
-			id, err := mirror.Publish(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
+			id, err := mirror.Publish(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ()})
 			if id != "" && (err == nil || errors.Is(err, mirror.ErrPostPublish)) {
 				fmt.Fprintf(g.stdout, "%s: now publishing snapshot %s\n", ms[0].Name, id)
 			}

@@ -191,7 +191,7 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 		case <-t.C:
 		}
 		g.log.Info("scheduled sync starting", "mirror", m.Name)
-		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
+		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ()})
 		met.ObserveSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):
