@@ -16,7 +16,7 @@ PACKAGES=(
   openssh-server openssh-client gnupg gpgv sqv debian-archive-keyring
   asciinema dpkg-dev apt curl nginx iproute2 zstd xz-utils bzip2 lzma lz4 systemd chromium
   python3-paramiko
-  ssh-audit jq haproxy
+  ssh-audit jq haproxy rsync
   debhelper lintian
 )
 

@@ -146,11 +146,18 @@ func GC(ctx context.Context, stateDir string, cfg Config, opt Options) (removed 
 // HTTP validators are dropped so the next sync fetches upstream's Release
 // in full instead of taking a 304 as "nothing to do".
 func Rollback(stateDir string, cfg Config, snapshot string) error {
-	st, err := openStore(stateDir, &cfg, Options{})
+	return RollbackWith(context.Background(), stateDir, cfg, snapshot, Options{})
+}
+
+// RollbackWith is Rollback with a context, a logger and a clock, and runs
+// the mirror's post_publish command afterwards (a failure is a
+// *PostPublishError; the rollback stands).
+func RollbackWith(ctx context.Context, stateDir string, cfg Config, snapshot string, opt Options) error {
+	st, err := openStore(stateDir, &cfg, opt)
 	if err != nil {
 		return err
 	}
-	unlock, err := st.Lock(context.Background())
+	unlock, err := st.Lock(ctx)
 	if err != nil {
 		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
@@ -204,7 +211,94 @@ func Rollback(stateDir string, cfg Config, snapshot string) error {
 	if err := st.WriteState(state); err != nil {
 		return fmt.Errorf("mirror %s: rolled back to %s, but recording it failed: %w", cfg.Name, snapshot, err)
 	}
-	return nil
+	_, err = hookResult(ctx, st, cfg, snapshot, opt)
+	return err
+}
+
+// ErrOlderThanPublished is wrapped when `mirror publish` names a snapshot
+// older than the published one: going back is a rollback, which has its
+// own command (and clears the stored HTTP validators). The command line
+// maps it to exit 2.
+var ErrOlderThanPublished = errors.New("snapshot is older than the published one")
+
+// Publish makes a finished snapshot of the mirror the published one: the
+// one named, or with snapshot "" the newest (what a mirror with publish =
+// "manual" staged last). It checks what a sync checks before it
+// publishes, as of now: the snapshot is complete (its manifest is there),
+// and each suite's upstream Release in it is signed by a key of the
+// configured keyring (which may have changed since it was staged) and,
+// for a verbatim mirror, its Valid-Until has not passed (clients would
+// refuse it); a failed check wraps ErrRefused. A snapshot older than the
+// published one is refused with ErrOlderThanPublished (use rollback).
+// Then it makes the same atomic swap as a sync, records the publication
+// and runs the post_publish command (a failure is a *PostPublishError;
+// the snapshot stays published). Publishing the snapshot already
+// published changes nothing but runs post_publish again. It returns the
+// ID published.
+func Publish(ctx context.Context, stateDir string, cfg Config, snapshot string, opt Options) (string, error) {
+	st, err := openStore(stateDir, &cfg, opt)
+	if err != nil {
+		return "", err
+	}
+	unlock, err := st.Lock(ctx)
+	if err != nil {
+		return "", fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	defer unlock()
+	snaps, err := st.Snapshots()
+	if err != nil {
+		return "", fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	if len(snaps) == 0 {
+		return "", fmt.Errorf("mirror %s: no snapshot to publish; run `gatehouse mirror sync %s` first", cfg.Name, cfg.Name)
+	}
+	if snapshot == "" {
+		snapshot = snaps[len(snaps)-1].ID
+	}
+	i := slices.IndexFunc(snaps, func(s store.SnapshotInfo) bool { return s.ID == snapshot })
+	if i < 0 {
+		return "", fmt.Errorf("mirror %s: no snapshot %q; see `gatehouse mirror list %s`", cfg.Name, snapshot, cfg.Name)
+	}
+	cur := slices.IndexFunc(snaps, func(s store.SnapshotInfo) bool { return s.Current })
+	if cur >= 0 && i < cur {
+		return "", fmt.Errorf("mirror %s: snapshot %s is older than the published %s: %w; to go back, run `gatehouse mirror rollback %s %s`",
+			cfg.Name, snapshot, snaps[cur].ID, ErrOlderThanPublished, cfg.Name, snapshot)
+	}
+	if _, err := readManifest(st, snapshot); err != nil {
+		return "", fmt.Errorf("mirror %s: snapshot %s is incomplete, not published: %w", cfg.Name, snapshot, err)
+	}
+	now := opt.clock()()
+	for _, suite := range cfg.Suites {
+		_, vu, ok := publishedReleaseDate(st, cfg, snapshot, suite, now)
+		if !ok {
+			return "", refused("mirror %s: suite %s: the Release in snapshot %s does not verify with the configured keyring %s (or is missing); not published. If the upstream rotated its key, set keyring to its new Signed-By file and sync again",
+				cfg.Name, suite, snapshot, cfg.Keyring)
+		}
+		if cfg.Mode != ModeFiltered && !vu.IsZero() && !now.Before(vu) {
+			return "", refused("mirror %s: suite %s: the Release in snapshot %s expired at %s (Valid-Until); clients would refuse it, so it is not published. Sync to get a fresh one",
+				cfg.Name, suite, snapshot, vu.UTC().Format(time.RFC3339))
+		}
+	}
+	if cur < 0 || snaps[cur].ID != snapshot {
+		if err := st.Publish(snapshot); err != nil {
+			return "", fmt.Errorf("mirror %s: %w", cfg.Name, err)
+		}
+		state, err := st.ReadState()
+		if err != nil {
+			return snapshot, fmt.Errorf("mirror %s: published %s, but reading the state to record it failed: %w", cfg.Name, snapshot, err)
+		}
+		x := readExtra(state)
+		notePublished(&x, snaps, snapshot, st.Now())
+		if b, err := json.Marshal(x); err == nil {
+			state.Extra = b
+		}
+		if err := st.WriteState(state); err != nil {
+			return snapshot, fmt.Errorf("mirror %s: published %s, but recording it failed: %w", cfg.Name, snapshot, err)
+		}
+		opt.logger().Info("snapshot published", "mirror", cfg.Name, "snapshot", snapshot)
+	}
+	_, err = hookResult(ctx, st, cfg, snapshot, opt)
+	return snapshot, err
 }
 
 // List returns the mirror's finished snapshots, oldest first.
@@ -234,6 +328,17 @@ type MirrorStatus struct {
 	PoolFiles   int                  `json:"pool_files"`
 	PoolBytes   int64                `json:"pool_bytes"`
 	Snapshots   []store.SnapshotInfo `json:"snapshots"`
+	// Publish is the configured publish mode (PublishAuto or PublishManual).
+	Publish string `json:"publish"`
+	// Waiting is, with publish = "manual", the newest snapshot when it is
+	// newer than the published one and was never published: staged, and
+	// waiting for `gatehouse mirror publish`. WaitingSince is when it was
+	// made.
+	Waiting      string    `json:"waiting,omitempty"`
+	WaitingSince time.Time `json:"waiting_since,omitzero"`
+	// PostPublish is the last run of the post_publish command (nil when
+	// none ran).
+	PostPublish *HookRecord `json:"post_publish,omitempty"`
 	// Warnings summarize what needs the operator's attention.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -264,20 +369,24 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms := &MirrorStatus{Mirror: cfg.Name, Mode: cfg.Mode}
+	ms := &MirrorStatus{Mirror: cfg.Name, Mode: cfg.Mode, Publish: cfg.Publish}
 	if id, err := st.Current(); err == nil {
 		ms.Published = id
 	} else if !errors.Is(err, store.ErrNoCurrent) {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	} else {
-		ms.Warnings = append(ms.Warnings, "nothing published yet: run `gatehouse mirror sync "+cfg.Name+"`")
+		if cfg.Publish == PublishManual {
+			ms.Warnings = append(ms.Warnings, "nothing published yet (publish = \"manual\"): run `gatehouse mirror sync "+cfg.Name+"`, test the snapshot, then `gatehouse mirror publish "+cfg.Name+"`")
+		} else {
+			ms.Warnings = append(ms.Warnings, "nothing published yet: run `gatehouse mirror sync "+cfg.Name+"`")
+		}
 	}
 	state, err := st.ReadState()
 	if err != nil {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
 	ms.LastSync, ms.LastSuccess = state.LastSync, state.LastSuccess
-	if ms.LastSync != nil && ms.LastSync.Result != ResultPublished && ms.LastSync.Result != ResultCurrent {
+	if ms.LastSync != nil && !SyncOK(ms.LastSync.Result) {
 		ms.Warnings = append(ms.Warnings, fmt.Sprintf("last sync %s at %s: %s", ms.LastSync.Result, ms.LastSync.Finished.UTC().Format(time.RFC3339), ms.LastSync.Error))
 	}
 	var counts map[string][]IndexCount
@@ -320,5 +429,27 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 	if ms.Snapshots, err = st.Snapshots(); err != nil {
 		return nil, fmt.Errorf("mirror %s: %w", cfg.Name, err)
 	}
+	x := readExtra(state)
+	if n := len(ms.Snapshots); cfg.Publish == PublishManual && n > 0 {
+		newest := ms.Snapshots[n-1]
+		if _, was := x.Published[newest.ID]; !newest.Current && !was {
+			ms.Waiting, ms.WaitingSince = newest.ID, newest.Created
+			ms.Warnings = append(ms.Warnings, fmt.Sprintf("snapshot %s (made %s) waits for publishing: test it at /%s/snapshots/%s/, then run `gatehouse mirror publish %s`",
+				newest.ID, newest.Created.UTC().Format(time.RFC3339), cfg.Name, newest.ID, cfg.Name))
+		}
+	}
+	if h := x.PostPublish; h != nil {
+		ms.PostPublish = h
+		if !h.OK {
+			ms.Warnings = append(ms.Warnings, fmt.Sprintf("post_publish failed for snapshot %s at %s (%d in a row): %s; see the log",
+				h.Snapshot, h.Finished.UTC().Format(time.RFC3339), h.Failures, h.Error))
+		}
+	}
 	return ms, nil
+}
+
+// SyncOK reports whether a sync result (Report.Result, SyncRecord.Result)
+// is a success: published, already current, or staged.
+func SyncOK(result string) bool {
+	return result == ResultPublished || result == ResultCurrent || result == ResultStaged
 }

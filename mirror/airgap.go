@@ -335,14 +335,22 @@ func importBundle(ctx context.Context, stateDir string, cfgs []Config, from stri
 			return rep, err
 		}
 	}
+	var hookErr error
 	for _, im := range order {
 		r, err := im.publish(ctx)
 		rep.Mirrors = append(rep.Mirrors, r)
+		if errors.Is(err, ErrPostPublish) {
+			// Published; the other mirrors are published all the same.
+			if hookErr == nil {
+				hookErr = err
+			}
+			continue
+		}
 		if err != nil {
 			return rep, err
 		}
 	}
-	return rep, nil
+	return rep, hookErr
 }
 
 // importErr marks the bundle package's verification failures as refusals.
@@ -659,7 +667,7 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return r.rep, fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
 	}
-	r.rep.Result, r.rep.Snapshot, r.rep.FilesReused = ResultPublished, id, r.reused
+	r.rep.Result, r.rep.Snapshot, r.rep.Published, r.rep.FilesReused = ResultPublished, id, id, r.reused
 	r.rep.FilesFetched = len(im.carried)
 	r.recordPublished(id)
 	for _, sr := range im.suites {
@@ -673,5 +681,9 @@ func (im *importRun) publish(ctx context.Context) (*Report, error) {
 	}
 	r.cleanup(ctx)
 	r.log.Info("import published", "snapshot", id, "bundle_snapshot", im.entry.Snapshot, "reused", r.reused)
+	if err := r.postPublish(ctx, id); err != nil {
+		r.rep.Error = err.Error()
+		return r.rep, err
+	}
 	return r.rep, nil
 }

@@ -107,6 +107,21 @@ type Config struct {
 	// any pool file.
 	MaxPoolBytes Size `toml:"max_pool_bytes"`
 
+	// Publish is PublishAuto (the default: each sync that builds a new
+	// snapshot publishes it) or PublishManual: a sync builds, verifies and
+	// keeps the new snapshot (servable at /NAME/snapshots/ID/ for canary
+	// hosts) and `gatehouse mirror publish` makes it live.
+	Publish string `toml:"publish"`
+	// PostPublish is the argv of a command run after each publish (a
+	// sync's, `mirror publish`, `mirror rollback`, an import), without a shell, with
+	// GATEHOUSE_MIRROR, GATEHOUSE_SNAPSHOT, GATEHOUSE_SNAPSHOT_DIR and
+	// GATEHOUSE_MIRROR_ROOT in its environment (see hook.go). Its failure
+	// is logged and recorded, never un-publishes.
+	PostPublish []string `toml:"post_publish"`
+	// PostPublishTimeout bounds PostPublish (default 10m); on expiry its
+	// whole process group is killed.
+	PostPublishTimeout Duration `toml:"post_publish_timeout"`
+
 	// Mode is ModeVerbatim (the default: the upstream's signed files as
 	// they are) or ModeFiltered: only the packages Include selects (and
 	// their dependencies), in regenerated indexes under Releases re-signed
@@ -123,6 +138,12 @@ type Config struct {
 	// WithRecommends also follows Recommends (with WithDependencies).
 	WithRecommends bool `toml:"with_recommends"`
 }
+
+// Values of Config.Publish.
+const (
+	PublishAuto   = "auto"
+	PublishManual = "manual"
+)
 
 // ErrConfig is wrapped by sync errors that come from a configuration that
 // does not fit the upstream (a component or architecture its Release does
@@ -216,6 +237,12 @@ func (c *Config) Defaults() {
 	if c.Mode == "" {
 		c.Mode = ModeVerbatim
 	}
+	if c.Publish == "" {
+		c.Publish = PublishAuto
+	}
+	if c.PostPublishTimeout.Duration == 0 {
+		c.PostPublishTimeout.Duration = 10 * time.Minute
+	}
 	if c.LowSpeedLimit == 0 {
 		c.LowSpeedLimit = 1 << 10
 	}
@@ -254,6 +281,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: keep_snapshots must be at least 1, got %d", where, c.KeepSnapshots)
 	case c.MaxDeleteFraction <= 0 || c.MaxDeleteFraction > 1:
 		return fmt.Errorf("%s: max_delete_fraction must be in (0, 1], got %g", where, c.MaxDeleteFraction)
+	case c.Publish != PublishAuto && c.Publish != PublishManual:
+		return fmt.Errorf("%s: publish must be \"auto\" or \"manual\", got %q", where, c.Publish)
+	case len(c.PostPublish) > 0 && !filepath.IsAbs(c.PostPublish[0]):
+		return fmt.Errorf("%s: post_publish: the command %q must be an absolute path (it runs without a shell and without PATH lookup), e.g. [\"/usr/share/gatehouse/push-replicas\", \"rsync://replica.example.org/gatehouse\"]", where, c.PostPublish[0])
+	case c.PostPublishTimeout.Duration < time.Second:
+		return fmt.Errorf("%s: post_publish_timeout must be at least 1s, got %s", where, c.PostPublishTimeout.Duration)
 	case c.Mode != ModeVerbatim && c.Mode != ModeFiltered:
 		return fmt.Errorf("%s: mode must be \"verbatim\" or \"filtered\", got %q", where, c.Mode)
 	case c.Mode == ModeFiltered && len(c.Include) == 0:

@@ -188,12 +188,22 @@ func (r *run) build(ctx context.Context, suites []*suiteRun) (err error) {
 	if err := r.writeSnapshotFile(sn, manifestFile, mb); err != nil {
 		return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 	}
-	id, err := sn.Commit(ctx)
-	if err != nil {
-		return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
+	if r.cfg.Publish == PublishManual {
+		id, err := sn.Stage(ctx)
+		if err != nil {
+			return fmt.Errorf("mirror %s: stage: %w", r.cfg.Name, err)
+		}
+		r.rep.Result, r.rep.Snapshot = ResultStaged, id
+		r.log.Info("snapshot staged, not published (publish = \"manual\")", "snapshot", id, "published", r.pubID)
+	} else {
+		id, err := sn.Commit(ctx)
+		if err != nil {
+			return fmt.Errorf("mirror %s: publish: %w", r.cfg.Name, err)
+		}
+		r.rep.Result, r.rep.Snapshot, r.rep.Published = ResultPublished, id, id
+		r.recordPublished(id)
 	}
-	r.rep.Result, r.rep.Snapshot = ResultPublished, id
-	r.recordPublished(id)
+	id := r.rep.Snapshot
 	for _, sr := range suites {
 		r.acceptSuite(sr, id)
 	}
@@ -451,23 +461,38 @@ func (r *run) carryByHash(sn *store.Snapshot, suite string) error {
 		r.carried = map[string][]carriedFile{}
 	}
 	r.carried[suite] = nil
-	if r.curID == "" {
-		return nil
+	// With publish = "manual" the snapshot built on (curID) can be a staged
+	// one while clients hold the published one's InRelease: carry both, so
+	// that publishing this snapshot later strands no client mid-update,
+	// however many snapshots were staged in between.
+	type src struct {
+		id  string
+		age int
 	}
-	m, err := readManifest(r.st, r.curID)
-	if err != nil || m.Suites[suite] == nil {
-		return nil // nothing published for this suite, or from an unknown writer
-	}
-	prev := m.Suites[suite]
-	ages := map[string]int{}
-	for _, e := range prev.Files {
-		for _, bh := range e.byHash() {
-			ages[bh] = 1
+	ages := map[string]src{}
+	for i, from := range []string{r.curID, r.pubID} {
+		if from == "" || (i == 1 && from == r.curID) {
+			continue
 		}
-	}
-	for _, c := range prev.Carried {
-		if _, ok := ages[c.Path]; !ok && c.Age+1 <= r.cfg.KeepSnapshots && store.CheckRel(c.Path) == nil {
-			ages[c.Path] = c.Age + 1
+		m, err := readManifest(r.st, from)
+		if err != nil || m.Suites[suite] == nil {
+			continue // nothing published for this suite, or from an unknown writer
+		}
+		prev := m.Suites[suite]
+		add := func(p string, age int) {
+			if old, ok := ages[p]; !ok || age < old.age {
+				ages[p] = src{from, age}
+			}
+		}
+		for _, e := range prev.Files {
+			for _, bh := range e.byHash() {
+				add(bh, 1)
+			}
+		}
+		for _, c := range prev.Carried {
+			if c.Age+1 <= r.cfg.KeepSnapshots && store.CheckRel(c.Path) == nil {
+				add(c.Path, c.Age+1)
+			}
 		}
 	}
 	paths := slices.Sorted(maps.Keys(ages))
@@ -480,13 +505,13 @@ func (r *run) carryByHash(sn *store.Snapshot, suite string) error {
 		if _, err := os.Lstat(p); err == nil {
 			continue // also one of the new generation's own
 		}
-		if err := sn.Link(r.curID, rel); err != nil {
+		if err := sn.Link(ages[bh].id, rel); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return err
 		}
-		r.carried[suite] = append(r.carried[suite], carriedFile{Path: bh, Age: ages[bh]})
+		r.carried[suite] = append(r.carried[suite], carriedFile{Path: bh, Age: ages[bh].age})
 	}
 	return nil
 }

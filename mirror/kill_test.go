@@ -42,6 +42,62 @@ func TestKillChild(t *testing.T) {
 	fmt.Printf("done %s %v\n", rep.Result, err)
 }
 
+// aptLoopResult is what an apt loop saw: runs, hash mismatches, 404s
+// and the first failures.
+type aptLoopResult struct {
+	runs, mismatches, notFound int
+	errs                       []string
+}
+
+// aptLoop runs apt-get update and a download of pkgs in a loop (see
+// startAptLoop) until stop, which returns what it saw.
+type aptLoop struct {
+	done chan struct{}
+	res  chan aptLoopResult
+}
+
+// startAptLoop runs a real apt-get update and install --download-only of
+// pkgs with client apt, over and over, until stop is called: a client
+// that keeps its lists between runs, as a host does, while the mirror
+// changes under it.
+func startAptLoop(apt *apttest.Apt, pkgs ...string) *aptLoop {
+	l := &aptLoop{done: make(chan struct{}), res: make(chan aptLoopResult, 1)}
+	go func() {
+		var r aptLoopResult
+		defer func() { l.res <- r }()
+		for ; ; r.runs++ {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			out, err := apt.Update()
+			if err == nil {
+				apt.Run("clean")
+				var o2 string
+				o2, err = apt.InstallDownloadOnly(pkgs...)
+				out += o2
+			}
+			if strings.Contains(out, "Hash Sum mismatch") || strings.Contains(out, "Hashes of expected file") {
+				r.mismatches++
+			}
+			if strings.Contains(out, "404") {
+				r.notFound++
+			}
+			if err != nil && len(r.errs) < 5 {
+				r.errs = append(r.errs, fmt.Sprintf("run %d: %v\n%s", r.runs, err, out))
+			}
+		}
+	}()
+	return l
+}
+
+// stop ends the loop after its current run and returns its result.
+func (l *aptLoop) stop() aptLoopResult {
+	close(l.done)
+	return <-l.res
+}
+
 func manyPackages(n int) []apttest.Package {
 	var ps []apttest.Package
 	for i := range n {
@@ -226,40 +282,11 @@ func TestKillAtRandomWhileAptLoops(t *testing.T) {
 	cfg.KeepSnapshots = 20
 	mustSync(t, state, cfg)
 	apt := apttest.AptClient(t, up.repo.SourcesLine(serveMirror(t, state), "stable", "main"))
-	stop := make(chan struct{})
-	type result struct {
-		runs, mismatches int
-		errs             []string
-	}
-	res := make(chan result, 1)
-	go func() {
-		var r result
-		defer func() { res <- r }()
-		for ; ; r.runs++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			out, err := apt.Update()
-			if err == nil {
-				apt.Run("clean")
-				var o2 string
-				// Not bulk03: its bytes change under the same Filename, and a
-				// client holding the indexes of the snapshot before a publish
-				// then gets the new bytes, as from any mirror ("Mirror sync
-				// in progress?") until its next update.
-				o2, err = apt.InstallDownloadOnly("hello")
-				out += o2
-			}
-			if strings.Contains(out, "Hash Sum mismatch") || strings.Contains(out, "Hashes of expected file") {
-				r.mismatches++
-			}
-			if err != nil && len(r.errs) < 5 {
-				r.errs = append(r.errs, fmt.Sprintf("run %d: %v\n%s", r.runs, err, out))
-			}
-		}
-	}()
+	// Not bulk03: its bytes change under the same Filename, and a client
+	// holding the indexes of the snapshot before a publish then gets the
+	// new bytes, as from any mirror ("Mirror sync in progress?") until its
+	// next update.
+	loop := startAptLoop(apt, "hello")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	t.Logf("seed is the start time; rounds follow")
 	kills, published := 0, 0
@@ -309,8 +336,7 @@ func TestKillAtRandomWhileAptLoops(t *testing.T) {
 			mustVerify(t, state, cfg)
 		}
 	}
-	close(stop)
-	r := <-res
+	r := loop.stop()
 	t.Logf("%d kills, %d completed publishes, %d apt runs, %d failed", kills, published, r.runs, len(r.errs))
 	if r.mismatches != 0 || len(r.errs) != 0 {
 		t.Errorf("apt saw %d hash mismatches, %d failures:\n%s", r.mismatches, len(r.errs), strings.Join(r.errs, "\n"))

@@ -86,7 +86,11 @@ func (r *run) fetchRelease(ctx context.Context, name string) (*suiteRun, error) 
 	// Only a published suite with the same selection can be "unchanged".
 	published := r.curID != "" && r.curMan != nil && r.curMan.Suites[name] != nil &&
 		r.curMan.Suites[name].Selection == selectionKey(r.cfg)
-	if published && hadPrev {
+	// The validators belong to the Release of the snapshot the state
+	// accepted it into; when that is not the one this sync builds on (a
+	// staged snapshot of a mirror switched back to publish = "auto"), a
+	// 304 would leave it unpublished: ask for the bytes and compare.
+	if published && hadPrev && (prev.Snapshot == "" || prev.Snapshot == r.curID) {
 		val = fetch.Validators{ETag: prev.ETag, LastModified: prev.LastModified}
 		if (fetch.Validators{LastModified: prev.LastModified, Date: r.extra.ResponseDate[name]}).LastModifiedNearDate() {
 			// The Release we hold may have been replaced in the second

@@ -31,6 +31,10 @@ const (
 	ResultCurrent   = "current"
 	ResultFailed    = "failed"
 	ResultRefused   = "refused"
+	// ResultStaged: a mirror with publish = "manual" built and verified a
+	// new snapshot (Report.Snapshot) and kept it unpublished; Report.Published
+	// is what clients still get.
+	ResultStaged = "staged"
 	// ResultDryRun: Options.DryRun verified the upstream and planned a
 	// publish (Report.Plan) but changed nothing.
 	ResultDryRun = "dry-run"
@@ -68,6 +72,11 @@ type Options struct {
 	// filtered mirrors (Sync) and that Verify checks them against. Verbatim
 	// mirrors do not use it.
 	Signing SigningConfig
+	// HookEnv is the environment of the post_publish command, to which
+	// the GATEHOUSE_* variables are added; the command line passes its own
+	// (os.Environ), as a package does not read process state. Nil means
+	// only DefaultHookPath.
+	HookEnv []string
 	// DryRun makes Sync fetch and verify the upstream's Releases and
 	// indexes (and, for a filtered mirror, resolve the selection), then
 	// report in Report.Plan what it would fetch and publish, without
@@ -89,8 +98,12 @@ type Report struct {
 	Mirror string `json:"mirror"`
 	// Result is ResultPublished, ResultCurrent, ResultFailed or ResultRefused.
 	Result string `json:"result"`
-	// Snapshot is the published snapshot after the sync (new or unchanged).
-	Snapshot     string        `json:"snapshot,omitempty"`
+	// Snapshot is the snapshot holding the upstream's state after the sync
+	// (new or unchanged): the published one, except with publish =
+	// "manual", where it can be a newer staged one.
+	Snapshot string `json:"snapshot,omitempty"`
+	// Published is the snapshot clients get after the sync ("" when none).
+	Published    string        `json:"published,omitempty"`
 	Suites       []SuiteReport `json:"suites,omitempty"`
 	FilesFetched int           `json:"files_fetched"`
 	BytesFetched int64         `json:"bytes_fetched"`
@@ -112,6 +125,10 @@ type Report struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Plan is what a dry run would have published (ResultDryRun only).
 	Plan *Plan `json:"plan,omitempty"`
+	// PostPublish is the outcome of the post_publish command after this
+	// sync published (nil when none ran). Its failure leaves Result
+	// ResultPublished and makes Sync return a *PostPublishError.
+	PostPublish *HookRecord `json:"post_publish,omitempty"`
 }
 
 // Plan is what a sync would publish, as worked out by a dry run.
@@ -153,6 +170,8 @@ type stateExtra struct {
 	// Published is, per snapshot ID, when it last became the published
 	// one (see published.go).
 	Published map[string]time.Time `json:"published,omitempty"`
+	// PostPublish is the last run of the post_publish command (hook.go).
+	PostPublish *HookRecord `json:"post_publish,omitempty"`
 }
 
 func readExtra(st store.State) stateExtra {
@@ -185,8 +204,14 @@ type run struct {
 	base   string // upstream URL without trailing slash
 	rep    *Report
 
-	curID  string // published snapshot before this sync, "" if none
+	// curID is the snapshot this sync builds on: the published one, or
+	// with publish = "manual" the newest one (staged snapshots hold the
+	// Releases the state accepted last); "" if none. curMan is its
+	// manifest.
+	curID  string
 	curMan *manifest
+	// pubID is the published snapshot before this sync, "" if none.
+	pubID string
 	// carried is, per suite, what carryByHash linked from earlier
 	// generations, for the new manifest.
 	carried map[string][]carriedFile
@@ -335,13 +360,22 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 		// next sync then re-checks against older Dates, so say so.
 		return fail(fmt.Errorf("mirror %s: published snapshot %s but could not record it: %w", cfg.Name, rep.Snapshot, err))
 	}
-	if rep.Result == ResultPublished {
+	if rep.Result == ResultPublished || rep.Result == ResultStaged {
 		r.cleanup(ctx)
+	}
+	var hookErr error
+	if rep.Result == ResultPublished {
+		hookErr = r.postPublish(ctx, rep.Snapshot)
 	}
 	rep.Duration = time.Since(start)
 	r.log.Info("sync finished", "result", rep.Result, "snapshot", rep.Snapshot, "files", rep.FilesFetched,
 		"bytes", rep.BytesFetched, "reused", rep.FilesReused, "duration", rep.Duration.Round(time.Millisecond))
-	return rep, nil
+	if hookErr != nil {
+		// Published, and stays so; the error makes cron and the timer
+		// see the hook's failure (exit 1).
+		rep.Error = hookErr.Error()
+	}
+	return rep, hookErr
 }
 
 // sync does the work of Sync while the lock is held; r.state is updated
@@ -383,14 +417,27 @@ func (r *run) sync(ctx context.Context) error {
 	}
 
 	if id, err := r.st.Current(); err == nil {
-		r.curID = id
-		r.curMan, err = readManifest(r.st, id)
-		if err != nil {
-			r.log.Warn("published snapshot has no usable manifest; nothing will be reused from it", "snapshot", id, "err", err)
-			r.curMan = nil
-		}
+		r.pubID = id
 	} else if !errors.Is(err, store.ErrNoCurrent) {
 		return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+	}
+	r.rep.Published = r.pubID
+	r.curID = r.pubID
+	if cfg.Publish == PublishManual {
+		newest, err := newestSnapshot(r.st)
+		if err != nil {
+			return fmt.Errorf("mirror %s: %w", cfg.Name, err)
+		}
+		if newest != "" {
+			r.curID = newest
+		}
+	}
+	if r.curID != "" {
+		r.curMan, err = readManifest(r.st, r.curID)
+		if err != nil {
+			r.log.Warn("snapshot has no usable manifest; nothing will be reused from it", "snapshot", r.curID, "err", err)
+			r.curMan = nil
+		}
 	}
 
 	suites := make([]*suiteRun, len(cfg.Suites))
@@ -427,6 +474,16 @@ func (r *run) sync(ctx context.Context) error {
 		}
 	}
 	return r.build(ctx, suites)
+}
+
+// newestSnapshot returns the ID of the newest finished snapshot, "" if
+// there is none.
+func newestSnapshot(st *store.Store) (string, error) {
+	snaps, err := st.Snapshots()
+	if err != nil || len(snaps) == 0 {
+		return "", err
+	}
+	return snaps[len(snaps)-1].ID, nil
 }
 
 // acceptSuite records sr as the last accepted Release of its suite.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,7 +100,7 @@ The mirrors must be configured here with the same names.`,
 				return err
 			}
 			prog := newProgress(g, "import")
-			rep, err := mirror.Import(cmd.Context(), cfg.StateDir, ms, args[0], trusted, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event})
+			rep, err := mirror.Import(cmd.Context(), cfg.StateDir, ms, args[0], trusted, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, HookEnv: os.Environ()})
 			prog.done()
 			if rep != nil {
 				if g.json {

@@ -263,6 +263,18 @@ func (c *configChecker) checkOffline(configPath string) {
 	c.dir("state_dir", "state directory", c.cfg.StateDir)
 	for i, m := range c.cfg.Mirror {
 		c.keyring(fmt.Sprintf("mirror[%d].keyring", i), fmt.Sprintf("mirror %s: keyring", m.Name), m.Keyring)
+		if len(m.PostPublish) > 0 {
+			// Run by the service after every publish: it must be there,
+			// executable by the service user, and changeable by nobody else.
+			key := fmt.Sprintf("mirror[%d].post_publish", i)
+			cmd := m.PostPublish[0]
+			if c.file(key, fmt.Sprintf("mirror %s: post_publish command", m.Name), cmd, false) {
+				// Even root runs only a file with some execute bit.
+				if st, err := os.Stat(cmd); err == nil && (!c.user.may(st, 1) || st.Mode().Perm()&0o111 == 0) {
+					c.fail(key, false, "mirror %s: post_publish command %s (mode %04o) is not executable by user %s, which the service runs as; fix: chmod +x %s", m.Name, cmd, st.Mode().Perm(), c.user.name, cmd)
+				}
+			}
+		}
 	}
 	if k := c.cfg.Signing.Key; k != "" && c.file("signing.key", "[signing] key", k, true) {
 		if sk, err := pgp.LoadSigningKey(k); errors.Is(err, fs.ErrPermission) {

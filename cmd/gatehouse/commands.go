@@ -14,6 +14,7 @@ func newMirrorCmd(g *globals) *cobra.Command {
 		newMirrorStatusCmd(g),
 		newMirrorVerifyCmd(g),
 		newMirrorGCCmd(g),
+		newMirrorPublishCmd(g),
 		newMirrorRollbackCmd(g),
 		newMirrorListCmd(g),
 		newImportAptSourcesCmd(g),

@@ -49,7 +49,7 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
-	if errors.Is(err, mirror.ErrConfig) {
+	if errors.Is(err, mirror.ErrConfig) || errors.Is(err, mirror.ErrOlderThanPublished) {
 		return exitUsage
 	}
 	var re *refusedError

@@ -154,8 +154,17 @@ With --dry-run it verifies the upstream's Releases and indexes (and resolves
 a filtered mirror's selection), then prints what it would fetch and publish,
 and changes nothing: a preview of a new mirror's size or of an include list.
 
-Exit 0 when every mirror was published or already current, 3 when a mirror
-was refused by verification, 1 on other failures.`,
+A mirror with publish = "manual" builds and verifies the new snapshot but
+does not publish it ("staged"): canary hosts test it at
+/NAME/snapshots/ID/, then 'gatehouse mirror publish NAME' makes it live.
+
+After each publish the mirror's post_publish command runs (if set). Its
+failure does not un-publish: the report says "published ID; post_publish
+failed: ..." and the exit code is 1, so cron and the timer see it.
+
+Exit 0 when every mirror was published, staged or already current, 3 when a
+mirror was refused by verification, 2 when its configuration does not fit
+the upstream, 1 on other failures (a failed post_publish included).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, ms, err := mirrorsFor(g, args, true)
 			if err != nil {
@@ -165,7 +174,7 @@ was refused by verification, 1 on other failures.`,
 			var firstErr, refused error
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun, HookEnv: os.Environ()})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)
@@ -173,7 +182,12 @@ was refused by verification, 1 on other failures.`,
 						printSyncReport(g.stdout, rep)
 					}
 				}
-				if err != nil {
+				if errors.Is(err, mirror.ErrPostPublish) {
+					g.log.Error("post_publish failed after the sync published", "mirror", m.Name, "err", err)
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else if err != nil {
 					g.logSyncError("sync failed", m.Name, err)
 					if errors.Is(err, mirror.ErrRefused) && refused == nil {
 						refused = err
@@ -205,6 +219,13 @@ func printSyncReport(w io.Writer, r *mirror.Report) {
 	if r.Snapshot != "" {
 		fmt.Fprintf(w, ", snapshot %s", r.Snapshot)
 	}
+	if r.Snapshot != "" && r.Published != r.Snapshot {
+		if r.Published == "" {
+			fmt.Fprintf(w, " (not published; nothing is published yet)")
+		} else {
+			fmt.Fprintf(w, " (not published; clients get %s)", r.Published)
+		}
+	}
 	fmt.Fprintf(w, ", %d files fetched (%s), %d reused, %s\n", r.FilesFetched, humanBytes(r.BytesFetched), r.FilesReused, r.Duration.Round(time.Millisecond))
 	for _, s := range r.Suites {
 		vu := ""
@@ -225,6 +246,12 @@ func printSyncReport(w io.Writer, r *mirror.Report) {
 	}
 	for _, x := range r.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", x)
+	}
+	if r.Result == mirror.ResultStaged {
+		fmt.Fprintf(w, "  canary: /%s/snapshots/%s/; publish: gatehouse mirror publish %s %s\n", r.Mirror, r.Snapshot, r.Mirror, r.Snapshot)
+	}
+	if h := r.PostPublish; h != nil && h.OK {
+		fmt.Fprintf(w, "  post_publish: ok, %s\n", h.Finished.Sub(h.Started).Round(time.Millisecond))
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", r.Error)
@@ -292,6 +319,9 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 					if len(s.Packages) > 0 {
 						fmt.Fprintf(g.stdout, "    packages: %s\n", formatCounts(s.Packages))
 					}
+				}
+				if h := st.PostPublish; h != nil && h.OK {
+					fmt.Fprintf(g.stdout, "  post_publish: ok for %s at %s\n", h.Snapshot, h.Finished.UTC().Format(time.RFC3339))
 				}
 				for _, w := range st.Warnings {
 					fmt.Fprintf(g.stdout, "  warning: %s\n", w)
@@ -425,7 +455,15 @@ and run apt-get update, or pin the package versions instead.`,
 			if len(args) == 2 {
 				snap = args[1]
 			}
-			if err := mirror.Rollback(cfg.StateDir, ms[0], snap); err != nil {
+			err = mirror.RollbackWith(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now, HookEnv: os.Environ()})
+			if err != nil && !errors.Is(err, mirror.ErrPostPublish) {
+				return err
+			}
+			if err != nil {
+				st, serr := mirror.Status(cfg.StateDir, ms[0], time.Now())
+				if serr == nil {
+					fmt.Fprintf(g.stdout, "%s: now publishing snapshot %s\n", ms[0].Name, st.Published)
+				}
 				return err
 			}
 			st, err := mirror.Status(cfg.StateDir, ms[0], time.Now())
@@ -434,6 +472,45 @@ and run apt-get update, or pin the package versions instead.`,
 			}
 			fmt.Fprintf(g.stdout, "%s: now publishing snapshot %s\n", ms[0].Name, st.Published)
 			return nil
+		},
+	}
+}
+
+func newMirrorPublishCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "publish NAME [SNAPSHOT]",
+		Short: "Publish a staged snapshot (default: the newest)",
+		Long: `Publish snapshot SNAPSHOT of mirror NAME (default: the newest), for mirrors
+with publish = "manual", whose syncs build and verify new snapshots without
+publishing them. The workflow: 'gatehouse mirror sync NAME' stages snapshot
+ID; canary hosts point apt at http://HOST:PORT/NAME/snapshots/ID/ and test
+it; then 'gatehouse mirror publish NAME ID' gives it to every client.
+
+Before the swap it checks, as of now, that the snapshot is complete and
+that each suite's upstream Release in it still verifies with the configured
+keyring and (verbatim mirrors) has not passed its Valid-Until: exit 3 if
+not, nothing changed. The swap is the same atomic one a sync makes; the
+publication is recorded ('mirror list'), and the post_publish command runs
+afterwards (exit 1 if it fails; the snapshot stays published). Naming the
+snapshot already published runs post_publish again and changes nothing else.
+
+A snapshot older than the published one is refused (exit 2): going back is
+'gatehouse mirror rollback NAME SNAPSHOT'.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, ms, err := mirrorsFor(g, args[:1], true)
+			if err != nil {
+				return err
+			}
+			snap := ""
+			if len(args) == 2 {
+				snap = args[1]
+			}
+			id, err := mirror.Publish(cmd.Context(), cfg.StateDir, ms[0], snap, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ()})
+			if id != "" && (err == nil || errors.Is(err, mirror.ErrPostPublish)) {
+				fmt.Fprintf(g.stdout, "%s: now publishing snapshot %s\n", ms[0].Name, id)
+			}
+			return err
 		},
 	}
 }

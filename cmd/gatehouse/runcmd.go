@@ -191,12 +191,14 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 		case <-t.C:
 		}
 		g.log.Info("scheduled sync starting", "mirror", m.Name)
-		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing})
+		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ()})
 		met.ObserveSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):
 			g.log.Info("sync stopped by shutdown; the published mirror is unchanged", "mirror", m.Name)
 			return
+		case errors.Is(err, mirror.ErrPostPublish):
+			g.log.Error("scheduled sync published, but post_publish failed", "mirror", m.Name, "snapshot", rep.Snapshot, "err", err)
 		case err != nil:
 			g.logSyncError("scheduled sync failed", m.Name, err)
 		default:

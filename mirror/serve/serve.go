@@ -12,6 +12,9 @@
 //	                      hidden list names it (store.HiddenFile: linked by a
 //	                      sync whose publish has not happened, or left by a
 //	                      GC that pruned its snapshot)
+//	/NAME/snapshots/ID/.. the retained snapshot ID (published or not) served as
+//	                      above, as if it were current: what canary hosts use
+//	                      to test a staged snapshot before `mirror publish`
 //
 // A flat repository's snapshot has store.FlatDir instead of dists/, and
 // its clients ask for files by their upstream paths (the Release, its
@@ -213,6 +216,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	top, rel, _ := strings.Cut(rest, "/")
+	if top == store.SnapshotsDir {
+		h.serveSnapshot(w, r, name, rel)
+		return
+	}
 	id, snap, err := store.ResolveCurrent(h.root, name)
 	if errors.Is(err, store.ErrNoCurrent) && top != "pool" {
 		http.Error(w, "503 mirror "+name+" has not been published yet", http.StatusServiceUnavailable)
@@ -244,6 +251,45 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		h.servePool(w, r, name, id, h.poolDir(snap, pool, rel), pool, rel)
 	case top == "pool" && rel != "":
 		h.servePool(w, r, name, "", pool, pool, rel)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// serveSnapshot serves /NAME/snapshots/ID/REST: the retained snapshot ID
+// (published, staged or older) exactly as /NAME/REST would be served if
+// ID were published, read-only, so that a canary host can run apt against
+// a snapshot before `mirror publish` gives it to everyone. An ID that is
+// not a finished snapshot (invalid, being built, pruned) is 404. Files
+// being served keep being served if the snapshot is pruned meanwhile.
+func (h *handler) serveSnapshot(w http.ResponseWriter, r *http.Request, name, idRest string) {
+	id, rest, _ := strings.Cut(idRest, "/")
+	snap, err := store.ResolveSnapshot(h.root, name, id)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			h.log.Error("serve: resolve snapshot", "mirror", name, "snapshot", id, "err", err)
+		}
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("X-Gatehouse-Snapshot", id)
+	pool := filepath.Join(h.root, name, store.PoolDir)
+	if h.isFlat(snap) {
+		if rest == "" {
+			http.NotFound(w, r)
+		} else if flat := filepath.Join(snap, store.FlatDir); isFileIn(flat, rest) {
+			h.serveFile(w, r, flat, rest, false)
+		} else {
+			h.serveFile(w, r, h.poolDir(snap, pool, rest), rest, true)
+		}
+		return
+	}
+	top, rel, _ := strings.Cut(rest, "/")
+	switch {
+	case top == "dists" && rel != "":
+		h.serveFile(w, r, snap, rest, false)
+	case top == "pool" && rel != "":
+		h.serveFile(w, r, h.poolDir(snap, pool, rel), rel, true)
 	default:
 		http.NotFound(w, r)
 	}

@@ -324,7 +324,19 @@ func TestEscapesRefused(t *testing.T) {
 		"/debian/state.json",
 		"/debian/.lock",
 		"/debian/current/dists/stable/InRelease",
-		"/debian/snapshots/" + f.snapID + "/dists/stable/InRelease",
+		"/debian/snapshots/" + f.snapID + "/dists/stable/evil",
+		"/debian/snapshots/" + f.snapID + "/dists/../../secret",
+		"/debian/snapshots/" + f.snapID + "/pool/evil/secret",
+		"/debian/snapshots/" + f.snapID + "/state.json",
+		"/debian/snapshots/" + f.snapID + ".tmp/dists/stable/InRelease",
+		"/debian/snapshots/" + f.snapID + "%2f..%2f..%2fsecret",
+		"/debian/snapshots/..%2f..%2fsecret",
+		"/debian/snapshots/%2e%2e/%2e%2e/secret",
+		"/debian/snapshots/20200101T000000Z/dists/stable/InRelease",
+		"/debian/snapshots/" + f.snapID,
+		"/debian/snapshots/" + f.snapID + "/",
+		"/debian/snapshots/",
+		"/empty/snapshots/" + f.snapID + "/dists/stable/InRelease",
 		"/debian",
 		"/debian/",
 		"/debian/dists",
@@ -634,5 +646,61 @@ func TestContentType(t *testing.T) {
 		if got := contentType(rel); got != want {
 			t.Errorf("contentType(%q) = %q, want %q", rel, got, want)
 		}
+	}
+}
+
+// TestServeSnapshotByID: /NAME/snapshots/ID/ serves a retained snapshot
+// that is not published (staged) with its own dists and its override of a
+// pool path, while /NAME/ keeps serving the published one; a snapshot
+// being built is 404 there until it is finished.
+func TestServeSnapshotByID(t *testing.T) {
+	f := newFixture(t)
+	srv := f.server(t, nil)
+	sn, err := f.st.NewSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRelease := []byte("staged InRelease")
+	if err := sn.WriteFile("dists/stable/InRelease", newRelease, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	over := filepath.Join(sn.Dir(), store.PoolDir, "main/h/hello/hello_1.0-1+b1_amd64.deb")
+	if err := os.MkdirAll(filepath.Dir(over), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	overBytes := []byte("rebuilt hello")
+	if err := os.WriteFile(over, overBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get("/debian/snapshots/" + sn.ID() + "/dists/stable/InRelease"); code != 404 {
+		t.Errorf("a snapshot being built is served: %d", code)
+	}
+	id, err := sn.Stage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]byte{
+		"/debian/snapshots/" + id + "/dists/stable/InRelease":                           newRelease,
+		"/debian/snapshots/" + id + "/pool/main/h/hello/hello_1.0-1+b1_amd64.deb":       overBytes,
+		"/debian/dists/stable/InRelease":                                                f.files["/debian/dists/stable/InRelease"],
+		"/debian/pool/main/h/hello/hello_1.0-1+b1_amd64.deb":                            f.files["/debian/pool/main/h/hello/hello_1.0-1+b1_amd64.deb"],
+		"/debian/snapshots/" + f.snapID + "/pool/main/h/hello/hello_1.0-1+b1_amd64.deb": f.files["/debian/pool/main/h/hello/hello_1.0-1+b1_amd64.deb"],
+		"/debian/snapshots/" + f.snapID + "/dists/stable/main/binary-amd64/Packages.gz": f.files["/debian/dists/stable/main/binary-amd64/Packages.gz"],
+	} {
+		if code, got := get(path); code != 200 || !bytes.Equal(got, want) {
+			t.Errorf("GET %s: %d, %d bytes; want %d bytes", path, code, len(got), len(want))
+		}
+	}
+	if cur, _ := f.st.Current(); cur != f.snapID {
+		t.Fatalf("Stage published: current %s", cur)
 	}
 }

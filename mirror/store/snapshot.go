@@ -174,6 +174,19 @@ func (sn *Snapshot) Link(fromID, rel string) error {
 // symlink rename, "current" still names the previous snapshot. Requires the
 // lock. The Snapshot cannot be used afterwards.
 func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
+	return sn.commit(ctx, true)
+}
+
+// Stage is Commit without the last step: the snapshot becomes a finished,
+// durable one (listed by Snapshots, its pool view complete, servable by
+// ID) while "current" keeps naming the published one. Store.Publish makes
+// it live later. This is staged publishing: canary hosts test a snapshot
+// before the fleet gets it.
+func (sn *Snapshot) Stage(ctx context.Context) (string, error) {
+	return sn.commit(ctx, false)
+}
+
+func (sn *Snapshot) commit(ctx context.Context, publish bool) (string, error) {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	if sn.done {
@@ -201,6 +214,9 @@ func (sn *Snapshot) Commit(ctx context.Context) (string, error) {
 	}
 	if err := syncFS(sn.s.dir); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+	}
+	if !publish {
+		return sn.id, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("store: commit snapshot %s: not published: %w", sn.id, err)

@@ -479,6 +479,29 @@ func ResolveCurrent(root, name string) (id, dir string, err error) {
 	return id, filepath.Join(mdir, SnapshotsDir, id), nil
 }
 
+// ResolveSnapshot returns the absolute directory of the finished snapshot
+// id of mirror name under root, without opening a Store, for serving a
+// retained snapshot by its ID (/NAME/snapshots/ID/). The error wraps
+// fs.ErrNotExist when id is not a finished snapshot: an invalid ID, one
+// being built or deleted (".tmp"), or one pruned.
+func ResolveSnapshot(root, name, id string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	if err := validID(id); err != nil {
+		return "", fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+	}
+	dir := filepath.Join(root, name, SnapshotsDir, id)
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("store: mirror %s: snapshot %s: %w", name, id, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("store: mirror %s: snapshot %s: %w", name, id, fs.ErrNotExist)
+	}
+	return dir, nil
+}
+
 // Current returns the ID of the published snapshot; the error wraps
 // ErrNoCurrent when there is none.
 func (s *Store) Current() (string, error) {
@@ -538,8 +561,13 @@ func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 }
 
 // Rollback makes the existing snapshot id the published one, atomically.
-func (s *Store) Rollback(id string) error {
-	if err := s.requireLock("rollback"); err != nil {
+// It is Publish under the name the older callers use.
+func (s *Store) Rollback(id string) error { return s.Publish(id) }
+
+// Publish makes the existing finished snapshot id (a staged one, or an
+// older one) the published one with the same atomic swap as Commit.
+func (s *Store) Publish(id string) error {
+	if err := s.requireLock("publish"); err != nil {
 		return err
 	}
 	if err := validID(id); err != nil {
@@ -550,7 +578,7 @@ func (s *Store) Rollback(id string) error {
 	}
 	fi, err := os.Lstat(filepath.Join(s.dir, SnapshotsDir, id))
 	if err != nil || !fi.IsDir() {
-		return fmt.Errorf("store: rollback mirror %s: no snapshot %q (see mirror list)", s.name, id)
+		return fmt.Errorf("store: publish mirror %s: no snapshot %q (see mirror list)", s.name, id)
 	}
 	return s.publish(id)
 }

@@ -191,12 +191,14 @@ var (
 	// Package counts are recorded in the snapshot when it is made, so a
 	// scrape reads one small manifest and parses no Packages file.
 	descPackages = prometheus.NewDesc("gatehouse_mirror_packages", "Packages in each index of the published snapshot (architecture \"source\": source packages in a Sources index). A package for \"all\" is counted in every architecture's index that lists it.", []string{"mirror", "suite", "component", "architecture"}, nil)
+	descWaiting  = prometheus.NewDesc("gatehouse_mirror_unpublished_snapshot_timestamp_seconds", "With publish = \"manual\": when the newest snapshot, staged and never published, was made (absent when none waits).", []string{"mirror"}, nil)
+	descHookFail = prometheus.NewDesc("gatehouse_mirror_post_publish_failures", "Consecutive failed runs of the mirror's post_publish command, from its state (0 after a success; absent when none ran).", []string{"mirror"}, nil)
 )
 
 // Describe sends the descriptors of the mirror metrics.
 func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastSuccess, descLastResult, descDate, descValidUntil, descPoolBytes, descPoolFiles, descPublished,
-		descLastDuration, descLastBytes, descLastFiles, descPackages} {
+		descLastDuration, descLastBytes, descLastFiles, descPackages, descWaiting, descHookFail} {
 		ch <- d
 	}
 }
@@ -230,7 +232,7 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st.LastSync != nil {
 			ok := 0.0
-			if st.LastSync.Result == mirror.ResultPublished || st.LastSync.Result == mirror.ResultCurrent {
+			if mirror.SyncOK(st.LastSync.Result) {
 				ok = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descLastResult, prometheus.GaugeValue, ok, st.Mirror)
@@ -246,6 +248,12 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 			pub = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descPublished, prometheus.GaugeValue, pub, st.Mirror)
+		if st.Waiting != "" {
+			ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(st.WaitingSince.Unix()), st.Mirror)
+		}
+		if h := st.PostPublish; h != nil {
+			ch <- prometheus.MustNewConstMetric(descHookFail, prometheus.GaugeValue, float64(h.Failures), st.Mirror)
+		}
 		ch <- prometheus.MustNewConstMetric(descPoolBytes, prometheus.GaugeValue, float64(st.PoolBytes), st.Mirror)
 		ch <- prometheus.MustNewConstMetric(descPoolFiles, prometheus.GaugeValue, float64(st.PoolFiles), st.Mirror)
 		for _, s := range st.Suites {

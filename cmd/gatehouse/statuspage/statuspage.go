@@ -381,7 +381,9 @@ code{background:#f6f6f6;padding:0 .2em}
 <table>
 <tr><th>published snapshot</th><td>{{if .Published}}{{.Published}}{{else}}<span class="bad">nothing published yet</span>{{end}}</td></tr>
 <tr><th>last success</th><td>{{ts .LastSuccess}}</td></tr>
-{{with .LastSync}}<tr><th>last sync</th><td>{{ts .Finished}}: <span class="{{if or (eq .Result "published") (eq .Result "current")}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}} — {{.Error}}{{end}}</td></tr>{{end}}
+{{if .Waiting}}<tr><th>waiting for publish</th><td><span class="warn">{{.Waiting}}</span> (made {{ts .WaitingSince}}; canary URL /{{.Mirror}}/snapshots/{{.Waiting}}/)</td></tr>{{end}}
+{{with .PostPublish}}<tr><th>post_publish</th><td>{{ts .Finished}} for {{.Snapshot}}: {{if .OK}}<span class="ok">ok</span>{{else}}<span class="bad">failed</span> — {{.Error}}{{end}}</td></tr>{{end}}
+{{with .LastSync}}<tr><th>last sync</th><td>{{ts .Finished}}: <span class="{{if or (eq .Result "published") (eq .Result "current") (eq .Result "staged")}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}} — {{.Error}}{{end}}</td></tr>{{end}}
 <tr><th>pool</th><td>{{.PoolFiles}} files, {{.PoolBytes}} bytes</td></tr>
 </table>
 <table><tr><th>suite</th><th>upstream Date</th><th>Valid-Until</th><th>packages</th><th></th></tr>
