@@ -48,7 +48,7 @@ step "go build"
 go build -o /dev/null ./cmd/gatehouse
 
 step "go test -race"
-go test -race -count=1 -timeout 20m ./...
+go test -race -count=1 -timeout 45m ./...
 
 step "fuzz: every Fuzz target for $FUZZTIME"
 for pkg in $(go list ./...); do
