@@ -216,6 +216,13 @@ func (sn *Snapshot) commit(ctx context.Context, publish bool) (string, error) {
 		return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
 	}
 	if !publish {
+		// Staged: a finished, retained snapshot names its files, so the
+		// list that hid them while the commit could still be undone goes.
+		// Left in place, the next recovery would take the staged snapshot
+		// for an interrupted commit and remove it.
+		if err := sn.s.clearHidden(); err != nil {
+			return "", fmt.Errorf("store: commit snapshot %s: %w", sn.id, err)
+		}
 		return sn.id, nil
 	}
 	if err := ctx.Err(); err != nil {
