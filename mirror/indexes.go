@@ -35,6 +35,13 @@ const manifestFile = "gatehouse-manifest.json"
 type manifest struct {
 	Version int                       `json:"version"`
 	Suites  map[string]*manifestSuite `json:"suites"`
+	// PoolObjects says that every pool file the indexes name is served
+	// by this snapshot (from pool/ or its override layer) as a link of
+	// the store object its index entry names. A verbatim sync that
+	// fetched every file sets it; the next sync then takes a path it
+	// serves from pool/ with unchanged content as done without a stat
+	// (markPublished). Snapshots without it are checked file by file.
+	PoolObjects bool `json:"pool_objects,omitempty"`
 }
 
 type manifestSuite struct {
@@ -219,8 +226,15 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	// their size: a census (distinct paths, total size, contradictions,
 	// limits) before anything is fetched, then the fetch, streaming. Every
 	// suite counts, unchanged ones too: the new snapshot must say which
-	// content it serves at each path (store.Snapshot.UsePool).
+	// content it serves at each path (store.Snapshot.UsePool). Paths the
+	// published snapshot already serves with the same content need
+	// nothing (markPublished); when few others remain, the census keeps
+	// them and the second pass does not parse the indexes again.
 	census := newPoolCensus()
+	if err := r.markPublished(census); err != nil {
+		r.log.Warn("cannot read the published snapshot's indexes; checking every pool file instead", "snapshot", r.curID, "err", err)
+		census = newPoolCensus()
+	}
 	for _, sr := range suites {
 		err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
 		if err != nil {
@@ -231,9 +245,17 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 		return err
 	}
 	src := func(fn func(poolEntry) error) error {
+		if !census.overflow {
+			for _, e := range census.changed {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		for _, sr := range suites {
 			err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], 0, func(e poolEntry, _ string) error {
-				if !census.first(e) {
+				if census.claim(e) != claimWork {
 					return nil
 				}
 				return fn(e)
@@ -247,9 +269,15 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	if r.opt.DryRun {
 		return r.plan(census.files, census.bytes, src, nil)
 	}
-	if err := r.fetchPool(ctx, sn, census.files, census.bytes, src); err != nil {
+	r.reused += census.unchangedFiles
+	if err := r.fetchPool(ctx, sn, census.files-census.unchangedFiles, census.bytes-census.unchangedBytes, src); err != nil {
 		return err
 	}
+	// Every path the indexes name is now served, from pool/ or this
+	// snapshot's overrides, with the content they name: the next sync
+	// may trust that (markPublished). Not with files missing upstream,
+	// which the next sync must try again.
+	man.PoolObjects = len(r.missing) == 0
 
 	r.progress(Event{Phase: PhasePublish})
 	for _, sr := range suites {
@@ -264,6 +292,41 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 			if err := r.writeSnapshotFile(sn, sr.local+"/"+name, b); err != nil {
 				return fmt.Errorf("mirror %s: %w", r.cfg.Name, err)
 			}
+		}
+	}
+	return nil
+}
+
+// markPublished tells the census which pool paths the published snapshot
+// serves from the base layer pool/, with which content, by reading its
+// indexes. Only a snapshot whose manifest has PoolObjects counts: then
+// pool/<path> is the object its indexes name (the store never replaces a
+// base-layer file while a retained snapshot, here the published one,
+// serves it), so the new snapshot needs nothing for an unchanged path.
+// Paths it overrides are left out: the new snapshot needs its own
+// override for them.
+func (r *run) markPublished(pc *poolCensus) error {
+	if r.curMan == nil || !r.curMan.PoolObjects {
+		return nil
+	}
+	mp, err := r.st.SnapshotPath(r.curID, manifestFile)
+	if err != nil {
+		return err
+	}
+	over, err := r.st.Overridden(r.curID)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.curMan.Suites)) {
+		err := eachPoolEntry(filepath.Dir(mp), name, r.curMan.Suites[name], 0, func(e poolEntry, _ string) error {
+			rel, _ := poolRel(e.Filename)
+			if _, o := over[rel]; !o {
+				pc.markPublished(e)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
