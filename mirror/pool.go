@@ -497,7 +497,7 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 	if store.CheckHash(h) != nil {
 		return 0, refused("mirror %s: %s: the index gives no valid SHA-256 or SHA-512; apt refuses such files, and so does the mirror", r.cfg.Name, e.Filename)
 	}
-	look, err := r.st.LookupPool(rel, h, e.Size)
+	look, err := sn.LookupPool(rel, h, e.Size)
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}

@@ -111,6 +111,25 @@ type PoolLookup struct {
 	poolKnown bool
 }
 
+// LookupPool is Store.LookupPool for the sync building this snapshot. The
+// first sync into an empty store looks nothing up: no object and no pool
+// path can exist but those this sync stores, and those it finds again
+// only when two paths have the same content (then the second download is
+// put in place over the first, see mirror/fetch.Get). That spares a first
+// sync two failing lstats per file.
+func (sn *Snapshot) LookupPool(rel, h string, size int64) (PoolLookup, error) {
+	if !sn.empty {
+		return sn.s.LookupPool(rel, h, size)
+	}
+	if err := CheckHash(h); err != nil {
+		return PoolLookup{}, err
+	}
+	if err := CheckRel(rel); err != nil {
+		return PoolLookup{}, fmt.Errorf("store: pool file of mirror %s: %w", sn.s.name, err)
+	}
+	return PoolLookup{poolKnown: true}, nil
+}
+
 // LookupPool is HasObject for a sync: it returns what it found, for
 // UsePoolLookup after the caller stored the object if it was missing.
 // The base layer cannot change in between: only Commit adds to it, and
