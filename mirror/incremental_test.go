@@ -154,3 +154,43 @@ func TestIncrementalRetriesMissing(t *testing.T) {
 		t.Errorf("the file that came back is not served: %v", err)
 	}
 }
+
+// TestScanPoolFields: the scanner markPublished uses on published Packages
+// files finds the same entries as the checking parser, with CRLF line
+// ends, comments, continuation lines and a description line longer than
+// its buffer.
+func TestScanPoolFields(t *testing.T) {
+	long := strings.Repeat("x", 300<<10)
+	text := "# comment\r\nPackage: a\r\nVersion: 1\r\nArchitecture: amd64\r\nDescription: d\r\n " + long + "\r\n .\r\n" +
+		"filename: ./pool/main/a/a_1_amd64.deb\r\nsize: 10\r\nSHA256: " + strings.Repeat("ab", 32) + "\r\n\r\n\r\n" +
+		"Package: b\nVersion: 2\nArchitecture: all\nFilename: pool/main/b/b_2_all.deb\nSize: 20\nSHA512: " + strings.Repeat("cd", 64) + "\nDescription: " + long + "\n"
+	dir := t.TempDir()
+	p := filepath.Join(dir, "Packages")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var parsed, scanned []poolEntry
+	if err := readIndex(p, "stable", "Packages", 0, func(e poolEntry, _ string) error {
+		e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
+		parsed = append(parsed, e)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := scanIndex(p, "stable", "Packages", func(e poolEntry, _ string) error {
+		e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
+		scanned = append(scanned, e)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(parsed) != 2 || !slices.Equal(parsed, scanned) {
+		t.Errorf("parser: %+v\nscanner: %+v", parsed, scanned)
+	}
+	if err := os.WriteFile(p, []byte("Package: a\nFilename: pool/a.deb\nSize: ten\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := scanIndex(p, "stable", "Packages", func(poolEntry, string) error { return nil }); err == nil {
+		t.Error("an unparsable Size was not an error")
+	}
+}

@@ -297,41 +297,6 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	return nil
 }
 
-// markPublished tells the census which pool paths the published snapshot
-// serves from the base layer pool/, with which content, by reading its
-// indexes. Only a snapshot whose manifest has PoolObjects counts: then
-// pool/<path> is the object its indexes name (the store never replaces a
-// base-layer file while a retained snapshot, here the published one,
-// serves it), so the new snapshot needs nothing for an unchanged path.
-// Paths it overrides are left out: the new snapshot needs its own
-// override for them.
-func (r *run) markPublished(pc *poolCensus) error {
-	if r.curMan == nil || !r.curMan.PoolObjects {
-		return nil
-	}
-	mp, err := r.st.SnapshotPath(r.curID, manifestFile)
-	if err != nil {
-		return err
-	}
-	over, err := r.st.Overridden(r.curID)
-	if err != nil {
-		return err
-	}
-	for _, name := range slices.Sorted(maps.Keys(r.curMan.Suites)) {
-		err := eachPoolEntry(filepath.Dir(mp), name, r.curMan.Suites[name], 0, func(e poolEntry, _ string) error {
-			rel, _ := poolRel(e.Filename)
-			if _, o := over[rel]; !o {
-				pc.markPublished(e)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (r *run) writeSnapshotFile(sn *store.Snapshot, rel string, b []byte) error {
 	return sn.WriteFile(rel, b, r.pubTime)
 }
