@@ -28,7 +28,7 @@ func eachSnapshotEntry(st *store.Store, sn store.SnapshotInfo, fn func(rel, key 
 		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(m.Suites)) {
-		err := eachPoolEntry(sn.Dir, name, m.Suites[name], 0, func(e poolEntry, _ string) error {
+		err := eachPublishedEntry(sn.Dir, name, m.Suites[name], func(e poolEntry, _ string) error {
 			rel, _ := poolRel(e.Filename)
 			_, o := over[rel]
 			fn(rel, e.key(), o)

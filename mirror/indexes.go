@@ -35,6 +35,13 @@ const manifestFile = "gatehouse-manifest.json"
 type manifest struct {
 	Version int                       `json:"version"`
 	Suites  map[string]*manifestSuite `json:"suites"`
+	// PoolObjects says that every pool file the indexes name is served
+	// by this snapshot (from pool/ or its override layer) as a link of
+	// the store object its index entry names. A verbatim sync that
+	// fetched every file sets it; the next sync then takes a path it
+	// serves from pool/ with unchanged content as done without a stat
+	// (markPublished). Snapshots without it are checked file by file.
+	PoolObjects bool `json:"pool_objects,omitempty"`
 }
 
 type manifestSuite struct {
@@ -236,8 +243,15 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	// their size: a census (distinct paths, total size, contradictions,
 	// limits) before anything is fetched, then the fetch, streaming. Every
 	// suite counts, unchanged ones too: the new snapshot must say which
-	// content it serves at each path (store.Snapshot.UsePool).
+	// content it serves at each path (store.Snapshot.UsePool). Paths the
+	// published snapshot already serves with the same content need
+	// nothing (markPublished); when few others remain, the census keeps
+	// them and the second pass does not parse the indexes again.
 	census := newPoolCensus()
+	if err := r.markPublished(census); err != nil {
+		r.log.Warn("cannot read the published snapshot's indexes; checking every pool file instead", "snapshot", r.curID, "err", err)
+		census = newPoolCensus()
+	}
 	for _, sr := range suites {
 		counts, err := eachPoolEntryCounted(sn.Dir(), sr.name, man.Suites[sr.name], r.cfg.MaxPackages, census.add)
 		if err != nil {
@@ -252,9 +266,17 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 		return err
 	}
 	src := func(fn func(poolEntry) error) error {
+		if !census.overflow {
+			for _, e := range census.changed {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		for _, sr := range suites {
 			err := eachPoolEntry(sn.Dir(), sr.name, man.Suites[sr.name], 0, func(e poolEntry, _ string) error {
-				if !census.first(e) {
+				if census.claim(e) != claimWork {
 					return nil
 				}
 				return fn(e)
@@ -268,9 +290,15 @@ func (r *run) fillVerbatim(ctx context.Context, sn *store.Snapshot, suites []*su
 	if r.opt.DryRun {
 		return r.plan(census.files, census.bytes, src, nil)
 	}
-	if err := r.fetchPool(ctx, sn, census.files, census.bytes, src); err != nil {
+	r.reused += census.unchangedFiles
+	if err := r.fetchPool(ctx, sn, census.files-census.unchangedFiles, census.bytes-census.unchangedBytes, src); err != nil {
 		return err
 	}
+	// Every path the indexes name is now served, from pool/ or this
+	// snapshot's overrides, with the content they name: the next sync
+	// may trust that (markPublished). Not with files missing upstream,
+	// which the next sync must try again.
+	man.PoolObjects = len(r.missing) == 0
 
 	r.progress(Event{Phase: PhasePublish})
 	for _, sr := range suites {

@@ -273,13 +273,48 @@ func (e poolEntry) key() string { return store.ObjectKey(e.SHA256, e.SHA512) }
 // learns: the distinct pool paths and their total size, and which
 // content each path is named with, to refuse indexes that contradict each
 // other. It keeps 16 bytes per distinct path (two 64-bit hashes), not the
-// entries: the second pass streams the indexes again.
+// entries: the second pass streams the indexes again, unless the paths
+// that need work were few enough to keep (changed).
+//
+// It also knows which paths the published snapshot already served from
+// the base layer pool/ with the same content (markPublished, before the
+// first pass): those are "unchanged" and cost the second pass nothing,
+// not even a stat. This is what makes an incremental sync cost in
+// proportion to what changed rather than to the pool: lstat'ing every
+// object and pool path of 20,000 unchanged files was most of its CPU.
 type poolCensus struct {
-	seed  maphash.Seed
-	seen  map[uint64]uint64 // hash of Filename -> hash of size and content key, low bit: dispatched
+	seed maphash.Seed
+	// seen maps the hash of a Filename to the hash of its size and
+	// content key (low three bits clear) with the census bits below.
+	seen  map[uint64]uint64
 	files int
 	bytes int64
+	// unchangedFiles and unchangedBytes count the paths served as they
+	// are (censusBase after the first pass).
+	unchangedFiles int
+	unchangedBytes int64
+	// changed holds the entries that need work, in index order, while
+	// there are at most maxChanged of them; overflow says there were more
+	// (then the second pass streams the indexes again).
+	changed  []poolEntry
+	overflow bool
 }
+
+// Bits of poolCensus.seen values.
+const (
+	censusDispatched = 1 << iota // the second pass handed the path on
+	censusNew                    // the new indexes name the path
+	// censusBase: before the first pass sees the path, the published
+	// snapshot serves it from pool/ with this content; after, it also
+	// has the same content in the new indexes (unchanged).
+	censusBase
+	censusBits = censusDispatched | censusNew | censusBase
+)
+
+// maxChanged bounds poolCensus.changed: an incremental sync of a few
+// thousand new files skips the second parse of the indexes, and a full
+// sync, which streams them again, holds no more than ~2 MiB of entries.
+const maxChanged = 8192
 
 func newPoolCensus() *poolCensus {
 	return &poolCensus{seed: maphash.MakeSeed(), seen: map[uint64]uint64{}}
@@ -291,35 +326,71 @@ func (pc *poolCensus) content(e poolEntry) uint64 {
 	h.WriteString(strconv.FormatInt(e.Size, 10))
 	h.WriteByte('/')
 	h.WriteString(strings.ToLower(e.key()))
-	return h.Sum64() &^ 1
+	return h.Sum64() &^ censusBits
+}
+
+// markPublished records that the published snapshot serves e from the
+// base layer (not from its override layer). Call it for every such entry
+// before the first add; a path named twice with different content is not
+// marked.
+func (pc *poolCensus) markPublished(e poolEntry) {
+	k := maphash.String(pc.seed, e.Filename)
+	v := pc.content(e) | censusBase
+	if old, ok := pc.seen[k]; ok && old != v {
+		v = 0 // contradictory: never unchanged
+	}
+	pc.seen[k] = v
 }
 
 // add counts e; the same path with other content is refused.
 func (pc *poolCensus) add(e poolEntry, where string) error {
 	k := maphash.String(pc.seed, e.Filename)
 	v := pc.content(e)
-	if old, ok := pc.seen[k]; ok {
-		if old&^1 != v {
+	old, ok := pc.seen[k]
+	if ok && old&censusNew != 0 {
+		if old&^censusBits != v {
 			return refused("%s: %s is listed twice with different size or hash; the upstream is inconsistent", where, e.Filename)
 		}
 		return nil
 	}
-	pc.seen[k] = v
+	nv := v | censusNew
+	if ok && old&censusBase != 0 && old&^censusBits == v {
+		nv |= censusBase
+		pc.unchangedFiles++
+		pc.unchangedBytes += e.Size
+	} else if !pc.overflow {
+		if len(pc.changed) < maxChanged {
+			e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
+			pc.changed = append(pc.changed, e)
+		} else {
+			pc.changed, pc.overflow = nil, true
+		}
+	}
+	pc.seen[k] = nv
 	pc.files++
 	pc.bytes += e.Size
 	return nil
 }
 
-// first reports whether e is the first entry of its path in the second
-// pass.
-func (pc *poolCensus) first(e poolEntry) bool {
+// Outcomes of poolCensus.claim.
+const (
+	claimDup       = iota // not the first entry of its path in the second pass
+	claimWork             // needs fetching or recording in the snapshot
+	claimUnchanged        // the published snapshot serves it as it is
+)
+
+// claim classifies e in the second pass.
+func (pc *poolCensus) claim(e poolEntry) int {
 	k := maphash.String(pc.seed, e.Filename)
 	v, ok := pc.seen[k]
-	if !ok || v&1 == 1 {
-		return false
+	if !ok || v&censusNew == 0 || v&censusDispatched != 0 {
+		return claimDup
 	}
-	pc.seen[k] = v | 1
-	return true
+	pc.seen[k] = v | censusDispatched
+	if v&censusBase != 0 {
+		return claimUnchanged
+	}
+	return claimWork
 }
 
 // poolSource yields the pool files of a snapshot, each path once.
@@ -445,12 +516,12 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 	if store.CheckHash(h) != nil {
 		return 0, refused("mirror %s: %s: the index gives no valid SHA-256 or SHA-512; apt refuses such files, and so does the mirror", r.cfg.Name, e.Filename)
 	}
-	ofi, err := r.st.StatObject(rel, h, e.Size)
+	look, err := sn.LookupPool(rel, h, e.Size)
 	if err != nil {
 		return 0, refuse("mirror "+r.cfg.Name+": "+e.Filename, err)
 	}
 	res := poolPresent
-	if ofi == nil {
+	if look.Object == nil {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -487,7 +558,7 @@ func (r *run) fetchPoolFile(ctx context.Context, sn *store.Snapshot, e poolEntry
 			return 0, fmt.Errorf("mirror %s: %w", r.cfg.Name, wrapFetch(err))
 		}
 	}
-	if err := sn.UsePoolStat(rel, h, ofi); err != nil {
+	if err := sn.UsePoolLookup(rel, h, look); err != nil {
 		if errors.Is(err, store.ErrPoolConflict) {
 			return 0, refused("mirror %s: %s is listed twice with different content; the upstream is inconsistent (%v)", r.cfg.Name, e.Filename, err)
 		}

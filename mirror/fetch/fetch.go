@@ -197,6 +197,11 @@ func New(cfg Config, log *slog.Logger) *Client {
 		// not a web server worth waiting for.
 		MaxResponseHeaderBytes: 64 << 10,
 		ExpectContinueTimeout:  time.Second,
+		// A pool file of a few KiB then arrives with its headers in
+		// one read(2) instead of three (the default 4 KiB buffer
+		// splits it): 20,000 small files cost 40,000 fewer system
+		// calls, and their bodies are written with one write(2).
+		ReadBufferSize: 64 << 10,
 		// Transparent gzip would change the bytes we hash: the hashes in
 		// Release are of the files as stored, so ask for exactly those.
 		DisableCompression: true,

@@ -25,6 +25,11 @@ type Snapshot struct {
 	id  string
 	tmp string // ROOT/NAME/snapshots/ID.tmp
 
+	// empty: objects/ and pool/ held nothing when the snapshot was
+	// started, so no object and no pool path exists but those this
+	// snapshot's own writers add (see LookupPool).
+	empty bool
+
 	mu        sync.Mutex
 	done      bool
 	overrides int
@@ -86,9 +91,24 @@ func (s *Store) NewSnapshot() (*Snapshot, error) {
 			}
 			return nil, fmt.Errorf("store: new snapshot of mirror %s: %w", s.name, err)
 		}
-		return &Snapshot{s: s, id: id, tmp: tmp}, nil
+		empty := dirEmpty(filepath.Join(s.dir, ObjectsDir)) && dirEmpty(filepath.Join(s.dir, PoolDir))
+		return &Snapshot{s: s, id: id, tmp: tmp, empty: empty}, nil
 	}
 	return nil, fmt.Errorf("store: new snapshot of mirror %s: too many snapshots named %s-*", s.name, base)
+}
+
+// dirEmpty reports whether dir is missing or has no entries.
+func dirEmpty(dir string) bool {
+	f, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && errors.Is(err, io.EOF)
 }
 
 func (s *Store) cleanInterrupted() error {
