@@ -170,7 +170,7 @@ func TestScanPoolFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	var parsed, scanned []poolEntry
-	if err := readIndex(p, "stable", "Packages", 0, func(e poolEntry, _ string) error {
+	if _, err := readIndex(p, "stable", "Packages", 0, func(e poolEntry, _ string) error {
 		e.Filename, e.SHA256, e.SHA512 = strings.Clone(e.Filename), strings.Clone(e.SHA256), strings.Clone(e.SHA512)
 		parsed = append(parsed, e)
 		return nil

@@ -79,7 +79,7 @@ func eachPublishedEntry(snapDir, suite string, ms *manifestSuite, fn func(poolEn
 				continue
 			}
 		}
-		if err := readIndex(p, suite, where, 0, fn); err != nil {
+		if _, err := readIndex(p, suite, where, 0, fn); err != nil {
 			return err
 		}
 	}
