@@ -15,6 +15,7 @@ import (
 
 	"gatehouse/apt/pgp"
 	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/objstore"
 	"gatehouse/mirror/store"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	// filtered mirrors (Sync) and that Verify checks them against. Verbatim
 	// mirrors do not use it.
 	Signing SigningConfig
+	// PublishTargets are the configured [[publish_target]] entries by
+	// name; Config.PublishTo picks from them.
+	PublishTargets map[string]objstore.Target
 	// DryRun makes Sync fetch and verify the upstream's Releases and
 	// indexes (and, for a filtered mirror, resolve the selection), then
 	// report in Report.Plan what it would fetch and publish, without
@@ -110,6 +114,10 @@ type Report struct {
 	GCError   string `json:"gc_error,omitempty"`
 	// Warnings are problems that did not stop the sync.
 	Warnings []string `json:"warnings,omitempty"`
+	// Uploads says, per publish target of Config.PublishTo, what the
+	// upload of the new snapshot did or why it failed (the snapshot stays
+	// published either way).
+	Uploads []UploadRecord `json:"uploads,omitempty"`
 	// Plan is what a dry run would have published (ResultDryRun only).
 	Plan *Plan `json:"plan,omitempty"`
 }
@@ -153,6 +161,8 @@ type stateExtra struct {
 	// Published is, per snapshot ID, when it last became the published
 	// one (see published.go).
 	Published map[string]time.Time `json:"published,omitempty"`
+	// Uploads is, per publish target, the last upload (see upload.go).
+	Uploads map[string]UploadRecord `json:"uploads,omitempty"`
 }
 
 func readExtra(st store.State) stateExtra {
@@ -326,6 +336,9 @@ func Sync(ctx context.Context, stateDir string, cfg Config, opt Options) (*Repor
 			r.log.Error("recording the failed sync", "err", werr)
 		}
 		return fail(err)
+	}
+	if rep.Result == ResultPublished {
+		r.upload(ctx, rep.Snapshot)
 	}
 	rec.Result = rep.Result
 	r.state.LastSync = rec

@@ -163,9 +163,10 @@ was refused by verification, 1 on other failures.`,
 			}
 			var reports []*mirror.Report
 			var firstErr, refused error
+			targets := cfg.publishTargetsFor(g)
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun, PublishTargets: targets})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)
