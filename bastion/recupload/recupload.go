@@ -157,7 +157,9 @@ func (u *Uploader) Pass(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	where := func(err error) error { return fmt.Errorf("publish target %s (bucket %s): %w", u.t.Name, u.t.Bucket, err) }
+	where := func(err error) error {
+		return fmt.Errorf("publish target %s (bucket %s): %w", u.t.Name, u.t.Bucket, err)
+	}
 	listed := map[string]int64{}
 	for o := range c.ListObjects(ctx, u.t.Bucket, minio.ListObjectsOptions{Prefix: u.t.key(""), Recursive: true}) {
 		if o.Err != nil {
