@@ -107,7 +107,7 @@ func BuildWeed(logf func(string, ...any)) (string, error) {
 	tmp := bin + ".tmp"
 	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp, "github.com/seaweedfs/seaweedfs/weed")
 	cmd.Dir = wrapper
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build in %s: %v\n%s", wrapper, err, out)
 	}
