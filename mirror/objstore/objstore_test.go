@@ -36,7 +36,7 @@ func TestStage(t *testing.T) {
 // gatehouse's back (same size) is uploaded again, and an object the new
 // file set no longer names stays until the grace period has passed.
 func TestPublishDeletesAfterGrace(t *testing.T) {
-	s3 := apttest.StartS3(t, "b")
+	s3 := apttest.StartS3(t, "bkt")
 	dir := t.TempDir()
 	write := func(name, body string) File {
 		p := filepath.Join(dir, strings.ReplaceAll(name, "/", "_"))
@@ -45,7 +45,7 @@ func TestPublishDeletesAfterGrace(t *testing.T) {
 		}
 		return File{Key: name, Path: p, Size: int64(len(body))}
 	}
-	tg := Target{Name: "t", Endpoint: s3.Endpoint, Bucket: "b", Prefix: "p/", AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, DeleteAfter: time.Hour}
+	tg := Target{Name: "t", Endpoint: s3.Endpoint, Bucket: "bkt", Prefix: "p/", AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, DeleteAfter: time.Hour}
 	ctx := context.Background()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	a, old := write("pool/a+b~1.deb", "aaaa"), write("pool/old.deb", "old")
@@ -54,12 +54,12 @@ func TestPublishDeletesAfterGrace(t *testing.T) {
 	if err != nil || res.Uploaded != 3 {
 		t.Fatalf("first publish: %+v %v", res, err)
 	}
-	if code, body := s3.Get(t, "b/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
+	if code, body := s3.Get(t, "bkt/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
 		t.Fatalf("GET of a key with + and ~: %d %q", code, body)
 	}
 	// Changed behind our back, same size: the manifest no longer matches.
 	c := s3.Client(t)
-	if _, err := c.PutObject(ctx, "b", "p/pool/a+b~1.deb", strings.NewReader("XXXX"), 4, minio.PutObjectOptions{}); err != nil {
+	if _, err := c.PutObject(ctx, "bkt", "p/pool/a+b~1.deb", strings.NewReader("XXXX"), 4, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rel2 := write("dists/s/InRelease", "r2")
@@ -67,31 +67,31 @@ func TestPublishDeletesAfterGrace(t *testing.T) {
 	if err != nil || res.Uploaded != 2 || res.Skipped != 0 || res.Pending != 1 || res.Deleted != 0 {
 		t.Fatalf("second publish: %+v %v", res, err)
 	}
-	if code, _ := s3.Get(t, "b/p/pool/old.deb"); code != 200 {
+	if code, _ := s3.Get(t, "bkt/p/pool/old.deb"); code != 200 {
 		t.Errorf("old object deleted before its grace period: %d", code)
 	}
-	if code, body := s3.Get(t, "b/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
+	if code, body := s3.Get(t, "bkt/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
 		t.Fatalf("object replaced in the bucket not uploaded again: %d %q", code, body)
 	}
 	if res, err := Publish(ctx, tg, []File{a, rel2}, now.Add(2*time.Minute), nil); err != nil || res.Uploaded != 0 || res.Skipped != 2 {
 		t.Fatalf("publish of an unchanged set: %+v %v", res, err)
 	}
-	if err := c.RemoveObject(ctx, "b", "p/pool/a+b~1.deb", minio.RemoveObjectOptions{}); err != nil {
+	if err := c.RemoveObject(ctx, "bkt", "p/pool/a+b~1.deb", minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	res, err = Publish(ctx, tg, []File{a, rel2}, now.Add(2*time.Hour), nil)
 	if err != nil || res.Uploaded != 1 || res.Deleted != 1 || res.Pending != 0 {
 		t.Fatalf("third publish: %+v %v", res, err)
 	}
-	if code, _ := s3.Get(t, "b/p/pool/old.deb"); code != 404 {
+	if code, _ := s3.Get(t, "bkt/p/pool/old.deb"); code != 404 {
 		t.Errorf("old object after its grace period: %d", code)
 	}
-	if code, body := s3.Get(t, "b/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
+	if code, body := s3.Get(t, "bkt/p/pool/a+b~1.deb"); code != 200 || string(body) != "aaaa" {
 		t.Errorf("removed object not uploaded again: %d %q", code, body)
 	}
 	// Anonymous users read but do not write.
 	req := strings.NewReader("evil")
-	resp, err := httpPut(s3.Endpoint+"/b/p/pool/evil.deb", req)
+	resp, err := httpPut(s3.Endpoint+"/bkt/p/pool/evil.deb", req)
 	if err == nil && resp < 300 {
 		t.Errorf("anonymous PUT accepted: %d", resp)
 	}
