@@ -47,6 +47,28 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 step "go build"
 go build -o /dev/null ./cmd/gatehouse
 
+step "SeaweedFS weed for the object-storage tests (built once per version, cached)"
+# The S3 tests (mirror/objstore, mirror, cmd/gatehouse) run a real
+# S3-compatible server. weed is built from testdata/seaweed-wrapper, a module
+# outside gatehouse's go.mod (seaweedfs's go.mod has a replace directive that
+# `go install pkg@version` refuses). A cold build takes about six minutes and
+# 230 MB; the binary is kept per version in the cache below (the same place
+# apttest.WeedCacheDir uses), so later runs and the -race run reuse it.
+WEED_VERSION=$(awk '$1 == "github.com/seaweedfs/seaweedfs" && $2 ~ /^v/ { print $2; exit }' testdata/seaweed-wrapper/go.mod)
+if [ -n "${XDG_CACHE_HOME:-}" ]; then WEED_CACHE=$XDG_CACHE_HOME/gatehouse-test
+elif [ "$(id -u)" -eq 0 ]; then WEED_CACHE=/var/cache/gatehouse-test
+else WEED_CACHE=$HOME/.cache/gatehouse-test; fi
+export GATEHOUSE_WEED="$WEED_CACHE/weed-$WEED_VERSION"
+if [ ! -x "$GATEHOUSE_WEED" ]; then
+  mkdir -p "$WEED_CACHE"
+  start=$(date +%s)
+  (cd testdata/seaweed-wrapper && go build -trimpath -o "$GATEHOUSE_WEED.tmp" github.com/seaweedfs/seaweedfs/weed)
+  mv "$GATEHOUSE_WEED.tmp" "$GATEHOUSE_WEED"
+  echo "built $GATEHOUSE_WEED in $(( $(date +%s) - start ))s"
+else
+  echo "cached: $GATEHOUSE_WEED"
+fi
+
 step "go test -race"
 go test -race -count=1 -timeout 45m ./...
 

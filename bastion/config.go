@@ -2,6 +2,7 @@ package bastion
 
 import (
 	"fmt"
+	"gatehouse/bastion/recupload"
 	"net"
 	"slices"
 	"strconv"
@@ -178,6 +179,14 @@ type Config struct {
 	// MinFreeSpace refuses new recorded sessions below this much free disk
 	// space in RecordingsDir, e.g. "1GiB" (default 1GiB).
 	MinFreeSpace ByteSize `toml:"min_free_space"`
+
+	// RecordingsUpload names a [[publish_target]] that every recording
+	// is uploaded to once sealed, with the recordings index, so that
+	// `gatehouse recordings verify --remote NAME` can check them there.
+	RecordingsUpload string `toml:"recordings_upload"`
+	// RecordingsTarget is RecordingsUpload resolved with its credentials
+	// by the command line; not from the file.
+	RecordingsTarget *recupload.Target `toml:"-"`
 
 	// CheckpointInterval is how often the audit log and the recordings
 	// index get a checkpoint signed with RecordingKey when lines were

@@ -22,6 +22,7 @@ import (
 	"gatehouse/bastion/certauth"
 	"gatehouse/bastion/policy"
 	"gatehouse/bastion/record"
+	"gatehouse/bastion/recupload"
 	"gatehouse/bastion/upstream"
 )
 
@@ -47,6 +48,9 @@ type proxySetup struct {
 	dialer *upstream.Dialer
 	hostCA gossh.Signer
 	recCfg record.RecorderConfig
+	// upload copies sealed recordings to object storage; nil without
+	// [bastion] recordings_upload.
+	upload *recupload.Uploader
 }
 
 // newProxySetup loads the keys named by cfg (refusing group- or
@@ -86,7 +90,15 @@ func newProxySetup(cfg *Config, log *slog.Logger, now func() time.Time, audit fu
 		index.Close()
 		return nil, fmt.Errorf("[bastion] recordings_dir: %w", err)
 	}
+	var up *recupload.Uploader
+	if cfg.RecordingsTarget != nil {
+		if up, err = recupload.New(*cfg.RecordingsTarget, cfg.RecordingsDir, log); err != nil {
+			index.Close()
+			return nil, fmt.Errorf("[bastion] recordings_upload: %w", err)
+		}
+	}
 	return &proxySetup{
+		upload: up,
 		dialer: dialer,
 		hostCA: hostCA,
 		recCfg: record.RecorderConfig{
@@ -589,6 +601,9 @@ func (pc *proxyConn) end(reason string) {
 					s.auditLog(record.RecordingFailed{ProxySession: pc.ref(), Reason: record.Sanitize(err.Error(), 300), Phase: "close"})
 				}
 			}
+		}
+		if rec != nil && s.proxy.upload != nil {
+			s.proxy.upload.Notify()
 		}
 		if up != nil {
 			up.Close()

@@ -350,6 +350,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.pollReload(pollCtx)
 	}()
 
+	uploadDone := make(chan struct{})
+	uploadCtx, cancelUpload := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(uploadDone)
+		if s.proxy != nil && s.proxy.upload != nil {
+			s.proxy.upload.Run(uploadCtx, time.Minute, 30*time.Second)
+		}
+	}()
+
 	var err error
 	var delay time.Duration
 	for {
@@ -380,6 +389,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.endProxyHeaders()
 	s.closeAll("server shutting down")
 	s.wg.Wait()
+	// Recordings sealed at shutdown get a last, bounded upload pass.
+	cancelUpload()
+	<-uploadDone
 	s.preauth.close()
 	return err
 }

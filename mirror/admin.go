@@ -211,7 +211,7 @@ func RollbackWith(ctx context.Context, stateDir string, cfg Config, snapshot str
 	if err := st.WriteState(state); err != nil {
 		return fmt.Errorf("mirror %s: rolled back to %s, but recording it failed: %w", cfg.Name, snapshot, err)
 	}
-	_, err = hookResult(ctx, st, cfg, snapshot, opt)
+	_, _, _, err = hookResult(ctx, st, cfg, snapshot, opt)
 	return err
 }
 
@@ -297,7 +297,7 @@ func Publish(ctx context.Context, stateDir string, cfg Config, snapshot string, 
 		}
 		opt.logger().Info("snapshot published", "mirror", cfg.Name, "snapshot", snapshot)
 	}
-	_, err = hookResult(ctx, st, cfg, snapshot, opt)
+	_, _, _, err = hookResult(ctx, st, cfg, snapshot, opt)
 	return snapshot, err
 }
 

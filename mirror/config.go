@@ -137,6 +137,9 @@ type Config struct {
 	WithDependencies bool `toml:"with_dependencies"`
 	// WithRecommends also follows Recommends (with WithDependencies).
 	WithRecommends bool `toml:"with_recommends"`
+	// PublishTo names [[publish_target]] entries (object storage) that
+	// every publish of this mirror is uploaded to (see upload.go).
+	PublishTo []string `toml:"publish_to"`
 }
 
 // Values of Config.Publish.

@@ -212,13 +212,32 @@ func noteHook(x *stateExtra, rec *HookRecord) {
 	x.PostPublish = rec
 }
 
-// hookResult runs the hook after a publish that holds st's lock, records
-// its outcome in the state (read afresh: the publish wrote it) and
-// returns a *PostPublishError when it failed.
-func hookResult(ctx context.Context, st *store.Store, cfg Config, id string, opt Options) (*HookRecord, error) {
+// hookResult does what follows every publish that holds st's lock:
+// the uploads to the mirror's publish_to targets, then the post_publish
+// command (so a replica push never runs ahead of the bucket). It records
+// both outcomes in the state (read afresh: the publish wrote it) and
+// returns a *PostPublishError when the hook failed; a failed upload is
+// only recorded and returned among the warnings.
+func hookResult(ctx context.Context, st *store.Store, cfg Config, id string, opt Options) (*HookRecord, []UploadRecord, []string, error) {
+	var uploads []UploadRecord
+	var warnings []string
+	if len(cfg.PublishTo) > 0 {
+		state, err := st.ReadState()
+		if err == nil {
+			x := readExtra(state)
+			uploads, warnings = uploadSnapshot(ctx, st, cfg, id, opt, &x)
+			if b, merr := json.Marshal(x); merr == nil {
+				state.Extra = b
+			}
+			err = st.WriteState(state)
+		}
+		if err != nil {
+			opt.logger().Error("recording the upload results", "mirror", cfg.Name, "err", err)
+		}
+	}
 	rec := runPostPublish(ctx, st, cfg, id, opt.HookEnv, opt.clock(), opt.logger())
 	if rec == nil {
-		return nil, nil
+		return nil, uploads, warnings, nil
 	}
 	state, err := st.ReadState()
 	if err == nil {
@@ -233,15 +252,22 @@ func hookResult(ctx context.Context, st *store.Store, cfg Config, id string, opt
 		opt.logger().Error("recording the post_publish result", "mirror", cfg.Name, "err", err)
 	}
 	if !rec.OK {
-		return rec, &PostPublishError{Mirror: cfg.Name, Snapshot: id, Record: *rec}
+		return rec, uploads, warnings, &PostPublishError{Mirror: cfg.Name, Snapshot: id, Record: *rec}
 	}
-	return rec, nil
+	return rec, uploads, warnings, nil
 }
 
 // postPublish runs the hook after a sync published id (the state is
 // written, the lock still held) and puts its record in the report.
 func (r *run) postPublish(ctx context.Context, id string) error {
-	rec, err := hookResult(ctx, r.st, r.cfg, id, r.opt)
+	rec, uploads, warnings, err := hookResult(ctx, r.st, r.cfg, id, r.opt)
 	r.rep.PostPublish = rec
+	r.rep.Uploads = append(r.rep.Uploads, uploads...)
+	r.rep.Warnings = append(r.rep.Warnings, warnings...)
+	// The state on disk now holds what hookResult recorded; keep r's copy
+	// in step for anything written after.
+	if state, serr := r.st.ReadState(); serr == nil {
+		r.state, r.extra = state, readExtra(state)
+	}
 	return err
 }

@@ -15,6 +15,7 @@ import (
 
 	"gatehouse/apt/pgp"
 	"gatehouse/mirror/fetch"
+	"gatehouse/mirror/objstore"
 	"gatehouse/mirror/store"
 )
 
@@ -77,6 +78,9 @@ type Options struct {
 	// (os.Environ), as a package does not read process state. Nil means
 	// only DefaultHookPath.
 	HookEnv []string
+	// PublishTargets are the configured [[publish_target]] entries by
+	// name; Config.PublishTo picks from them.
+	PublishTargets map[string]objstore.Target
 	// DryRun makes Sync fetch and verify the upstream's Releases and
 	// indexes (and, for a filtered mirror, resolve the selection), then
 	// report in Report.Plan what it would fetch and publish, without
@@ -123,6 +127,10 @@ type Report struct {
 	GCError   string `json:"gc_error,omitempty"`
 	// Warnings are problems that did not stop the sync.
 	Warnings []string `json:"warnings,omitempty"`
+	// Uploads says, per publish target of Config.PublishTo, what the
+	// upload of the new snapshot did or why it failed (the snapshot stays
+	// published either way).
+	Uploads []UploadRecord `json:"uploads,omitempty"`
 	// Plan is what a dry run would have published (ResultDryRun only).
 	Plan *Plan `json:"plan,omitempty"`
 	// PostPublish is the outcome of the post_publish command after this
@@ -172,6 +180,8 @@ type stateExtra struct {
 	Published map[string]time.Time `json:"published,omitempty"`
 	// PostPublish is the last run of the post_publish command (hook.go).
 	PostPublish *HookRecord `json:"post_publish,omitempty"`
+	// Uploads is, per publish target, the last upload (see upload.go).
+	Uploads map[string]UploadRecord `json:"uploads,omitempty"`
 }
 
 func readExtra(st store.State) stateExtra {

@@ -51,6 +51,9 @@ func loadBastionConfig(g *globals) (*bastion.Config, error) {
 	if fc.Bastion == nil {
 		return nil, usageErrorf("%s has no [bastion] table: add one (see configs/gatehouse.toml)", g.configPath)
 	}
+	if err := fc.resolveRecordingsTarget(); err != nil {
+		return nil, err
+	}
 	return fc.Bastion, nil
 }
 

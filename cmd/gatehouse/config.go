@@ -26,6 +26,8 @@ type fileConfig struct {
 	Status statusConfig `toml:"status"`
 	// Bastion is nil when the file has no [bastion] table.
 	Bastion *bastion.Config `toml:"bastion"`
+	// PublishTarget lists object storage buckets (publishtarget.go).
+	PublishTarget []publishTarget `toml:"publish_target"`
 
 	// pos and path locate every key of the file for check-config's
 	// messages; set by parseConfig.
@@ -108,6 +110,9 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 			return nil, usageErrorf("%s: two [[mirror]] tables are named %q; names must be unique", at, m.Name)
 		}
 		seen[m.Name] = true
+	}
+	if err := c.validatePublishTargets(path); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }

@@ -172,9 +172,10 @@ the upstream, 1 on other failures (a failed post_publish included).`,
 			}
 			var reports []*mirror.Report
 			var firstErr, refused error
+			targets := cfg.publishTargetsFor(g)
 			for _, m := range ms {
 				prog := newProgress(g, m.Name)
-				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun, HookEnv: os.Environ()})
+				rep, err := mirror.Sync(cmd.Context(), cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Progress: prog.event, Signing: cfg.Signing, DryRun: dryRun, HookEnv: os.Environ(), PublishTargets: targets})
 				prog.done()
 				if rep != nil {
 					reports = append(reports, rep)

@@ -212,10 +212,10 @@ func newRecordingsExportCmd(g *globals) *cobra.Command {
 
 func newRecordingsVerifyCmd(g *globals) *cobra.Command {
 	var rp recordingPaths
-	var audit string
+	var audit, remote string
 	var all bool
 	c := &cobra.Command{
-		Use:   "verify [ID...|--all] [--audit FILE]",
+		Use:   "verify [ID...|--all] [--audit FILE] | --remote TARGET",
 		Short: "Check recordings' hash chains and signatures, and the audit log's chain",
 		Long: `Verify recordings: every chunk hash and the chain over them, that no file was
 added, removed or truncated, and the manifest's SSHSIG signature with the
@@ -228,9 +228,21 @@ checked. With both, the two logs' checkpoints are checked against each
 other (a cut tail shows) and every proxy session in the audit log against
 its recording and index entry, and back. Lines after the last checkpoint
 are a note (a crash leaves them), not a failure.
+--remote TARGET verifies, instead, what the bastion uploaded to that
+[[publish_target]] ([bastion] recordings_upload): every recording and the
+recordings index there, as --all does, with no access to the appliance's
+state directory (only the config's target, its credentials and --key).
+A recording the uploaded index started but did not close, and that the
+bucket lacks, was still in progress at the upload: a note.
 Exit 3 if anything does not verify, including a missing index or, when
 the recording key is known, a log without any checkpoint.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if remote != "" {
+				if len(args) > 0 || audit != "" || rp.dir != "" {
+					return usageErrorf("--remote verifies every uploaded recording and the index: it takes no IDs, --audit or --dir")
+				}
+				return verifyRemote(cmd.Context(), g, rp.key, remote)
+			}
 			if len(args) == 0 && !all && audit == "" {
 				return usageErrorf("name recordings to verify, or --all, or --audit FILE")
 			}
@@ -280,33 +292,40 @@ the recording key is known, a log without any checkpoint.`,
 				}
 				results = append(results, record.VerifyResult{ID: id, Err: record.Verify(filepath.Join(dir, id), pub)})
 			}
-			for _, r := range results {
-				if r.Err != nil {
-					problems = append(problems, fmt.Sprintf("%s: %v", r.ID, r.Err))
-				} else if !g.json {
-					fmt.Fprintf(g.stdout, "%s: OK\n", r.ID)
-				}
-			}
-			if g.json {
-				if err := writeJSON(g.stdout, map[string]any{"ok": len(problems) == 0, "problems": problems, "notes": notes}); err != nil {
-					return err
-				}
-			} else {
-				for _, n := range notes {
-					fmt.Fprintln(g.stdout, "note:", n)
-				}
-				for _, p := range problems {
-					fmt.Fprintln(g.stdout, "FAILED:", p)
-				}
-			}
-			if len(problems) > 0 {
-				return &refusedError{fmt.Errorf("%d verification problem(s)", len(problems))}
-			}
-			return nil
+			return reportVerify(g, results, problems, notes)
 		},
 	}
 	rp.flags(c)
 	c.Flags().StringVar(&audit, "audit", "", "also verify this hash-chained audit log file")
 	c.Flags().BoolVar(&all, "all", false, "verify every recording, and find deleted ones")
+	c.Flags().StringVar(&remote, "remote", "", "verify the recordings uploaded to this [[publish_target]] instead of the local ones (with --key)")
 	return c
+}
+
+// reportVerify prints the outcome of recordings verify; any problem is
+// exit 3.
+func reportVerify(g *globals, results []record.VerifyResult, problems, notes []string) error {
+	for _, r := range results {
+		if r.Err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", r.ID, r.Err))
+		} else if !g.json {
+			fmt.Fprintf(g.stdout, "%s: OK\n", r.ID)
+		}
+	}
+	if g.json {
+		if err := writeJSON(g.stdout, map[string]any{"ok": len(problems) == 0, "problems": problems, "notes": notes}); err != nil {
+			return err
+		}
+	} else {
+		for _, n := range notes {
+			fmt.Fprintln(g.stdout, "note:", n)
+		}
+		for _, p := range problems {
+			fmt.Fprintln(g.stdout, "FAILED:", p)
+		}
+	}
+	if len(problems) > 0 {
+		return &refusedError{fmt.Errorf("%d verification problem(s)", len(problems))}
+	}
+	return nil
 }

@@ -114,6 +114,9 @@ func runAll(ctx context.Context, g *globals, cfg *fileConfig) error {
 
 	// bastion
 	if cfg.Bastion != nil {
+		if err := cfg.resolveRecordingsTarget(); err != nil {
+			return err
+		}
 		srv, err := bastion.New(*cfg.Bastion, g.log, time.Now)
 		if err != nil {
 			cancel()
@@ -191,7 +194,7 @@ func syncLoop(ctx context.Context, g *globals, cfg *fileConfig, m mirror.Config,
 		case <-t.C:
 		}
 		g.log.Info("scheduled sync starting", "mirror", m.Name)
-		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ()})
+		rep, err := mirror.Sync(ctx, cfg.StateDir, m, mirror.Options{Log: g.log, Now: time.Now, Signing: cfg.Signing, HookEnv: os.Environ(), PublishTargets: cfg.publishTargetsFor(g)})
 		met.ObserveSync(m.Name, rep, err)
 		switch {
 		case errors.Is(err, context.Canceled):
