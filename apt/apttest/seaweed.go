@@ -234,6 +234,18 @@ func StartS3(t testing.TB, buckets ...string) *S3 {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+	// Until the filer has its lock ring, object writes log "no lock
+	// server found" and are not serialised per key; a publish racing
+	// that window served apt a stale index now and then. Wait for the
+	// ring (bounded: a weed that never logs it is used as it is).
+	for ready := time.Now().Add(30 * time.Second); time.Now().Before(ready); time.Sleep(100 * time.Millisecond) {
+		logMu.Lock()
+		up := bytes.Contains(s.Log.Bytes(), []byte("applying master ring update"))
+		logMu.Unlock()
+		if up {
+			break
+		}
+	}
 	return s
 }
 
