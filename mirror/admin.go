@@ -339,6 +339,9 @@ type MirrorStatus struct {
 	// PostPublish is the last run of the post_publish command (nil when
 	// none ran).
 	PostPublish *HookRecord `json:"post_publish,omitempty"`
+	// Uploads is the last upload to each publish_to target, by target
+	// name (see upload.go).
+	Uploads map[string]UploadRecord `json:"uploads,omitempty"`
 	// Warnings summarize what needs the operator's attention.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -443,6 +446,13 @@ func Status(stateDir string, cfg Config, now time.Time) (*MirrorStatus, error) {
 		if !h.OK {
 			ms.Warnings = append(ms.Warnings, fmt.Sprintf("post_publish failed for snapshot %s at %s (%d in a row): %s; see the log",
 				h.Snapshot, h.Finished.UTC().Format(time.RFC3339), h.Failures, h.Error))
+		}
+	}
+	ms.Uploads = x.Uploads
+	for _, name := range slices.Sorted(maps.Keys(x.Uploads)) {
+		if u := x.Uploads[name]; u.Error != "" {
+			ms.Warnings = append(ms.Warnings, fmt.Sprintf("upload of snapshot %s to publish target %s failed at %s: %s; the next publish retries",
+				u.Snapshot, name, u.At.UTC().Format(time.RFC3339), u.Error))
 		}
 	}
 	return ms, nil

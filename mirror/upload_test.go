@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,7 @@ func TestPublishToS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep = sync()
+	second := rep.Snapshot
 	u := rep.Uploads[0]
 	if u.Error != "" || u.Uploaded == 0 || u.Skipped == 0 || u.Pending == 0 || u.Deleted != 0 {
 		t.Fatalf("second upload: %+v (want some uploaded, unchanged pool files skipped, old ones pending)", u)
@@ -116,5 +118,23 @@ func TestPublishToS3(t *testing.T) {
 	// The bucket still serves the previous snapshot whole.
 	if out, err := apt.Update(); err != nil {
 		t.Fatalf("bucket after a failed upload: %v\n%s", err, out)
+	}
+	st, err := Status(state, cfg, time.Now())
+	if err != nil || !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "publish target bucket failed") }) {
+		t.Errorf("status after a failed upload names no failed upload: %v %q", err, st.Warnings)
+	}
+
+	// Every publish uploads, a rollback's too: back to the second
+	// snapshot with the right key, and the bucket follows.
+	opt.PublishTargets = map[string]objstore.Target{"bucket": target}
+	if err := RollbackWith(context.Background(), state, cfg, second, opt); err != nil {
+		t.Fatal(err)
+	}
+	last, err = LastUploads(state, cfg)
+	if err != nil || last["bucket"].Error != "" || last["bucket"].Snapshot != second {
+		t.Errorf("upload after rollback to %s: %v %+v", second, err, last)
+	}
+	if st, err := Status(state, cfg, time.Now()); err != nil || slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "publish target") }) {
+		t.Errorf("status after a good upload still warns: %v %q", err, st.Warnings)
 	}
 }

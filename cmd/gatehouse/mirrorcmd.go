@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -323,6 +325,12 @@ func newMirrorStatusCmd(g *globals) *cobra.Command {
 				}
 				if h := st.PostPublish; h != nil && h.OK {
 					fmt.Fprintf(g.stdout, "  post_publish: ok for %s at %s\n", h.Snapshot, h.Finished.UTC().Format(time.RFC3339))
+				}
+				for _, name := range slices.Sorted(maps.Keys(st.Uploads)) {
+					if u := st.Uploads[name]; u.Error == "" {
+						fmt.Fprintf(g.stdout, "  upload to %s: ok for %s at %s (%d uploaded, %d unchanged, %d deleted)\n",
+							name, u.Snapshot, u.At.UTC().Format(time.RFC3339), u.Uploaded, u.Skipped, u.Deleted)
+					}
 				}
 				for _, w := range st.Warnings {
 					fmt.Fprintf(g.stdout, "  warning: %s\n", w)

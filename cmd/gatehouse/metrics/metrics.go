@@ -192,13 +192,14 @@ var (
 	// scrape reads one small manifest and parses no Packages file.
 	descPackages = prometheus.NewDesc("gatehouse_mirror_packages", "Packages in each index of the published snapshot (architecture \"source\": source packages in a Sources index). A package for \"all\" is counted in every architecture's index that lists it.", []string{"mirror", "suite", "component", "architecture"}, nil)
 	descWaiting  = prometheus.NewDesc("gatehouse_mirror_unpublished_snapshot_timestamp_seconds", "With publish = \"manual\": when the newest snapshot, staged and never published, was made (absent when none waits).", []string{"mirror"}, nil)
+	descUploadOK = prometheus.NewDesc("gatehouse_mirror_upload_ok", "1 if the last upload of the mirror to the publish target succeeded, 0 if it failed (from the mirror's state, so uploads by timer-run syncs count).", []string{"mirror", "target"}, nil)
 	descHookFail = prometheus.NewDesc("gatehouse_mirror_post_publish_failures", "Consecutive failed runs of the mirror's post_publish command, from its state (0 after a success; absent when none ran).", []string{"mirror"}, nil)
 )
 
 // Describe sends the descriptors of the mirror metrics.
 func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastSuccess, descLastResult, descDate, descValidUntil, descPoolBytes, descPoolFiles, descPublished,
-		descLastDuration, descLastBytes, descLastFiles, descPackages, descWaiting, descHookFail} {
+		descLastDuration, descLastBytes, descLastFiles, descPackages, descWaiting, descHookFail, descUploadOK} {
 		ch <- d
 	}
 }
@@ -253,6 +254,13 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if h := st.PostPublish; h != nil {
 			ch <- prometheus.MustNewConstMetric(descHookFail, prometheus.GaugeValue, float64(h.Failures), st.Mirror)
+		}
+		for name, u := range st.Uploads {
+			ok := 1.0
+			if u.Error != "" {
+				ok = 0
+			}
+			ch <- prometheus.MustNewConstMetric(descUploadOK, prometheus.GaugeValue, ok, st.Mirror, name)
 		}
 		ch <- prometheus.MustNewConstMetric(descPoolBytes, prometheus.GaugeValue, float64(st.PoolBytes), st.Mirror)
 		ch <- prometheus.MustNewConstMetric(descPoolFiles, prometheus.GaugeValue, float64(st.PoolFiles), st.Mirror)
