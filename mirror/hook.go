@@ -219,39 +219,29 @@ func noteHook(x *stateExtra, rec *HookRecord) {
 // returns a *PostPublishError when the hook failed; a failed upload is
 // only recorded and returned among the warnings.
 func hookResult(ctx context.Context, st *store.Store, cfg Config, id string, opt Options) (*HookRecord, []UploadRecord, []string, error) {
-	var uploads []UploadRecord
-	var warnings []string
-	if len(cfg.PublishTo) > 0 {
+	uploads, warnings := uploadSnapshot(ctx, st, cfg, id, opt)
+	rec := runPostPublish(ctx, st, cfg, id, opt.HookEnv, opt.clock(), opt.logger())
+	if len(uploads) > 0 || rec != nil {
 		state, err := st.ReadState()
 		if err == nil {
 			x := readExtra(state)
-			uploads, warnings = uploadSnapshot(ctx, st, cfg, id, opt, &x)
+			for _, u := range uploads {
+				if x.Uploads == nil {
+					x.Uploads = map[string]UploadRecord{}
+				}
+				x.Uploads[u.Target] = u
+			}
+			noteHook(&x, rec)
 			if b, merr := json.Marshal(x); merr == nil {
 				state.Extra = b
 			}
 			err = st.WriteState(state)
 		}
 		if err != nil {
-			opt.logger().Error("recording the upload results", "mirror", cfg.Name, "err", err)
+			opt.logger().Error("recording the upload and post_publish results", "mirror", cfg.Name, "err", err)
 		}
 	}
-	rec := runPostPublish(ctx, st, cfg, id, opt.HookEnv, opt.clock(), opt.logger())
-	if rec == nil {
-		return nil, uploads, warnings, nil
-	}
-	state, err := st.ReadState()
-	if err == nil {
-		x := readExtra(state)
-		noteHook(&x, rec)
-		if b, merr := json.Marshal(x); merr == nil {
-			state.Extra = b
-		}
-		err = st.WriteState(state)
-	}
-	if err != nil {
-		opt.logger().Error("recording the post_publish result", "mirror", cfg.Name, "err", err)
-	}
-	if !rec.OK {
+	if rec != nil && !rec.OK {
 		return rec, uploads, warnings, &PostPublishError{Mirror: cfg.Name, Snapshot: id, Record: *rec}
 	}
 	return rec, uploads, warnings, nil

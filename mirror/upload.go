@@ -32,19 +32,16 @@ type UploadRecord struct {
 }
 
 // uploadSnapshot uploads snapshot id to every target of Config.PublishTo
-// and records the outcomes in x. It runs after every publish (a sync's,
+// and returns the outcomes (hookResult records them in the state). It runs after every publish (a sync's,
 // `mirror publish`, `rollback`, `import`), before post_publish, with the
 // mirror's lock held; its failures never undo the publish. The returned
 // warnings go into the caller's report.
-func uploadSnapshot(ctx context.Context, st *store.Store, cfg Config, id string, opt Options, x *stateExtra) ([]UploadRecord, []string) {
+func uploadSnapshot(ctx context.Context, st *store.Store, cfg Config, id string, opt Options) ([]UploadRecord, []string) {
 	if len(cfg.PublishTo) == 0 {
 		return nil, nil
 	}
 	log := opt.logger()
 	files, ferr := publishedFiles(st, id)
-	if x.Uploads == nil {
-		x.Uploads = map[string]UploadRecord{}
-	}
 	var recs []UploadRecord
 	var warnings []string
 	for _, name := range cfg.PublishTo {
@@ -68,7 +65,6 @@ func uploadSnapshot(ctx context.Context, st *store.Store, cfg Config, id string,
 			log.Error("upload to publish target failed; the local snapshot stays published and the next publish retries", "mirror", cfg.Name, "target", name, "snapshot", id, "err", err)
 			warnings = append(warnings, fmt.Sprintf("upload to publish target %s failed: %v", name, err))
 		}
-		x.Uploads[name] = rec
 		recs = append(recs, rec)
 	}
 	return recs, warnings
